@@ -1,0 +1,462 @@
+"""Pydantic wire models for the MiniMax task API and chat completions API.
+
+Requests enforce the seed's bounds so that bad input fails before any HTTP call; responses
+parse tolerantly (unknown fields are kept, the older error forms are accepted).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+TASK_MODEL = "minimax:m2.7@highspeed"
+CHAT_MODEL = "minimax-m2.7"
+MAX_SEED = 4_294_967_295
+TASK_MAX_TOKENS = 196_608
+CHAT_MAX_TOKENS = 16_384
+MAX_SYSTEM_PROMPT_CHARS = 200_000
+TERMINAL_STATUSES = frozenset({"success", "error"})
+
+
+def _two_decimals(value: float) -> float:
+    """Reject a sampling value that is not on the API's 0.01 grid."""
+    if abs(round(value, 2) - value) > 1e-9:
+        raise ValueError(f"must be a multiple of 0.01, got {value}")
+    return value
+
+
+def _uuid4_shaped(value: str) -> str:
+    """Accept only a UUID with the version-4 nibble and the RFC 4122 variant, as the API requires."""
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        raise ValueError(f"must be a UUID v4, got {value!r}") from None
+    if parsed.version != 4 or parsed.variant != uuid.RFC_4122:
+        raise ValueError(f"must be a UUID v4 (version nibble 4, RFC 4122 variant), got {value!r}")
+    return str(parsed)
+
+
+UnitInterval = Annotated[float, Field(ge=0, le=1), AfterValidator(_two_decimals)]
+TaskUUID = Annotated[str, AfterValidator(_uuid4_shaped)]
+
+
+class _CamelModel(BaseModel):
+    """Base for task API messages: snake_case in Python, camelCase on the wire."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def to_wire(self) -> dict[str, Any]:
+        """Serialize to the JSON the API expects."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class _TolerantModel(BaseModel):
+    """Base for responses: unknown fields are kept, aliases and field names both accepted."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+
+# --------------------------------------------------------------------------------------------
+# Task API: requests
+# --------------------------------------------------------------------------------------------
+
+
+class TaskMessage(_CamelModel):
+    """One turn of a textInference conversation."""
+
+    role: Literal["user", "assistant"]
+    content: str = Field(min_length=1)
+
+
+class TextInferenceSettings(_CamelModel):
+    """Sampling settings nested under ``settings`` in a textInference task."""
+
+    system_prompt: str | None = Field(default=None, min_length=1, max_length=MAX_SYSTEM_PROMPT_CHARS)
+    temperature: UnitInterval | None = None
+    top_p: UnitInterval | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=TASK_MAX_TOKENS)
+
+
+class TextInferenceTask(_CamelModel):
+    """A ``textInference`` task, validated against the seed's bounds."""
+
+    task_type: Literal["textInference"] = "textInference"
+    task_uuid: TaskUUID = Field(alias="taskUUID")
+    model: str = Field(default=TASK_MODEL, min_length=1)
+    delivery_method: Literal["sync", "async", "stream"] = "sync"
+    webhook_url: HttpUrl | None = Field(default=None, alias="webhookURL")
+    include_cost: bool | None = None
+    include_usage: bool | None = None
+    number_results: int | None = Field(default=None, ge=1, le=4)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    messages: list[TaskMessage] = Field(min_length=1)
+    settings: TextInferenceSettings | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: dict[str, Any] | str | None = None
+    output_format: Literal["TEXT"] | None = None
+    routing: dict[str, Any] | None = None
+
+    @field_validator("messages")
+    @classmethod
+    def _last_message_is_user(cls, messages: list[TaskMessage]) -> list[TaskMessage]:
+        if messages and messages[-1].role != "user":
+            raise ValueError(f"the last message must have role 'user', got {messages[-1].role!r}")
+        return messages
+
+    @model_validator(mode="after")
+    def _stream_has_one_result(self) -> TextInferenceTask:
+        if self.delivery_method == "stream" and (self.number_results or 1) > 1:
+            raise ValueError("numberResults > 1 is not supported with deliveryMethod 'stream'")
+        return self
+
+
+class GetResponseTask(_CamelModel):
+    """A ``getResponse`` poll for one async task."""
+
+    task_type: Literal["getResponse"] = "getResponse"
+    task_uuid: TaskUUID = Field(alias="taskUUID")
+
+
+# --------------------------------------------------------------------------------------------
+# Task API: responses
+# --------------------------------------------------------------------------------------------
+
+
+class TaskUsage(_TolerantModel):
+    """Token usage of a textInference result."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    thinking_tokens: int | None = None
+
+
+class ApiError(_TolerantModel):
+    """One entry of the task API's ``errors`` list (or the older single ``error`` object)."""
+
+    code: str = "unknown"
+    message: str = ""
+    parameter: str | list[str] | None = None
+    task_type: str | None = None
+    task_uuid: str | None = Field(default=None, alias="taskUUID")
+    documentation: str | None = None
+    allowed_values: list[Any] | None = None
+
+
+class TaskResult(_TolerantModel):
+    """One item of ``data``: an acknowledgement, a getResponse status or a finished result."""
+
+    task_type: str
+    task_uuid: str = Field(alias="taskUUID")
+    status: str | None = None
+    progress: float | None = None
+    text: str | None = None
+    finish_reason: str | None = None
+    usage: TaskUsage | None = None
+    cost: float | None = None
+    seed: int | None = None
+    reasoning_content: list[str] | None = None
+    result_index: int | None = None
+    error: ApiError | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether polling can stop: any status other than success/error means still running."""
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def is_success(self) -> bool:
+        """Whether this item is a finished result (sync results carry text and no status)."""
+        return self.status == "success" or (self.status is None and self.text is not None)
+
+
+class TaskApiResponse(_TolerantModel):
+    """The task API envelope: ``data`` and/or ``errors``; older ``error`` forms are normalised."""
+
+    data: list[TaskResult] = Field(default_factory=list)
+    errors: list[ApiError] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise_error_forms(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or "error" not in raw:
+            return raw
+        raw = dict(raw)
+        single = raw.pop("error")
+        if isinstance(single, dict):
+            single = {**single}
+            for key in ("taskUUID", "taskType"):
+                if key in raw and key not in single:
+                    single[key] = raw.pop(key)
+            raw["errors"] = [*raw.get("errors", []), single]
+        return raw
+
+
+class TextInferenceDelta(_TolerantModel):
+    """The incremental part of a streamed textInference chunk."""
+
+    text: str | None = None
+    reasoning_content: str | None = None
+
+
+class TextInferenceChunk(_TolerantModel):
+    """One SSE chunk of a streamed textInference (``{"data": {...}}`` wrapping accepted)."""
+
+    task_type: str | None = None
+    task_uuid: str | None = Field(default=None, alias="taskUUID")
+    delta: TextInferenceDelta = Field(default_factory=TextInferenceDelta)
+    finish_reason: str | None = None
+    usage: TaskUsage | None = None
+    cost: float | None = None
+    errors: list[ApiError] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unwrap(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and isinstance(raw.get("data"), dict):
+            raw = raw["data"]
+        if isinstance(raw, dict) and isinstance(raw.get("error"), dict):
+            raw = {**raw, "errors": [*raw.get("errors", []), raw["error"]]}
+            raw.pop("error")
+        return raw
+
+
+# --------------------------------------------------------------------------------------------
+# Chat completions API (OpenAI protocol): requests
+# --------------------------------------------------------------------------------------------
+
+
+class _OpenAIModel(BaseModel):
+    """Base for chat API messages: snake_case on the wire, unknown request keys refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def to_wire(self) -> dict[str, Any]:
+        """Serialize to the JSON the API expects."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class ChatToolCallFunction(BaseModel):
+    """The function name and JSON-encoded arguments of a tool call."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    arguments: str = "{}"
+
+
+class ChatToolCall(BaseModel):
+    """A tool call the assistant asks for."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    type: Literal["function"] = "function"
+    function: ChatToolCallFunction
+
+
+class ChatMessage(_OpenAIModel):
+    """One OpenAI chat message; content is a string or a list of parts (text, image_url)."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[ChatToolCall] | None = None
+    tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _content_present(self) -> ChatMessage:
+        if self.role == "assistant" and self.tool_calls:
+            return self
+        if self.content is None or (isinstance(self.content, str | list) and len(self.content) == 0):
+            raise ValueError(f"a {self.role!r} message needs non-empty content")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a 'tool' message needs tool_call_id")
+        return self
+
+
+class ChatCompletionRequest(_OpenAIModel):
+    """A chat completions request, validated against the contract's bounds."""
+
+    model: str = Field(default=CHAT_MODEL, min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=CHAT_MAX_TOKENS)
+    temperature: UnitInterval | None = None
+    top_p: UnitInterval | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    stream: bool | None = None
+    stream_options: dict[str, Any] | None = None
+    reasoning_split: bool | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Chat completions API: responses
+# --------------------------------------------------------------------------------------------
+
+_THINK_BLOCK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.DOTALL)
+
+
+def split_think(content: str | None) -> tuple[str, str | None]:
+    """Split a MiniMax answer into (answer, reasoning): the leading ``<think>`` block is the reasoning."""
+    if not content:
+        return "", None
+    match = _THINK_BLOCK.match(content)
+    if match is None:
+        return content, None
+    return content[match.end() :], match.group(1).strip()
+
+
+class ChatUsage(BaseModel):
+    """Token usage of a chat completion."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ChatResponseMessage(BaseModel):
+    """The assistant message of a choice, kept verbatim for multi-turn replay."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: str = "assistant"
+    content: str | None = None
+    tool_calls: list[ChatToolCall] | None = None
+    reasoning_details: list[dict[str, Any]] | None = None
+
+    @property
+    def answer(self) -> str:
+        """The content without the leading ``<think>`` block."""
+        return split_think(self.content)[0]
+
+    @property
+    def reasoning(self) -> str | None:
+        """The reasoning: the ``<think>`` block, or ``reasoning_details`` when split server-side."""
+        thought = split_think(self.content)[1]
+        if thought is None and self.reasoning_details:
+            thought = "\n".join(str(d.get("text", "")) for d in self.reasoning_details) or None
+        return thought
+
+    def as_request_message(self) -> ChatMessage:
+        """The message to send back in a later turn: content unchanged, think block included."""
+        return ChatMessage(role="assistant", content=self.content, tool_calls=self.tool_calls)
+
+
+class ChatChoice(BaseModel):
+    """One choice of a chat completion."""
+
+    model_config = ConfigDict(extra="allow")
+
+    index: int = 0
+    message: ChatResponseMessage
+    finish_reason: str | None = None
+
+
+class BaseResp(BaseModel):
+    """MiniMax gateway status carried inside an HTTP 200; a non-zero code is an error."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status_code: int = 0
+    status_msg: str = ""
+
+
+class ChatCompletion(BaseModel):
+    """A chat completion (``object: chat.completion``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = ""
+    object: str = "chat.completion"
+    created: int = 0
+    model: str = ""
+    choices: list[ChatChoice] = Field(default_factory=list)
+    usage: ChatUsage | None = None
+    base_resp: BaseResp | None = None
+
+    @property
+    def message(self) -> ChatResponseMessage:
+        """The first choice's message."""
+        if not self.choices:
+            return ChatResponseMessage(content="")
+        return self.choices[0].message
+
+    @property
+    def answer(self) -> str:
+        """The first choice's answer, think block removed."""
+        return self.message.answer
+
+    @property
+    def reasoning(self) -> str | None:
+        """The first choice's reasoning, when the model gave one."""
+        return self.message.reasoning
+
+
+class ChatDelta(BaseModel):
+    """The incremental part of a streamed chat chunk."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: str | None = None
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    """One choice of a streamed chat chunk."""
+
+    model_config = ConfigDict(extra="allow")
+
+    index: int = 0
+    delta: ChatDelta = Field(default_factory=ChatDelta)
+    finish_reason: str | None = None
+
+
+class ChatErrorDetail(BaseModel):
+    """The OpenAI-style ``error`` object."""
+
+    model_config = ConfigDict(extra="allow")
+
+    message: str = ""
+    type: str | None = None
+    param: str | None = None
+    code: str | int | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One SSE chunk of a streamed chat completion (``object: chat.completion.chunk``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = ""
+    object: str = "chat.completion.chunk"
+    created: int = 0
+    model: str = ""
+    choices: list[ChatChunkChoice] = Field(default_factory=list)
+    usage: ChatUsage | None = None
+    error: ChatErrorDetail | None = None
+    base_resp: BaseResp | None = None
+
+
+class ChatErrorResponse(BaseModel):
+    """The chat API's error body ``{"error": {...}}``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: ChatErrorDetail
