@@ -1,0 +1,131 @@
+"""The ``minimax`` connection: its fields, defaults and validation into typed settings."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from airflow_provider_minimax.exceptions import MiniMaxConfigurationError
+from airflow_provider_minimax.models import CHAT_MODEL, TASK_MODEL
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
+CONN_TYPE = "minimax"
+DEFAULT_CONN_ID = "minimax_default"
+DEFAULT_BASE_URLS: dict[str, str] = {
+    "task": "https://api.runware.ai/v1",
+    "chat": "https://llm.bytespike.ai/v1",
+}
+DEFAULT_MODELS: dict[str, str] = {"task": TASK_MODEL, "chat": CHAT_MODEL}
+
+
+class MiniMaxConnectionSettings(BaseModel):
+    """Everything the hook needs from a ``minimax`` connection, validated once.
+
+    :param conn_id: the Airflow connection id, named in every configuration error.
+    :param api: which API the connection speaks: ``task`` or ``chat``.
+    :param base_url: the API's base URL (the connection's host).
+    :param api_key: the API key (the connection's password), never printed.
+    :param model: the default model for calls that name none.
+    :param timeout: seconds to wait for one HTTP response.
+    :param max_retries: retries after the first attempt for transient failures.
+    :param retry_max_wait: the cap of one backoff wait, in seconds.
+    :param max_tasks_per_request: how many tasks one task-API request carries at most.
+    :param max_connections: the size of the HTTP connection pool.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    conn_id: str
+    api: Literal["task", "chat"] = "task"
+    base_url: str
+    api_key: SecretStr
+    model: str
+    timeout: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=4, ge=0, le=20)
+    retry_max_wait: float = Field(default=30.0, gt=0)
+    max_tasks_per_request: int = Field(default=100, ge=1, le=1000)
+    max_connections: int = Field(default=64, ge=1, le=1000)
+
+    @property
+    def chat_completions_url(self) -> str:
+        """``POST`` target of the chat completions API."""
+        return f"{self.base_url.rstrip('/')}/chat/completions"
+
+    @classmethod
+    def from_connection(cls, conn: Connection) -> MiniMaxConnectionSettings:
+        """Read and validate a connection; errors name the connection and the field.
+
+        :param conn: the Airflow connection (from the UI, a secrets backend or ``AIRFLOW_CONN_*``).
+        """
+        conn_id = conn.conn_id or DEFAULT_CONN_ID
+        extra = _extra_dict(conn_id, conn.extra)
+        api = str(extra.get("api") or "task").strip().lower()
+        if api not in DEFAULT_BASE_URLS:
+            raise MiniMaxConfigurationError(
+                f"Connection {conn_id!r}: field 'api' must be 'task' or 'chat', got {api!r}"
+            )
+        if not conn.password:
+            raise MiniMaxConfigurationError(
+                f"Connection {conn_id!r}: field 'password' (the MiniMax API key) is empty; "
+                "set it in the connection or in AIRFLOW_CONN_" + conn_id.upper()
+            )
+        base_url = _base_url(conn_id, conn, api)
+        known = set(cls.model_fields) - {"conn_id", "api", "base_url", "api_key", "model"}
+        tuning = {key: value for key, value in extra.items() if key in known and value not in (None, "")}
+        try:
+            return cls(
+                conn_id=conn_id,
+                api=api,
+                base_url=base_url,
+                api_key=SecretStr(conn.password),
+                model=str(extra.get("model") or DEFAULT_MODELS[api]),
+                **tuning,
+            )
+        except ValidationError as err:
+            problems = "; ".join(
+                f"field {'.'.join(map(str, e['loc']))!r}: {e['msg']} (got {e.get('input')!r})"
+                for e in err.errors()
+            )
+            raise MiniMaxConfigurationError(f"Connection {conn_id!r}: {problems}") from None
+
+
+def _extra_dict(conn_id: str, extra: str | dict[str, Any] | None) -> dict[str, Any]:
+    if not extra:
+        return {}
+    if isinstance(extra, dict):
+        return extra
+    try:
+        parsed = json.loads(extra)
+    except json.JSONDecodeError:
+        raise MiniMaxConfigurationError(f"Connection {conn_id!r}: field 'extra' is not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise MiniMaxConfigurationError(f"Connection {conn_id!r}: field 'extra' must be a JSON object")
+    return parsed
+
+
+def _base_url(conn_id: str, conn: Connection, api: str) -> str:
+    """The base URL from ``host``; a URI-form connection splits it into schema/host/port/path."""
+    host = (conn.host or "").strip()
+    if not host:
+        return DEFAULT_BASE_URLS[api]
+    if "://" not in host:
+        # AIRFLOW_CONN_X='minimax://:KEY@api.example.com:8443/v1' arrives as host + port + schema.
+        scheme = "http" if host in {"localhost", "127.0.0.1", "::1"} else "https"
+        port = f":{conn.port}" if conn.port else ""
+        path = f"/{conn.schema.strip('/')}" if conn.schema else ""
+        host = f"{scheme}://{host}{port}{path}"
+    try:
+        url = httpx.URL(host)
+    except httpx.InvalidURL as err:
+        raise MiniMaxConfigurationError(f"Connection {conn_id!r}: field 'host' is not a URL: {err}") from None
+    if url.scheme not in {"http", "https"} or not url.host:
+        raise MiniMaxConfigurationError(
+            f"Connection {conn_id!r}: field 'host' must be a full http(s) URL such as "
+            f"{DEFAULT_BASE_URLS[api]!r}, got {host!r}"
+        )
+    return str(url).rstrip("/")

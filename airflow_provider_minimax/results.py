@@ -1,0 +1,85 @@
+"""Protocol-neutral results the hook returns above the wire models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from airflow_provider_minimax.models import ApiError, TaskResult
+
+
+class Usage(BaseModel):
+    """Token usage, the same shape for both APIs."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+        )
+
+
+class GenerateResult(BaseModel):
+    """One answer from either API: text without the think block, reasoning kept apart.
+
+    :param text: the answer.
+    :param reasoning: the model's reasoning, when it gave one.
+    :param usage: tokens spent.
+    :param cost: the price in USD when the API reports it (task API with includeCost).
+    :param finish_reason: why generation stopped (``stop``, ``length``, ``tool_calls``...).
+    :param model: the model that answered.
+    :param task_uuid: the taskUUID (task API only).
+    :param raw_content: the assistant content exactly as received, for multi-turn replay.
+    """
+
+    text: str
+    reasoning: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    cost: float | None = None
+    finish_reason: str | None = None
+    model: str | None = None
+    task_uuid: str | None = None
+    raw_content: str | None = None
+
+
+class TaskBatchResult(BaseModel):
+    """What a multi-task request returned: successes and per-task errors, none dropped.
+
+    :param results: every ``data`` item (acknowledgements, statuses or results), in order.
+    :param errors: errors scoped to one taskUUID (``conflictTaskUUID`` excluded on submit).
+    :param already_accepted: UUIDs the API had already accepted (``conflictTaskUUID``): poll them.
+    """
+
+    results: list[TaskResult] = Field(default_factory=list)
+    errors: list[ApiError] = Field(default_factory=list)
+    already_accepted: list[str] = Field(default_factory=list)
+
+    def extend(self, other: TaskBatchResult) -> None:
+        """Add another chunk's outcome to this one."""
+        self.results.extend(other.results)
+        self.errors.extend(other.errors)
+        self.already_accepted.extend(other.already_accepted)
+
+    def results_for(self, task_uuid: str) -> list[TaskResult]:
+        """The items of one task, ordered by ``resultIndex``."""
+        items = [r for r in self.results if r.task_uuid == task_uuid]
+        return sorted(items, key=lambda r: r.result_index or 0)
+
+    def error_for(self, task_uuid: str) -> ApiError | None:
+        """The error of one task: a top-level ``errors`` entry or an item's ``status: error``."""
+        for error in self.errors:
+            if error.task_uuid == task_uuid:
+                return error
+        for item in self.results_for(task_uuid):
+            if item.status == "error":
+                return item.error or ApiError(code="unknown", message="task failed", taskUUID=task_uuid)
+        return None
+
+    def to_jsonable(self) -> dict[str, Any]:
+        """Plain JSON, for XCom and trigger events."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -1,0 +1,251 @@
+"""HTTP plumbing shared by both APIs: auth, error bodies, faults, latency, SSE, dropped sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from airflow_provider_minimax.testing.emulator._faults import Fault
+from airflow_provider_minimax.testing.emulator._state import (
+    EMULATOR_API_KEY,
+    NO_CREDIT_API_KEY,
+    EmulatorState,
+)
+
+SEND_SCOPE_KEY = "minimax_emulator.send"
+_TASK_CODES = {
+    400: "invalidRequest",
+    401: "invalidApiKey",
+    402: "insufficientCredits",
+    403: "accessDenied",
+    404: "notFound",
+    408: "requestTimeout",
+    422: "unprocessableEntity",
+    429: "rateLimitExceeded",
+    503: "providerUnavailable",
+    504: "timeoutProvider",
+}
+_CHAT_TYPES = {
+    401: "authentication_error",
+    402: "insufficient_quota",
+    403: "permission_error",
+    429: "rate_limit_error",
+}
+
+
+@dataclass(frozen=True)
+class ErrorStyle:
+    """How one API spells an error body.
+
+    :param api: ``task`` (``{"errors":[...]}``, camelCase codes) or ``chat`` (OpenAI ``{"error":{}}``)
+    """
+
+    api: Literal["task", "chat"]
+
+    def body(self, status: int, code: str, message: str, param: str | list[str] | None = None) -> Any:
+        """The error body for one error.
+
+        :param status: HTTP status (picks the OpenAI ``type``)
+        :param code: camelCase error code, converted to snake_case for chat
+        :param message: human-readable message
+        :param param: offending parameter path
+        """
+        if self.api == "task":
+            entry: dict[str, Any] = {"code": code, "message": message}
+            if param is not None:
+                entry["parameter"] = param
+            return {"errors": [entry]}
+        kind = _CHAT_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        chat_param = param if isinstance(param, str) or param is None else ",".join(param)
+        return {"error": {"message": message, "type": kind, "param": chat_param, "code": snake(code)}}
+
+    def response(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        param: str | list[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> JSONResponse:
+        """A JSON error response.
+
+        :param status: HTTP status
+        :param code: camelCase error code
+        :param message: human-readable message
+        :param param: offending parameter path
+        :param headers: extra headers (``Retry-After``)
+        """
+        return JSONResponse(self.body(status, code, message, param), status_code=status, headers=headers)
+
+
+def snake(code: str) -> str:
+    """``insufficientCredits`` → ``insufficient_credits``, the OpenAI spelling of a code.
+
+    :param code: camelCase code
+    """
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", code).lower()
+
+
+def check_auth(request: Request, style: ErrorStyle) -> JSONResponse | None:
+    """The 401/402 response for a request whose Bearer key is missing, wrong or out of credit.
+
+    :param request: the incoming request
+    :param style: the API's error style
+    """
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        return style.response(401, "missingApiKey", "Missing API key: send 'Authorization: Bearer <key>'.")
+    if key == NO_CREDIT_API_KEY:
+        return style.response(402, "insufficientCredits", "Insufficient credits: top up your balance.")
+    if key != EMULATOR_API_KEY:
+        return style.response(401, "invalidApiKey", "Invalid API key.")
+    return None
+
+
+async def read_json(request: Request) -> tuple[Any, str | None]:
+    """Decode the body; the second item is an error message when it is not JSON.
+
+    :param request: the incoming request
+    """
+    raw = await request.body()
+    try:
+        return json.loads(raw), None
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, f"Request body is not valid JSON: {exc}"
+
+
+def drop_connection(request: Request) -> Response:
+    """Close the client's socket without an answer; the returned response is never sent.
+
+    Under uvicorn the raw ``send`` is bound to the protocol cycle that owns the transport, so the
+    socket can be closed cleanly (the client sees ``RemoteProtocolError``). In-process (httpx
+    ASGITransport) there is no socket: raise the error the client would have seen.
+
+    :param request: the request whose connection is dropped
+    """
+    cycle = getattr(request.scope.get(SEND_SCOPE_KEY), "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if transport is None:
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+    # Marking the cycle disconnected makes uvicorn ignore the response the app still returns.
+    cycle.disconnected = True  # type: ignore[union-attr]
+    transport.close()
+    return Response(status_code=204)
+
+
+def retry_after_header(fault: Fault) -> dict[str, str]:
+    """The ``Retry-After`` header a fault announces, in seconds or HTTP-date form.
+
+    :param fault: an ``http_error`` fault
+    """
+    if fault.retry_after is None:
+        return {}
+    if fault.retry_after_format == "http-date":
+        return {"Retry-After": email.utils.formatdate(time.time() + fault.retry_after, usegmt=True)}
+    return {"Retry-After": f"{fault.retry_after:g}"}
+
+
+def fault_response(fault: Fault, request: Request, style: ErrorStyle, streaming: bool) -> Response:
+    """The response that replaces a normal answer for a connection-level fault.
+
+    :param fault: an ``http_error``, ``drop_connection`` or ``malformed_json`` fault
+    :param request: the incoming request
+    :param style: the API's error style
+    :param streaming: whether the request asked for SSE
+    """
+    if fault.kind == "drop_connection":
+        return drop_connection(request)
+    if fault.kind == "malformed_json":
+        if streaming:
+            return Response('data: {"taskUUID": "trunc\n\ndata: [DONE]\n\n', media_type="text/event-stream")
+        return Response('{"data": [{"taskType": "textInfer', media_type="application/json")
+    code = fault.code or _TASK_CODES.get(fault.status, "providerError" if fault.status >= 500 else "invalidRequest")
+    message = fault.message or f"Emulated HTTP {fault.status} ({code})."
+    return style.response(fault.status, code, message, headers=retry_after_header(fault))
+
+
+async def before_processing(
+    fault: Fault | None, request: Request, style: ErrorStyle, streaming: bool
+) -> Response | None:
+    """Apply the part of a fault that happens before the request is processed.
+
+    Returns the response to send instead, or None to process the request normally (a delay has
+    then already been waited; faults applied later are left to the caller).
+
+    :param fault: the fault taken for this request, if any
+    :param request: the incoming request
+    :param style: the API's error style
+    :param streaming: whether the request asked for SSE
+    """
+    if fault is None or fault.after_processing:
+        return None
+    if fault.kind == "delay":
+        await asyncio.sleep(fault.delay)
+        return None
+    if fault.kind in ("http_error", "drop_connection", "malformed_json"):
+        return fault_response(fault, request, style, streaming)
+    return None
+
+
+def after_processing(
+    fault: Fault | None, request: Request, style: ErrorStyle, streaming: bool, response: Response
+) -> Response:
+    """Replace a computed response when the fault says the answer is lost after processing.
+
+    :param fault: the fault taken for this request, if any
+    :param request: the incoming request
+    :param style: the API's error style
+    :param streaming: whether the request asked for SSE
+    :param response: the normal response
+    """
+    if fault is not None and fault.after_processing and fault.kind != "delay":
+        return fault_response(fault, request, style, streaming)
+    return response
+
+
+def sse_response(
+    events: list[Any], request: Request, state: EmulatorState, cut_after: int | None = None
+) -> StreamingResponse:
+    """Stream ``events`` as SSE ``data:`` lines ending ``data: [DONE]``, optionally cut mid-way.
+
+    :param events: JSON-ready chunks
+    :param request: the incoming request (its connection is dropped on a cut)
+    :param state: emulator state (chunk delay)
+    :param cut_after: drop the connection after this many events
+    """
+
+    async def body() -> AsyncIterator[str]:
+        for index, event in enumerate(events):
+            if cut_after is not None and index >= cut_after:
+                drop_connection(request)
+                return
+            if index and state.config.stream_chunk_delay:
+                await asyncio.sleep(state.config.stream_chunk_delay)
+            yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+        if cut_after is not None:
+            drop_connection(request)
+            return
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def finish(entry: dict[str, Any], response: Response) -> Response:
+    """Note the response status in the request log and pass the response on.
+
+    :param entry: the log entry of the request
+    :param response: the response being sent
+    """
+    entry["status"] = response.status_code
+    return response
