@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from airflow_provider_minimax.models import ApiError, TaskResult
 
@@ -82,4 +82,35 @@ class TaskBatchResult(BaseModel):
 
     def to_jsonable(self) -> dict[str, Any]:
         """Plain JSON, for XCom and trigger events."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class TasksOutcome(BaseModel):
+    """How waiting on async tasks ended: the trigger's event payload and the worker poller's result.
+
+    :param status: ``success`` (every task finished, each with results or an error),
+        ``timeout`` (the deadline passed; ``pending`` names the tasks still running) or
+        ``error`` (polling itself failed, e.g. the key was revoked).
+    :param task_uuids: every UUID waited on, in order.
+    :param results: finished results per UUID, ordered by ``resultIndex``.
+    :param errors: the error of each task that failed.
+    :param pending: UUIDs not finished at the deadline.
+    :param message: what happened, for ``timeout`` and ``error``.
+    :param code: the API's error code, for ``error``.
+    :param status_code: the HTTP status, for ``error``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["success", "timeout", "error"]
+    task_uuids: list[str]
+    results: dict[str, list[TaskResult]] = Field(default_factory=dict)
+    errors: dict[str, ApiError] = Field(default_factory=dict)
+    pending: list[str] = Field(default_factory=list)
+    message: str | None = None
+    code: str | None = None
+    status_code: int | None = None
+
+    def to_event(self) -> dict[str, Any]:
+        """Plain JSON for a TriggerEvent or XCom."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -1,0 +1,99 @@
+"""Structured output: ask for JSON matching a pydantic model, read it back, and say what was wrong."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+MAX_RAW_IN_ERROR = 500
+
+
+class OutputMismatch(ValueError):
+    """The answer was not JSON matching the model; ``feedback`` is what to tell the model.
+
+    :param feedback: the parse or validation problem, phrased for the model.
+    :param raw: the answer as received.
+    """
+
+    def __init__(self, feedback: str, raw: str) -> None:
+        self.feedback = feedback
+        self.raw = raw
+        super().__init__(feedback)
+
+
+def json_schema(output_type: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of a pydantic model.
+
+    :param output_type: the model.
+    """
+    return output_type.model_json_schema()
+
+
+def response_format(output_type: type[BaseModel]) -> dict[str, Any]:
+    """The chat API's ``response_format`` asking for the model's schema.
+
+    :param output_type: the model.
+    """
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": output_type.__name__, "schema": json_schema(output_type), "strict": True},
+    }
+
+
+def schema_instructions(output_type: type[BaseModel]) -> str:
+    """System-prompt instructions for an API without ``response_format`` (the task API).
+
+    :param output_type: the model.
+    """
+    schema = json.dumps(json_schema(output_type), ensure_ascii=False)
+    return (
+        "Answer with one JSON object only, no prose and no code fence. "
+        f"It must validate against this JSON schema:\n```json\n{schema}\n```"
+    )
+
+
+def _json_text(answer: str) -> str:
+    """The JSON part of an answer: a fenced block if any, else from the first brace to the last."""
+    fenced = _FENCE.search(answer)
+    if fenced:
+        return fenced.group(1).strip()
+    start, end = answer.find("{"), answer.rfind("}")
+    return answer[start : end + 1] if 0 <= start < end else answer.strip()
+
+
+def parse_output(answer: str, output_type: type[M]) -> M:
+    """Read an answer as an instance of ``output_type``.
+
+    :param answer: the model's answer (think block already removed).
+    :param output_type: the model to validate against.
+    :raises OutputMismatch: with feedback that can be sent back to the model.
+    """
+    try:
+        return output_type.model_validate_json(_json_text(answer))
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in err.errors(include_url=False)
+        )
+        raise OutputMismatch(f"The JSON did not match the schema: {problems}", answer) from None
+
+
+def reask_prompt(mismatch: OutputMismatch) -> str:
+    """The follow-up user message that asks the model to fix its previous answer.
+
+    :param mismatch: what was wrong.
+    """
+    return f"{mismatch.feedback}. Answer again with one corrected JSON object only."
+
+
+def truncated(raw: str, limit: int = MAX_RAW_IN_ERROR) -> str:
+    """An answer cut to fit in an error message.
+
+    :param raw: the answer.
+    :param limit: the most characters kept.
+    """
+    return raw if len(raw) <= limit else f"{raw[:limit]}… ({len(raw) - limit} more characters)"
