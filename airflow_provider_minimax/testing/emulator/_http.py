@@ -7,7 +7,7 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,6 +23,8 @@ from airflow_provider_minimax.testing.emulator._state import (
 )
 
 SEND_SCOPE_KEY = "minimax_emulator.send"
+# Union members show up in pydantic error locations; they are not parameter names.
+_NOT_PARAMS = re.compile(r"^(str|int|float|bool|none|dict|list)$|[\[\],\-]")
 _TASK_CODES = {
     400: "invalidRequest",
     401: "invalidApiKey",
@@ -170,12 +172,13 @@ def fault_response(fault: Fault, request: Request, style: ErrorStyle, streaming:
         if streaming:
             return Response('data: {"taskUUID": "trunc\n\ndata: [DONE]\n\n', media_type="text/event-stream")
         return Response('{"data": [{"taskType": "textInfer', media_type="application/json")
-    code = fault.code or _TASK_CODES.get(fault.status, "providerError" if fault.status >= 500 else "invalidRequest")
+    fallback = "providerError" if fault.status >= 500 else "invalidRequest"
+    code = fault.code or _TASK_CODES.get(fault.status, fallback)
     message = fault.message or f"Emulated HTTP {fault.status} ({code})."
     return style.response(fault.status, code, message, headers=retry_after_header(fault))
 
 
-async def before_processing(
+async def _before_processing(
     fault: Fault | None, request: Request, style: ErrorStyle, streaming: bool
 ) -> Response | None:
     """Apply the part of a fault that happens before the request is processed.
@@ -198,7 +201,7 @@ async def before_processing(
     return None
 
 
-def after_processing(
+def _after_processing(
     fault: Fault | None, request: Request, style: ErrorStyle, streaming: bool, response: Response
 ) -> Response:
     """Replace a computed response when the fault says the answer is lost after processing.
@@ -249,3 +252,42 @@ def finish(entry: dict[str, Any], response: Response) -> Response:
     """
     entry["status"] = response.status_code
     return response
+
+
+async def serve_with_faults(
+    request: Request,
+    state: EmulatorState,
+    style: ErrorStyle,
+    entry: dict[str, Any],
+    serve: Callable[[Fault | None], Awaitable[Response]],
+    *,
+    task_types: set[str] | None = None,
+    streaming: bool = False,
+    structured: bool = False,
+) -> Response:
+    """The request pipeline both APIs share: take a fault, apply it, check the key, serve, log.
+
+    :param request: the incoming request
+    :param state: emulator state
+    :param style: the API's error style
+    :param entry: the request's log entry
+    :param serve: produces the normal answer; gets the fault for the kinds it applies itself
+    :param task_types: task types in the request (task API)
+    :param streaming: whether the request asks for SSE
+    :param structured: whether a chat request asks for JSON output
+    """
+    fault = state.faults.take(style.api, task_types or set(), streaming=streaming, structured=structured)
+    response = await _before_processing(fault, request, style, streaming) or check_auth(request, style)
+    if response is None:
+        response = _after_processing(fault, request, style, streaming, await serve(fault))
+    return finish(entry, response)
+
+
+def error_path(loc: Sequence[int | str]) -> tuple[str, list[str]]:
+    """A pydantic error location as a parameter path (``messages[0].content``) and its field names.
+
+    :param loc: the error's ``loc``
+    """
+    parts = [p for p in loc if not (isinstance(p, str) and _NOT_PARAMS.search(p))]
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
+    return path, [p for p in parts if isinstance(p, str)]

@@ -112,6 +112,7 @@ class EmulatorState:
         self.log: deque[dict[str, Any]] = deque(maxlen=self.config.log_size)
         self.webhook_deliveries: list[dict[str, Any]] = []
         self.webhook_sink: dict[str, list[Any]] = {}
+        self.webhook_attempts: Counter[str] = Counter()
         self.background: set[asyncio.Task[None]] = set()
         self._lanes: list[float] = []
         self._semaphore: tuple[int, asyncio.Semaphore] | None = None

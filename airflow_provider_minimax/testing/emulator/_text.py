@@ -93,7 +93,8 @@ def reply_text(last_user: str, prompt: str, seed: int | None = None, result_inde
     key = digest(prompt, seed, result_index)
     remark = _REMARKS[int(key[:8], 16) % len(_REMARKS)]
     words = len(last_user.split())
-    return f'{REPLY_PREFIX} You said: "{quote(last_user)}" ({words} words). {remark} [ref {key[:8]}]'
+    noun = "word" if words == 1 else "words"
+    return f'{REPLY_PREFIX} You said: "{quote(last_user)}" ({words} {noun}). {remark} [ref {key[:8]}]'
 
 
 def reasoning_text(last_user: str) -> str:
