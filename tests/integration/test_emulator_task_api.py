@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (fixtures imported below are used as test arguments by name)
 """The emulator's task API follows the wire contract (sync, async, stream, webhook, errors)."""
 
 from __future__ import annotations
@@ -21,12 +20,6 @@ from airflow_provider_minimax.testing.emulator import (
     EmulatorConfig,
     EmulatorHandle,
     create_app,
-)
-
-# Imported explicitly so these tests run whether or not the package's pytest11 entry point is installed.
-from airflow_provider_minimax.testing.pytest_plugin import (  # noqa: F401
-    _minimax_emulator_server,
-    minimax_emulator,
 )
 
 ASYNC_LATENCY = 0.05
