@@ -1,16 +1,18 @@
 """Never pay twice: deterministic taskUUIDs per task instance, and the resume-or-submit decision.
 
-A task instance's item ``i`` at generation ``g`` always has the same taskUUID (a version-4
-shaped hash of the identity). A retried try asks ``getResponse`` first and submits only what
-is neither finished nor running; the server refuses a known UUID with ``conflictTaskUUID``,
-so even a crash between "submit" and "remember" cannot make the same work be paid twice.
-The generation moves on only when a UUID's task has failed; Airflow 3.3's task-state store
-remembers it so a later try starts there (without the store, the conflict walk finds it).
+A task instance's item ``i`` at generation ``g`` always has the same taskUUID: a version-4
+shaped hash of the identity and of the request itself. A retried try asks ``getResponse``
+first and submits only what is neither finished nor running; the server refuses a known UUID
+with ``conflictTaskUUID``, so even a crash between "submit" and "remember" cannot make the
+same work be paid twice. The generation moves on only when a UUID's task has failed; Airflow
+3.3's task-state store remembers it so a later try starts there (without the store, the
+conflict walk finds it).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping
@@ -26,7 +28,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GENERATIONS_KEY = "minimax_generations"
-#: A UUID's generation moves on only after its task failed; this bounds the conflict walk.
+WAITING_KEY = "minimax_waiting"
+#: A UUID's generation moves on only after its task failed; this bounds the walk.
 MAX_GENERATIONS = 32
 
 
@@ -55,17 +58,36 @@ class TaskIdentity:
         map_index = getattr(ti, "map_index", -1)
         return cls(ti.dag_id, ti.task_id, ti.run_id, -1 if map_index is None else int(map_index))
 
-    def task_uuid(self, item_index: int = 0, generation: int = 0) -> str:
+    def task_uuid(self, item_index: int = 0, generation: int = 0, fingerprint: str = "") -> str:
         """The taskUUID of one item at one generation: a SHA-256 of the identity, shaped as UUID v4.
 
-        :param item_index: the item (row, prompt) within the task instance.
+        :param item_index: the item (row, prompt, re-ask) within the task instance.
         :param generation: bumped each time the item's previous task failed.
+        :param fingerprint: the request's :func:`request_fingerprint`, so an edited prompt
+            (a cleared task re-run after a fix) never reuses the old prompt's answer.
         """
-        key = "\x1f".join(
-            map(str, (self.dag_id, self.task_id, self.run_id, self.map_index, item_index, generation))
+        parts: tuple[object, ...] = (
+            self.dag_id,
+            self.task_id,
+            self.run_id,
+            self.map_index,
+            item_index,
+            generation,
         )
-        digest = hashlib.sha256(key.encode()).digest()[:16]
+        if fingerprint:
+            parts = (*parts, fingerprint)
+        digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:16]
         return str(uuid.UUID(bytes=digest, version=4))
+
+
+def request_fingerprint(task: TextInferenceTask) -> str:
+    """A short hash of everything a task asks for except its taskUUID.
+
+    :param task: a built task.
+    """
+    wire = task.to_wire()
+    wire.pop("taskUUID", None)
+    return hashlib.sha256(json.dumps(wire, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -74,49 +96,80 @@ class Resolution:
 
     :param finished: items whose task already succeeded, with their results (not resubmitted).
     :param waiting: items accepted or still running, with the UUID to wait on.
-    :param rejected: items the API refused at submit, with its error.
+    :param rejected: items the API refused at submit (or that failed too often), with the error.
     :param generations: the generation each item is at now.
+    :param uuids: each item's current taskUUID.
     """
 
     finished: dict[int, list[TaskResult]] = field(default_factory=dict)
     waiting: dict[int, str] = field(default_factory=dict)
     rejected: dict[int, ApiError] = field(default_factory=dict)
     generations: dict[int, int] = field(default_factory=dict)
+    uuids: dict[int, str] = field(default_factory=dict)
 
     @property
-    def submitted_nothing_new(self) -> bool:
-        """Whether every item was found finished or running."""
+    def all_finished(self) -> bool:
+        """Whether every item already has its results (nothing to wait on, nothing refused)."""
         return not self.waiting and not self.rejected
 
-    def uuid_to_item(self, identity: TaskIdentity) -> dict[str, int]:
+    def uuid_to_item(self) -> dict[str, int]:
         """Map each item's current UUID back to its index."""
-        return {identity.task_uuid(i, g): i for i, g in self.generations.items()}
+        return {task_uuid: item for item, task_uuid in self.uuids.items()}
 
 
 class GenerationStore:
     """Where an item's generation survives between tries: the task-state store, when there is one.
+
+    The store is scoped to the task instance (dag, run, task, map index), not to the try.
 
     :param context: the Airflow task context (``task_state_store`` exists from Airflow 3.3).
     """
 
     def __init__(self, context: Mapping[str, Any]) -> None:
         self._store = context.get("task_state_store")
+        self._known: dict[int, int] | None = None
+
+    @property
+    def available(self) -> bool:
+        """Whether generations survive between tries (Airflow >= 3.3)."""
+        return self._store is not None
 
     def load(self) -> dict[int, int]:
-        """The generations remembered by earlier tries."""
-        if self._store is None:
-            return {}
-        saved = self._store.get(GENERATIONS_KEY) or {}
-        return {int(item): int(gen) for item, gen in dict(saved).items()}
+        """The generations remembered by earlier tries (read once per try)."""
+        if self._known is None:
+            saved = self._store.get(GENERATIONS_KEY) if self._store is not None else None
+            self._known = {int(item): int(gen) for item, gen in dict(saved or {}).items()}
+        return dict(self._known)
 
     def save(self, generations: Mapping[int, int]) -> None:
-        """Remember generations above zero (zero is the default, so it costs no space)."""
+        """Remember generations, merged with the other items' (zero is the default and not stored).
+
+        :param generations: the generations of some items.
+        """
+        if self._store is None:
+            return
+        known = self.load()
+        merged = {i: g for i, g in (known | dict(generations)).items() if g}
+        if merged != {i: g for i, g in known.items() if g}:
+            self._store.set(GENERATIONS_KEY, {str(i): g for i, g in sorted(merged.items())})
+        self._known = merged
+
+    def remember_waiting(self, task_uuids: list[str]) -> None:
+        """Note the UUIDs a try waits on, so a timeout raised by Airflow itself can still name them.
+
+        :param task_uuids: the UUIDs being waited on.
+        """
         if self._store is not None:
-            self._store.set(GENERATIONS_KEY, {str(i): g for i, g in generations.items() if g})
+            self._store.set(WAITING_KEY, list(task_uuids))
+
+    def waiting(self) -> list[str]:
+        """The UUIDs the last deferral waited on (empty without a store)."""
+        saved = self._store.get(WAITING_KEY) if self._store is not None else None
+        return [str(u) for u in saved or []]
 
 
 def _is_complete(items: list[TaskResult], number_results: int) -> bool:
-    succeeded = {item.result_index or 0 for item in items if item.status == "success"}
+    succeeded = {item.result_index or 0 for item in items if item.is_success}
     return len(succeeded) >= number_results
 
 
@@ -130,83 +183,109 @@ def resolve_and_submit(
 ) -> Resolution:
     """Reuse what earlier tries paid for and submit only the rest, in as few requests as possible.
 
-    Every task is built (validated) before the first HTTP call, so bad input costs nothing.
+    Decision per item, on its current UUID: finished → reuse; running → wait on it; unknown →
+    submit that same UUID; failed → next generation (saved to the store before the submit).
+    A ``conflictTaskUUID`` answer means the UUID was accepted meanwhile: poll it again, and
+    move to the next generation only if it is still not pollable. Every task is built
+    (validated) before the first HTTP call, so bad input costs nothing.
 
     :param hook: the hook to poll and submit with.
     :param identity: the task instance.
-    :param build_task: builds the async textInference task of an item for a given taskUUID.
+    :param build_task: builds the textInference task of an item for a given taskUUID; it must
+        give the same request for the same item on every try.
     :param item_indexes: the items of this task instance.
     :param store: where generations are remembered between tries.
     :param number_results: results per task, to tell a finished task from a partial one.
     """
-    generations = {i: 0 for i in item_indexes} | {
-        i: g for i, g in store.load().items() if i in set(item_indexes)
-    }
-    for item in item_indexes:
-        build_task(item, identity.task_uuid(item, generations[item]))
-    resolution = Resolution(generations=generations)
+    wanted = set(item_indexes)
+    generations = {i: 0 for i in item_indexes} | {i: g for i, g in store.load().items() if i in wanted}
+    placeholder = identity.task_uuid(-1)
+    fingerprints = {i: request_fingerprint(build_task(i, placeholder)) for i in item_indexes}
+    walk = _Walk(hook, identity, build_task, store, number_results, fingerprints)
+    walk.resolution.generations = generations
     pending = list(item_indexes)
-    for _ in range(MAX_GENERATIONS):
-        if not pending:
-            break
-        pending = _round(hook, identity, build_task, pending, resolution, store, number_results)
-    for item in pending:
-        resolution.rejected[item] = _too_many_generations(identity, item)
-    return resolution
+    while pending:
+        pending = walk.round(pending)
+    return walk.resolution
 
 
-def _round(
-    hook: MiniMaxHook,
-    identity: TaskIdentity,
-    build_task: Callable[[int, str], TextInferenceTask],
-    items: list[int],
-    resolution: Resolution,
-    store: GenerationStore,
-    number_results: int,
-) -> list[int]:
-    """Poll the items' current UUIDs, submit those not running, and return the ones to walk on."""
-    gens = resolution.generations
-    uuids = {identity.task_uuid(i, gens[i]): i for i in items}
-    polled = hook.get_responses(list(uuids))
-    to_submit: list[int] = []
-    for task_uuid, item in uuids.items():
-        found = polled.results_for(task_uuid)
-        error = polled.error_for(task_uuid)
-        if _is_complete(found, number_results):
-            resolution.finished[item] = found
-        elif error is None and found:
-            resolution.waiting[item] = task_uuid
-            log.info("Item %d: task %s is still running; re-attaching", item, task_uuid)
-        else:
-            if error is not None and error.code != NOT_FOUND_CODE:
-                # The task ran and failed: only a new UUID gets a new attempt.
+@dataclass
+class _Walk:
+    """One call of :func:`resolve_and_submit`: rounds of poll-then-submit until every item is placed."""
+
+    hook: MiniMaxHook
+    identity: TaskIdentity
+    build_task: Callable[[int, str], TextInferenceTask]
+    store: GenerationStore
+    number_results: int
+    fingerprints: dict[int, str]
+    resolution: Resolution = field(default_factory=Resolution)
+    #: Items whose current UUID drew ``conflictTaskUUID``: known upstream, so poll before moving on.
+    conflicted: set[int] = field(default_factory=set)
+
+    def uuid_of(self, item: int) -> str:
+        uuid_ = self.identity.task_uuid(item, self.resolution.generations[item], self.fingerprints[item])
+        self.resolution.uuids[item] = uuid_
+        return uuid_
+
+    def round(self, items: list[int]) -> list[int]:
+        """Poll the items' current UUIDs, submit those not running, and return the ones to poll again."""
+        gens = self.resolution.generations
+        for item in [i for i in items if gens[i] >= MAX_GENERATIONS]:
+            self.resolution.rejected[item] = self._too_many_generations(item)
+        items = [i for i in items if gens[i] < MAX_GENERATIONS]
+        if not items:
+            return []
+        uuids = {self.uuid_of(i): i for i in items}
+        polled = self.hook.get_responses(list(uuids))
+        to_submit: list[int] = []
+        for task_uuid, item in uuids.items():
+            found = polled.results_for(task_uuid)
+            error = polled.error_for(task_uuid)
+            if _is_complete(found, self.number_results):
+                log.info("Item %d: task %s already finished; reusing its result", item, task_uuid)
+                self.resolution.finished[item] = found
+            elif error is None and found:
+                log.info("Item %d: task %s is still running; re-attaching", item, task_uuid)
+                self.resolution.waiting[item] = task_uuid
+            elif error is None or (error.code == NOT_FOUND_CODE and item not in self.conflicted):
+                # Unknown upstream: nothing was paid under this UUID yet, so submit this very UUID.
+                to_submit.append(item)
+            else:
+                # It ran and failed (or is known yet never answers): only a new UUID gets a new attempt.
                 log.info("Item %d: task %s failed (%s); submitting anew", item, task_uuid, error.code)
                 gens[item] += 1
-            to_submit.append(item)
-    if not to_submit:
-        return []
-    store.save(gens)  # Before submitting, so a crash right after still finds these UUIDs.
-    tasks = [build_task(i, identity.task_uuid(i, gens[i])) for i in to_submit]
-    outcome = hook.submit_tasks(tasks)
-    by_uuid = {task.task_uuid: i for task, i in zip(tasks, to_submit, strict=True)}
-    walk_on: list[int] = []
-    for task_uuid, item in by_uuid.items():
-        error = outcome.error_for(task_uuid)
-        if task_uuid in outcome.already_accepted:
-            # Known to the API but not running or finished when polled: look at the next generation.
-            gens[item] += 1
-            walk_on.append(item)
-        elif error is not None:
-            resolution.rejected[item] = error
-        else:
-            resolution.waiting[item] = task_uuid
-    return walk_on
+                self.conflicted.discard(item)
+                to_submit.append(item)
+        return self._submit(to_submit) if to_submit else []
 
+    def _submit(self, items: list[int]) -> list[int]:
+        # Saved before submitting, so a crash right after the submit still finds these UUIDs.
+        self.store.save({i: self.resolution.generations[i] for i in items})
+        tasks = [self.build_task(i, self.uuid_of(i)) for i in items]
+        outcome = self.hook.submit_tasks(tasks)
+        poll_again: list[int] = []
+        for task, item in zip(tasks, items, strict=True):
+            task_uuid = task.task_uuid
+            found = outcome.results_for(task_uuid)
+            error = outcome.error_for(task_uuid)
+            if _is_complete(found, self.number_results):  # sync delivery answers at once
+                self.resolution.finished[item] = found
+            elif task_uuid in outcome.already_accepted:
+                # Accepted earlier (a lost response, a concurrent try): poll it rather than pay again.
+                self.conflicted.add(item)
+                poll_again.append(item)
+            elif error is not None:
+                self.resolution.rejected[item] = error
+            else:
+                self.resolution.waiting[item] = task_uuid
+        return poll_again
 
-def _too_many_generations(identity: TaskIdentity, item: int) -> ApiError:
-    from airflow_provider_minimax.models import ApiError
+    def _too_many_generations(self, item: int) -> ApiError:
+        from airflow_provider_minimax.models import ApiError
 
-    return ApiError(
-        code="tooManyGenerations",
-        message=f"item {item} of {identity.task_id} failed {MAX_GENERATIONS} times; giving up",
-    )
+        return ApiError(
+            code="tooManyGenerations",
+            message=f"item {item} of {self.identity.task_id} failed {MAX_GENERATIONS} times; giving up",
+            taskUUID=self.uuid_of(item),
+        )

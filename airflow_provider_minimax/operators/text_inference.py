@@ -1,0 +1,476 @@
+"""MiniMaxTextInferenceOperator: one textInference, waited on in the triggerer, paid for once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
+
+from airflow.sdk import BaseOperator, conf
+from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from airflow_provider_minimax.connection import DEFAULT_CONN_ID
+from airflow_provider_minimax.exceptions import (
+    MiniMaxError,
+    MiniMaxOutputValidationError,
+    MiniMaxTaskFailedError,
+    MiniMaxTimeoutError,
+    MiniMaxValidationError,
+)
+from airflow_provider_minimax.hooks.minimax import Messages, MiniMaxHook, build, normalise_messages
+from airflow_provider_minimax.hooks.responses import api_error, error_type
+from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, resolve_and_submit
+from airflow_provider_minimax.models import TaskResult, TextInferenceTask, split_think
+from airflow_provider_minimax.operators._templating import PromptTemplateMixin
+from airflow_provider_minimax.results import TasksOutcome, Usage
+from airflow_provider_minimax.structured import (
+    OutputMismatch,
+    parse_output,
+    reask_prompt,
+    schema_instructions,
+    truncated,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class _RunOptions(BaseModel):
+    """The operator's own knobs after templating, checked before any HTTP call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    delivery: Literal["async", "sync"]
+    number_results: int = Field(ge=1, le=4)
+    poll_interval: float = Field(gt=0)
+    max_poll_interval: float = Field(gt=0)
+    wait_timeout: float = Field(gt=0)
+    max_output_retries: int = Field(ge=0, le=10)
+    include_cost: bool
+    include_usage: bool
+
+    @model_validator(mode="after")
+    def _cadence(self) -> _RunOptions:
+        if self.max_poll_interval < self.poll_interval:
+            raise ValueError(
+                f"max_poll_interval ({self.max_poll_interval}) must be >= "
+                f"poll_interval ({self.poll_interval})"
+            )
+        return self
+
+
+class _Spent(BaseModel):
+    """Tokens and cost of every answer this task instance used, re-asks included."""
+
+    usage: Usage = Field(default_factory=Usage)
+    cost: float | None = None
+
+    def add(self, results: list[TaskResult]) -> _Spent:
+        usage, cost = self.usage, self.cost
+        for item in results:
+            if item.usage is not None:
+                usage = usage + Usage.model_validate(item.usage.model_dump(include=set(Usage.model_fields)))
+            if item.cost is not None:
+                cost = (cost or 0.0) + item.cost
+        return _Spent(usage=usage, cost=cost)
+
+
+class MiniMaxTextInferenceOperator(PromptTemplateMixin, BaseOperator):
+    """Run one MiniMax M2.7 ``textInference`` and push its answer to XCom.
+
+    The task is submitted with ``deliveryMethod: async`` under a taskUUID derived from the task
+    instance, and waited on in the triggerer (``deferrable=True``) or in the worker. A retried
+    try asks for that UUID first and re-attaches to it or reuses its result, so a task
+    instance never pays twice for the same answer.
+
+    :param prompt: the user prompt (or a ``.txt``/``.md``/``.j2`` template file); give this or ``messages``.
+    :param messages: the conversation: ``{"role", "content"}`` dicts, the last one from the user.
+    :param system_prompt: the system prompt (or a template file).
+    :param model: the model; the connection's default when omitted.
+    :param temperature: 0..1, step 0.01.
+    :param top_p: 0..1, step 0.01.
+    :param max_tokens: 1..196608.
+    :param number_results: answers to generate, 1..4; the XCom ``text`` is a list when above 1.
+    :param seed: 0..4294967295, for reproducible answers.
+    :param include_cost: ask the API for the cost.
+    :param include_usage: ask the API for token usage.
+    :param webhook_url: where the API also POSTs the finished result.
+    :param conn_id: the ``minimax`` connection (task API).
+    :param deferrable: wait in the triggerer instead of the worker.
+    :param delivery: ``async`` (submit, then wait) or ``sync`` (one blocking call, for short prompts).
+    :param poll_interval: seconds before the first poll; the wait grows x1.5 from there.
+    :param max_poll_interval: the cap of the wait between polls, in seconds.
+    :param wait_timeout: how long to wait for the answer (seconds or a timedelta), counted from
+        the first deferral of a try; the deadline then stays fixed across re-asks.
+    :param output_type: a pydantic model the answer must match; XCom gets ``output`` as JSON.
+    :param max_output_retries: re-asks after an answer that does not match ``output_type``.
+    """
+
+    template_fields: Sequence[str] = (
+        "prompt",
+        "messages",
+        "system_prompt",
+        "model",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "number_results",
+        "seed",
+        "include_cost",
+        "include_usage",
+        "webhook_url",
+        "conn_id",
+        "delivery",
+        "poll_interval",
+        "max_poll_interval",
+        "wait_timeout",
+        "max_output_retries",
+    )
+    template_ext: Sequence[str] = (".txt", ".md", ".j2")
+    template_fields_renderers = {"prompt": "md", "system_prompt": "md", "messages": "json"}
+    ui_color = "#e8d8ff"
+
+    def __init__(
+        self,
+        *,
+        prompt: str | None = None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        system_prompt: str | None = None,
+        model: str | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
+        number_results: int = 1,
+        seed: int | None = None,
+        include_cost: bool = True,
+        include_usage: bool = True,
+        webhook_url: str | None = None,
+        conn_id: str = DEFAULT_CONN_ID,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        delivery: Literal["async", "sync"] = "async",
+        poll_interval: float = 1.0,
+        max_poll_interval: float = 10.0,
+        wait_timeout: float | timedelta = timedelta(hours=1),
+        output_type: type[BaseModel] | None = None,
+        max_output_retries: int = 2,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if (prompt is None) == (messages is None):
+            raise ValueError(f"{type(self).__name__}: give exactly one of 'prompt' or 'messages'")
+        if output_type is not None and not (
+            isinstance(output_type, type) and issubclass(output_type, BaseModel)
+        ):
+            raise TypeError(f"'output_type' must be a pydantic BaseModel subclass, got {output_type!r}")
+        self.prompt = prompt
+        self.messages = messages
+        self.system_prompt = system_prompt
+        self.model = model
+        self.temperature = temperature
+        self.top_p = top_p
+        self.max_tokens = max_tokens
+        self.number_results = number_results
+        self.seed = seed
+        self.include_cost = include_cost
+        self.include_usage = include_usage
+        self.webhook_url = webhook_url
+        self.conn_id = conn_id
+        self.deferrable = deferrable
+        self.delivery = delivery
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.wait_timeout = wait_timeout
+        self.output_type = output_type
+        self.max_output_retries = max_output_retries
+        #: The taskUUIDs this try submitted or waits on, for on_kill and errors.
+        self.task_uuids: list[str] = []
+
+    @cached_property
+    def hook(self) -> MiniMaxHook:
+        """The hook of ``conn_id``."""
+        return MiniMaxHook(minimax_conn_id=self.conn_id)
+
+    # ------------------------------------------------------------------ entry points
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Reuse, re-attach to or submit the task, then defer (or wait here) for its answer."""
+        return self._advance(context, attempt=0, results=None, spent=_Spent(), end_time=None)
+
+    def execute_complete(
+        self,
+        context: Context,
+        event: dict[str, Any] | None = None,
+        attempt: int = 0,
+        end_time: float | None = None,
+        spent: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Resume after the trigger fired: check the event, then accept the answer or re-ask.
+
+        :param context: the task context.
+        :param event: the trigger's :class:`TasksOutcome` payload.
+        :param attempt: which answer this is (0, then 1, 2... for structured-output re-asks).
+        :param end_time: the epoch deadline fixed at the first deferral.
+        :param spent: usage and cost of the answers before this one.
+        """
+        outcome = outcome_from_event(event)
+        self.task_uuids = list(outcome.task_uuids)
+        results = results_of(outcome)
+        return self._advance(context, attempt, results, _Spent.model_validate(spent or {}), end_time)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Turn Airflow's own deferral timeout (``execution_timeout``) into an error naming the UUIDs."""
+        error = (next_kwargs or {}).get("error")
+        if next_method == TRIGGER_FAIL_REPR and error == TriggerFailureReason.TRIGGER_TIMEOUT:
+            uuids = GenerationStore(context).waiting()
+            raise MiniMaxTimeoutError(
+                f"Airflow's deferral timeout (execution_timeout) hit while waiting for MiniMax task(s) "
+                f"{', '.join(uuids) or '(unknown: no task-state store)'}; they may still finish "
+                "upstream, and a retry re-attaches to them instead of paying again",
+                task_uuids=uuids,
+            )
+        return super().resume_execution(next_method, next_kwargs, context)
+
+    def on_kill(self) -> None:
+        """Log the UUIDs in flight: the API has no cancel call, so they run (and bill) to the end."""
+        self.log.warning(
+            "Killed while MiniMax task(s) %s were in flight. The task API has no cancel call: they run "
+            "to completion upstream and are billed; a retry of this task re-attaches to them.",
+            ", ".join(self.task_uuids) or "(none submitted yet)",
+        )
+
+    # ------------------------------------------------------------------ the loop
+
+    def _advance(
+        self,
+        context: Context,
+        attempt: int,
+        results: list[TaskResult] | None,
+        spent: _Spent,
+        end_time: float | None,
+    ) -> dict[str, Any]:
+        """Get each answer (reused, waited on or deferred) and accept it, re-asking on a mismatch."""
+        options = self._options()
+        identity = TaskIdentity.from_context(context)
+        store = GenerationStore(context)
+        mismatch: OutputMismatch | None = None
+        while True:
+            if results is None:
+                task_uuid, results = self._resolve(identity, store, attempt, mismatch, options)
+                if results is None:
+                    end_time = end_time or time.time() + options.wait_timeout
+                    if self.deferrable:
+                        self._defer(store, task_uuid, attempt, end_time, spent, options)
+                    results = results_of(self._wait(task_uuid, end_time, options))
+            spent = spent.add(results)
+            try:
+                return self._accept(results, spent, options)
+            except OutputMismatch as err:
+                if attempt >= options.max_output_retries:
+                    raise MiniMaxOutputValidationError(
+                        f"The answer never matched {self._output_name()} after {attempt + 1} answer(s): "
+                        f"{err.feedback}. Last answer: {truncated(err.raw)!r}",
+                        task_uuid=results[0].task_uuid,
+                    ) from None
+                self.log.warning("Answer %d did not match the output type (%s); re-asking", attempt, err)
+                mismatch, attempt, results = err, attempt + 1, None
+
+    def _options(self) -> _RunOptions:
+        wait = self.wait_timeout
+        return build(
+            _RunOptions,
+            f"{type(self).__name__} parameters",
+            delivery=self.delivery,
+            number_results=self.number_results,
+            poll_interval=self.poll_interval,
+            max_poll_interval=self.max_poll_interval,
+            wait_timeout=wait.total_seconds() if isinstance(wait, timedelta) else wait,
+            max_output_retries=self.max_output_retries,
+            include_cost=self.include_cost,
+            include_usage=self.include_usage,
+        )
+
+    def _resolve(
+        self,
+        identity: TaskIdentity,
+        store: GenerationStore,
+        attempt: int,
+        mismatch: OutputMismatch | None,
+        options: _RunOptions,
+    ) -> tuple[str, list[TaskResult] | None]:
+        """Reuse, re-attach to or submit answer ``attempt``; its UUID and results when already done."""
+        if self.output_type is not None and options.number_results > 1:
+            raise MiniMaxValidationError(
+                "output_type needs number_results=1 (one answer to validate), "
+                f"got number_results={options.number_results}",
+                parameter="number_results",
+            )
+        conversation = self._conversation(mismatch)
+
+        def build_task(item: int, task_uuid: str) -> TextInferenceTask:
+            return self.hook.new_text_inference(
+                conversation,
+                system_prompt=self._system_prompt(),
+                task_uuid=task_uuid,
+                delivery_method=options.delivery,
+                model=self.model,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                max_tokens=self.max_tokens,
+                number_results=options.number_results,
+                seed=self.seed,
+                include_cost=options.include_cost,
+                include_usage=options.include_usage,
+                webhook_url=self.webhook_url,
+            )
+
+        resolution = resolve_and_submit(
+            self.hook, identity, build_task, [attempt], store, options.number_results
+        )
+        task_uuid = resolution.uuids[attempt]
+        self.task_uuids = [task_uuid]
+        if attempt in resolution.rejected:
+            error = resolution.rejected[attempt]
+            raise api_error(error.model_copy(update={"task_uuid": error.task_uuid or task_uuid}), None)
+        return task_uuid, resolution.finished.get(attempt)
+
+    def _defer(
+        self,
+        store: GenerationStore,
+        task_uuid: str,
+        attempt: int,
+        end_time: float,
+        spent: _Spent,
+        options: _RunOptions,
+    ) -> NoReturn:
+        from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
+
+        store.remember_waiting([task_uuid])
+        self.log.info("Deferring on MiniMax task %s (deadline %.0f)", task_uuid, end_time)
+        self.defer(
+            trigger=MiniMaxTaskTrigger(
+                [task_uuid],
+                conn_id=self.conn_id,
+                end_time=end_time,
+                poll_interval=options.poll_interval,
+                max_poll_interval=options.max_poll_interval,
+                number_results=options.number_results,
+            ),
+            method_name="execute_complete",
+            kwargs={"attempt": attempt, "end_time": end_time, "spent": spent.model_dump(mode="json")},
+        )
+
+    def _wait(self, task_uuid: str, end_time: float, options: _RunOptions) -> TasksOutcome:
+        from airflow_provider_minimax.polling import wait_for_tasks
+
+        self.log.info("Waiting in the worker for MiniMax task %s", task_uuid)
+        return wait_for_tasks(
+            self.hook,
+            [task_uuid],
+            end_time=end_time,
+            poll_interval=options.poll_interval,
+            max_poll_interval=options.max_poll_interval,
+            number_results=options.number_results,
+            sleep=self.hook.sleep,
+        )
+
+    # ------------------------------------------------------------------ requests and answers
+
+    def _system_prompt(self) -> str | None:
+        parts = [self.system_prompt, schema_instructions(self.output_type) if self.output_type else None]
+        return "\n\n".join(p for p in parts if p) or None
+
+    def _conversation(self, mismatch: OutputMismatch | None) -> list[dict[str, Any]]:
+        """The messages of one answer: the user's, plus the last wrong answer and the feedback on it."""
+        source: Messages = self.prompt if self.prompt is not None else list(self.messages or [])
+        turns = normalise_messages(source)
+        if mismatch is not None:
+            turns += [
+                {"role": "assistant", "content": mismatch.raw or "(empty answer)"},
+                {"role": "user", "content": reask_prompt(mismatch)},
+            ]
+        return turns
+
+    def _output_name(self) -> str:
+        return self.output_type.__name__ if self.output_type else "the output type"
+
+    def _accept(self, results: list[TaskResult], spent: _Spent, options: _RunOptions) -> dict[str, Any]:
+        """The XCom value; raises :class:`OutputMismatch` when the answer misses ``output_type``."""
+        texts = [split_think(item.text)[0] for item in results]
+        reasons = [item.finish_reason for item in results]
+        value: dict[str, Any] = {
+            "text": texts[0] if options.number_results == 1 else texts,
+            "finish_reason": reasons[0] if options.number_results == 1 else reasons,
+            "usage": spent.usage.model_dump(mode="json"),
+            "cost": spent.cost,
+            "task_uuid": results[0].task_uuid,
+        }
+        if self.output_type is not None:
+            value["output"] = parse_output(texts[0], self.output_type).model_dump(mode="json")
+        self.log.info(
+            "MiniMax task %s done: %d prompt + %d completion = %d tokens, cost %s",
+            value["task_uuid"],
+            spent.usage.prompt_tokens,
+            spent.usage.completion_tokens,
+            spent.usage.total_tokens,
+            "n/a" if spent.cost is None else f"${spent.cost:.6f}",
+        )
+        return value
+
+
+def outcome_from_event(event: Any) -> TasksOutcome:
+    """Read a :class:`MiniMaxTaskTrigger` event; anything else is a clear error.
+
+    :param event: the event payload.
+    """
+    try:
+        return TasksOutcome.model_validate(event)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in err.errors(include_url=False)
+        )
+        raise MiniMaxError(
+            f"Unexpected trigger event (expected a MiniMaxTaskTrigger outcome): {problems}"
+        ) from None
+
+
+def results_of(outcome: TasksOutcome) -> list[TaskResult]:
+    """The results of the (single) task waited on; a timeout, failure or polling error raises.
+
+    :param outcome: how the wait ended.
+    """
+    uuids = ", ".join(outcome.task_uuids)
+    if outcome.status == "timeout":
+        pending = outcome.pending or outcome.task_uuids
+        raise MiniMaxTimeoutError(
+            f"MiniMax task(s) {', '.join(pending)} did not finish before the deadline"
+            f"{f' ({outcome.message})' if outcome.message else ''}; they keep running upstream, "
+            "and a retry re-attaches to them instead of paying again",
+            task_uuids=pending,
+        )
+    if outcome.status == "error":
+        raise _polling_error(outcome, uuids)
+    for task_uuid in outcome.task_uuids:
+        error = outcome.errors.get(task_uuid)
+        if error is not None:
+            raise MiniMaxTaskFailedError(
+                f"MiniMax task {task_uuid} failed: {error.code}: {error.message or 'no message'}",
+                code=error.code,
+                task_uuid=task_uuid,
+            )
+    results = outcome.results.get(outcome.task_uuids[0]) if outcome.task_uuids else None
+    if not results:
+        raise MiniMaxError(f"The wait for MiniMax task(s) {uuids or '(none)'} ended with no results")
+    return results
+
+
+def _polling_error(outcome: TasksOutcome, uuids: str) -> MiniMaxError:
+    cls = error_type(outcome.status_code, outcome.code)
+    return cls(
+        f"Polling MiniMax task(s) {uuids} failed: {outcome.message or 'no message'}",
+        status_code=outcome.status_code,
+        code=outcome.code,
+        task_uuid=outcome.task_uuids[0] if len(outcome.task_uuids) == 1 else None,
+    )

@@ -1,0 +1,274 @@
+"""Never pay twice: deterministic taskUUIDs and the resume-or-submit decision, at the wire level."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import respx
+from hook_testlib import TASK_URL, make_hook
+from task_api_fake import FakeTaskApi, MemoryStore
+
+from airflow_provider_minimax.exceptions import MiniMaxValidationError
+from airflow_provider_minimax.hooks.minimax import MiniMaxHook
+from airflow_provider_minimax.idempotency import (
+    GENERATIONS_KEY,
+    MAX_GENERATIONS,
+    GenerationStore,
+    TaskIdentity,
+    request_fingerprint,
+    resolve_and_submit,
+)
+from airflow_provider_minimax.models import TextInferenceTask
+
+IDENTITY = TaskIdentity("dag", "task", "manual__2026-01-01", -1)
+
+
+@pytest.fixture
+def api() -> Iterator[FakeTaskApi]:
+    fake = FakeTaskApi()
+    with respx.mock(assert_all_called=False) as router:
+        router.post(TASK_URL).mock(side_effect=fake)
+        yield fake
+
+
+@pytest.fixture
+def hook(monkeypatch: pytest.MonkeyPatch) -> MiniMaxHook:
+    return make_hook(monkeypatch, max_retries=2)[0]
+
+
+def builder(hook: MiniMaxHook, prompt: str = "hi", **params: Any) -> Any:
+    def build(item: int, task_uuid: str) -> TextInferenceTask:
+        return hook.new_text_inference(
+            f"{prompt} #{item}", task_uuid=task_uuid, delivery_method="async", **params
+        )
+
+    return build
+
+
+def uuid_of(hook: MiniMaxHook, item: int = 0, generation: int = 0, **params: Any) -> str:
+    """The UUID resolve_and_submit uses for an item (identity + generation + request)."""
+    task = builder(hook, **params)(item, IDENTITY.task_uuid())
+    return IDENTITY.task_uuid(item, generation, request_fingerprint(task))
+
+
+def resolve(
+    hook: MiniMaxHook, store: GenerationStore | None = None, items: list[int] | None = None, **kw: Any
+):
+    return resolve_and_submit(hook, IDENTITY, builder(hook), items or [0], store or GenerationStore({}), **kw)
+
+
+def store_context(store: MemoryStore) -> dict[str, Any]:
+    return {"task_state_store": store}
+
+
+# ------------------------------------------------------------------ the UUID
+
+
+def test_uuid_is_deterministic() -> None:
+    assert IDENTITY.task_uuid(3, 1, "abc") == TaskIdentity(*dataclasses.astuple(IDENTITY)).task_uuid(
+        3, 1, "abc"
+    )
+
+
+@pytest.mark.parametrize("args", [(0, 0, ""), (1, 0, ""), (0, 5, "f00d"), (7, 2, "beef")])
+def test_uuid_is_version_4_shaped(args: tuple[int, int, str]) -> None:
+    parsed = uuid.UUID(IDENTITY.task_uuid(*args))
+    assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"dag_id": "dag2"},
+        {"task_id": "task2"},
+        {"run_id": "manual__2026-01-02"},
+        {"map_index": 0},
+    ],
+)
+def test_uuid_differs_for_every_identity_field(changed: dict[str, Any]) -> None:
+    assert dataclasses.replace(IDENTITY, **changed).task_uuid() != IDENTITY.task_uuid()
+
+
+@pytest.mark.parametrize("args", [(1, 0, ""), (0, 1, ""), (0, 0, "fp")])
+def test_uuid_differs_for_item_generation_and_request(args: tuple[int, int, str]) -> None:
+    assert IDENTITY.task_uuid(*args) != IDENTITY.task_uuid(0, 0, "")
+
+
+def test_fields_cannot_collide_by_concatenation() -> None:
+    assert TaskIdentity("a", "bc", "r").task_uuid() != TaskIdentity("ab", "c", "r").task_uuid()
+
+
+def test_from_context_reads_the_task_instance() -> None:
+    ti = type("TI", (), {"dag_id": "d", "task_id": "t", "run_id": "r", "map_index": 4})()
+    assert TaskIdentity.from_context({"ti": ti}) == TaskIdentity("d", "t", "r", 4)
+
+
+def test_fingerprint_ignores_the_uuid_but_not_the_request(hook: MiniMaxHook) -> None:
+    build = builder(hook)
+    assert request_fingerprint(build(0, IDENTITY.task_uuid(0))) == request_fingerprint(
+        build(0, IDENTITY.task_uuid(1))
+    )
+    assert request_fingerprint(build(0, IDENTITY.task_uuid())) != request_fingerprint(
+        builder(hook, prompt="edited")(0, IDENTITY.task_uuid())
+    )
+
+
+# ------------------------------------------------------------------ the decision table
+
+
+def test_fresh_item_is_submitted_once_under_its_uuid(hook: MiniMaxHook, api: FakeTaskApi) -> None:
+    resolution = resolve(hook)
+    expected = uuid_of(hook)
+    assert api.submitted == [expected]
+    assert resolution.waiting == {0: expected} and resolution.uuids == {0: expected}
+    assert api.bodies[0] == [{"taskType": "getResponse", "taskUUID": expected}]  # asks first
+
+
+def test_success_is_reused_without_submitting(hook: MiniMaxHook, api: FakeTaskApi) -> None:
+    api.set(uuid_of(hook), "success", "paid before")
+    resolution = resolve(hook)
+    assert not api.submissions
+    assert resolution.finished[0][0].text == "paid before" and resolution.all_finished
+
+
+def test_processing_is_re_attached_without_submitting(hook: MiniMaxHook, api: FakeTaskApi) -> None:
+    api.set(uuid_of(hook), "processing")
+    assert resolve(hook).waiting == {0: uuid_of(hook)}
+    assert not api.submissions
+
+
+def test_partial_results_count_as_running(hook: MiniMaxHook, api: FakeTaskApi) -> None:
+    task_uuid = uuid_of(hook, number_results=2)
+    api.set(task_uuid, "success")  # one item only, numberResults 2 asked
+    resolution = resolve_and_submit(
+        hook, IDENTITY, builder(hook, number_results=2), [0], GenerationStore({}), number_results=2
+    )
+    assert resolution.waiting == {0: task_uuid} and not api.submissions
+
+
+def test_error_moves_to_a_new_generation_saved_before_the_submit(hook: MiniMaxHook, api: FakeTaskApi) -> None:
+    api.set(uuid_of(hook), "error")
+    store = MemoryStore()
+    next_uuid = uuid_of(hook, generation=1)
+    saved_before_submit = []
+    original_set = store.set
+
+    def spy(key: str, value: Any, **kw: Any) -> None:
+        saved_before_submit.append(next_uuid not in api.submissions)
+        original_set(key, value, **kw)
+
+    store.set = spy  # type: ignore[method-assign]
+    resolution = resolve(hook, GenerationStore(store_context(store)))
+    assert resolution.waiting == {0: next_uuid} and resolution.generations == {0: 1}
+    assert api.submitted == [next_uuid]
+    assert store.values[GENERATIONS_KEY] == {"0": 1} and saved_before_submit == [True]
+
+
+def test_unknown_uuid_is_submitted_as_is(hook: MiniMaxHook, api: FakeTaskApi) -> None:
+    store = MemoryStore()
+    resolve(hook, GenerationStore(store_context(store)))
+    assert api.submitted == [uuid_of(hook)]
+    assert GENERATIONS_KEY not in store.values  # generation 0 costs no store write
+
+
+def test_conflict_means_accepted_and_is_polled_not_paid_again(hook: MiniMaxHook, api: FakeTaskApi) -> None:
+    # The first submit attempt was accepted but its answer lost (503): the hook's retry of the
+    # same request draws conflictTaskUUID, which must be read as "accepted", not "resubmit".
+    api.lose_next_submit_response = True
+    resolution = resolve(hook)
+    assert resolution.waiting == {0: uuid_of(hook)}
+    assert api.submissions == {uuid_of(hook): 2}  # the hook's retry; no second UUID paid for
+
+
+def test_conflict_on_a_uuid_that_never_answers_moves_on(hook: MiniMaxHook, api: FakeTaskApi) -> None:
+    api.set(uuid_of(hook), "ghost")  # known upstream, yet getResponse says not found (expired)
+    resolution = resolve(hook)
+    assert resolution.waiting == {0: uuid_of(hook, generation=1)}
+    assert api.submitted == [uuid_of(hook), uuid_of(hook, generation=1)]
+
+
+def test_stored_generation_is_where_the_next_try_starts(hook: MiniMaxHook, api: FakeTaskApi) -> None:
+    store = MemoryStore()
+    store.values[GENERATIONS_KEY] = {"0": 2}
+    api.set(uuid_of(hook, generation=2), "processing")
+    resolution = resolve(hook, GenerationStore(store_context(store)))
+    assert resolution.waiting == {0: uuid_of(hook, generation=2)}
+    assert list(api.polls) == [uuid_of(hook, generation=2)] and not api.submissions
+
+
+def test_without_a_store_the_conflict_walk_finds_the_running_generation(
+    hook: MiniMaxHook, api: FakeTaskApi
+) -> None:
+    # Airflow < 3.3: generation 0 failed, try 2 submitted generation 1, try 3 starts from 0 again.
+    api.set(uuid_of(hook), "error")
+    api.set(uuid_of(hook, generation=1), "processing")
+    resolution = resolve(hook, GenerationStore({}))
+    assert resolution.waiting == {0: uuid_of(hook, generation=1)}
+    assert api.submissions == {uuid_of(hook, generation=1): 1}  # a refused attempt, nothing paid
+
+
+def test_without_a_store_the_walk_reuses_a_later_success(hook: MiniMaxHook, api: FakeTaskApi) -> None:
+    api.set(uuid_of(hook), "error")
+    api.set(uuid_of(hook, generation=1), "error")
+    api.set(uuid_of(hook, generation=2), "success", "third time")
+    resolution = resolve(hook, GenerationStore({}))
+    assert resolution.finished[0][0].text == "third time"
+    assert sum(api.submissions.values()) == 2 and len(api.tasks) == 3  # two conflicts, no new task
+
+
+def test_an_edited_prompt_never_reuses_the_old_answer(hook: MiniMaxHook, api: FakeTaskApi) -> None:
+    api.set(uuid_of(hook), "success", "answer to the old prompt")
+    resolution = resolve_and_submit(hook, IDENTITY, builder(hook, prompt="edited"), [0], GenerationStore({}))
+    assert 0 in resolution.waiting and len(api.submissions) == 1
+
+
+def test_items_are_decided_independently_in_one_poll_and_one_submit(
+    hook: MiniMaxHook, api: FakeTaskApi
+) -> None:
+    api.set(uuid_of(hook, item=0), "success")
+    api.set(uuid_of(hook, item=1), "processing")
+    api.set(uuid_of(hook, item=2), "error")
+    resolution = resolve(hook, items=[0, 1, 2, 3])
+    assert set(resolution.finished) == {0} and set(resolution.waiting) == {1, 2, 3}
+    assert resolution.generations == {0: 0, 1: 0, 2: 1, 3: 0}
+    assert [len(body) for body in api.bodies] == [4, 2]  # one poll of 4, one submit of 2
+
+
+def test_store_keeps_other_items_generations(hook: MiniMaxHook, api: FakeTaskApi) -> None:
+    store = MemoryStore()
+    store.values[GENERATIONS_KEY] = {"0": 1}
+    api.set(uuid_of(hook, item=1), "error")
+    resolve(hook, GenerationStore(store_context(store)), items=[1])
+    assert store.values[GENERATIONS_KEY] == {"0": 1, "1": 1}
+
+
+def test_sync_delivery_results_are_finished_at_submit(hook: MiniMaxHook, api: FakeTaskApi) -> None:
+    def build(item: int, task_uuid: str) -> TextInferenceTask:
+        return hook.new_text_inference("hi", task_uuid=task_uuid, delivery_method="sync")
+
+    resolution = resolve_and_submit(hook, IDENTITY, build, [0], GenerationStore({}))
+    assert resolution.finished[0][0].text and not resolution.waiting
+
+
+def test_a_refused_submit_is_rejected_with_the_api_error(hook: MiniMaxHook, api: FakeTaskApi) -> None:
+    api.refuse[uuid_of(hook)] = {"code": "invalidSeed", "message": "bad"}
+    resolution = resolve(hook)
+    assert resolution.rejected[0].code == "invalidSeed" and not resolution.waiting
+
+
+def test_gives_up_after_max_generations(hook: MiniMaxHook, api: FakeTaskApi) -> None:
+    store = MemoryStore()
+    store.values[GENERATIONS_KEY] = {"0": MAX_GENERATIONS}
+    resolution = resolve(hook, GenerationStore(store_context(store)))
+    assert resolution.rejected[0].code == "tooManyGenerations"
+    assert not api.bodies
+
+
+def test_bad_input_makes_no_http_call(hook: MiniMaxHook, api: FakeTaskApi) -> None:
+    with pytest.raises(MiniMaxValidationError, match="temperature"):
+        resolve_and_submit(hook, IDENTITY, builder(hook, temperature=7), [0], GenerationStore({}))
+    assert not api.bodies
