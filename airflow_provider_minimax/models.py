@@ -13,9 +13,10 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
-    HttpUrl,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -48,7 +49,21 @@ def _uuid4_shaped(value: str) -> str:
     return str(parsed)
 
 
+def _none_as_empty(value: Any) -> Any:
+    """Read ``null`` as an empty list: gateways send ``"choices": null`` beside a ``base_resp`` error."""
+    return [] if value is None else value
+
+
+def _http_url(value: str) -> str:
+    """Check a webhook URL without rewriting it: its query string may carry the receiver's auth."""
+    scheme, _, rest = value.partition("://")
+    if scheme.lower() not in {"http", "https"} or not rest or rest.startswith("/"):
+        raise ValueError(f"must be an absolute http(s) URL, got {value!r}")
+    return value
+
+
 UnitInterval = Annotated[float, Field(ge=0, le=1), AfterValidator(_two_decimals)]
+WebhookURL = Annotated[str, AfterValidator(_http_url)]
 TaskUUID = Annotated[str, AfterValidator(_uuid4_shaped)]
 
 
@@ -96,7 +111,7 @@ class TextInferenceTask(_CamelModel):
     task_uuid: TaskUUID = Field(alias="taskUUID")
     model: str = Field(default=TASK_MODEL, min_length=1)
     delivery_method: Literal["sync", "async", "stream"] = "sync"
-    webhook_url: HttpUrl | None = Field(default=None, alias="webhookURL")
+    webhook_url: WebhookURL | None = Field(default=None, alias="webhookURL")
     include_cost: bool | None = None
     include_usage: bool | None = None
     number_results: int | None = Field(default=None, ge=1, le=4)
@@ -115,11 +130,15 @@ class TextInferenceTask(_CamelModel):
             raise ValueError(f"the last message must have role 'user', got {messages[-1].role!r}")
         return messages
 
-    @model_validator(mode="after")
-    def _stream_has_one_result(self) -> TextInferenceTask:
-        if self.delivery_method == "stream" and (self.number_results or 1) > 1:
-            raise ValueError("numberResults > 1 is not supported with deliveryMethod 'stream'")
-        return self
+    @field_validator("number_results")
+    @classmethod
+    def _stream_has_one_result(cls, value: int | None, info: ValidationInfo) -> int | None:
+        # A field validator (delivery_method is declared earlier) so the error names numberResults.
+        if info.data.get("delivery_method") == "stream" and (value or 1) > 1:
+            raise ValueError(
+                f"must be 1 with deliveryMethod 'stream' (numberResults > 1 cannot stream), got {value}"
+            )
+        return value
 
 
 class GetResponseTask(_CamelModel):
@@ -268,7 +287,13 @@ class ChatToolCall(BaseModel):
 
 
 class ChatMessage(_OpenAIModel):
-    """One OpenAI chat message; content is a string or a list of parts (text, image_url)."""
+    """One OpenAI chat message; content is a string or a list of parts (text, image_url).
+
+    Unknown keys (``reasoning_details``, ``refusal``...) are kept: a previous assistant turn
+    goes back exactly as it came.
+    """
+
+    model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
@@ -288,7 +313,12 @@ class ChatMessage(_OpenAIModel):
 
 
 class ChatCompletionRequest(_OpenAIModel):
-    """A chat completions request, validated against the contract's bounds."""
+    """A chat completions request, validated against the contract's bounds.
+
+    Other OpenAI parameters (``stop``, ``seed``, ``n``, ``parallel_tool_calls``...) pass through.
+    """
+
+    model_config = ConfigDict(extra="allow")
 
     model: str = Field(default=CHAT_MODEL, min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
@@ -355,7 +385,8 @@ class ChatResponseMessage(BaseModel):
 
     def as_request_message(self) -> ChatMessage:
         """The message to send back in a later turn: content unchanged, think block included."""
-        return ChatMessage(role="assistant", content=self.content, tool_calls=self.tool_calls)
+        extra = {"reasoning_details": self.reasoning_details} if self.reasoning_details else {}
+        return ChatMessage(role="assistant", content=self.content, tool_calls=self.tool_calls, **extra)
 
 
 class ChatChoice(BaseModel):
@@ -386,7 +417,7 @@ class ChatCompletion(BaseModel):
     object: str = "chat.completion"
     created: int = 0
     model: str = ""
-    choices: list[ChatChoice] = Field(default_factory=list)
+    choices: Annotated[list[ChatChoice], BeforeValidator(_none_as_empty)] = Field(default_factory=list)
     usage: ChatUsage | None = None
     base_resp: BaseResp | None = None
 
@@ -448,7 +479,7 @@ class ChatCompletionChunk(BaseModel):
     object: str = "chat.completion.chunk"
     created: int = 0
     model: str = ""
-    choices: list[ChatChunkChoice] = Field(default_factory=list)
+    choices: Annotated[list[ChatChunkChoice], BeforeValidator(_none_as_empty)] = Field(default_factory=list)
     usage: ChatUsage | None = None
     error: ChatErrorDetail | None = None
     base_resp: BaseResp | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from airflow_provider_minimax.models import ApiError, TaskResult
 
@@ -58,12 +58,28 @@ class TaskBatchResult(BaseModel):
     results: list[TaskResult] = Field(default_factory=list)
     errors: list[ApiError] = Field(default_factory=list)
     already_accepted: list[str] = Field(default_factory=list)
+    # The HTTP status each task's error came with (a 400 carrying scoped errors), for typed errors.
+    _http_statuses: dict[str, int] = PrivateAttr(default_factory=dict)
 
     def extend(self, other: TaskBatchResult) -> None:
         """Add another chunk's outcome to this one."""
         self.results.extend(other.results)
         self.errors.extend(other.errors)
         self.already_accepted.extend(other.already_accepted)
+        self._http_statuses.update(other._http_statuses)
+
+    def note_http_status(self, status_code: int) -> None:
+        """Remember the HTTP status the scoped errors of this response came with.
+
+        :param status_code: the response's status.
+        """
+        for error in self.errors:
+            if error.task_uuid:
+                self._http_statuses[error.task_uuid] = status_code
+
+    def http_status_for(self, task_uuid: str) -> int | None:
+        """The HTTP status that came with a task's error, when it was not 2xx."""
+        return self._http_statuses.get(task_uuid)
 
     def results_for(self, task_uuid: str) -> list[TaskResult]:
         """The items of one task, ordered by ``resultIndex``."""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from functools import cached_property
+from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -26,6 +27,7 @@ from airflow_provider_minimax.exceptions import (
     MiniMaxConnectionError,
     MiniMaxCreditError,
     MiniMaxError,
+    MiniMaxTransientError,
     MiniMaxValidationError,
 )
 from airflow_provider_minimax.hooks.responses import (
@@ -34,7 +36,7 @@ from airflow_provider_minimax.hooks.responses import (
     chat_chunk,
     parse_chat_response,
     parse_task_response,
-    raise_for_chat_status,
+    raise_for_chat_stream_status,
     raise_for_task_stream_status,
     task_chunk,
 )
@@ -46,6 +48,7 @@ from airflow_provider_minimax.models import (
     TextInferenceChunk,
     TextInferenceSettings,
     TextInferenceTask,
+    split_think,
 )
 from airflow_provider_minimax.results import GenerateResult, TaskBatchResult, Usage
 from airflow_provider_minimax.retry import RETRYABLE_TRANSPORT_ERRORS, RetryPolicy
@@ -68,12 +71,18 @@ def validation_error(err: ValidationError, what: str) -> MiniMaxValidationError:
     problems = []
     for item in err.errors():
         field = ".".join(str(part) for part in item["loc"]) or what
-        problems.append(f"{field}: {item['msg']} (got {item.get('input')!r})")
+        problems.append(f"{field}: {item['msg']} (got {_short_repr(item.get('input'))})")
     first = err.errors()[0]["loc"] if err.errors() else ()
     return MiniMaxValidationError(
         f"Invalid {what}: " + "; ".join(problems),
         parameter=".".join(str(part) for part in first) or None,
     )
+
+
+def _short_repr(value: Any, limit: int = 120) -> str:
+    """The repr of a rejected value, cut so a 200000-character prompt does not flood the log."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
 def build(model_cls: type[BaseModel], what: str, **fields: Any) -> Any:
@@ -107,14 +116,17 @@ def split_system(
     :param messages: message dicts.
     :param system_prompt: an explicit system prompt, which comes first.
     """
-    system_parts = [system_prompt] if system_prompt else []
+    system_parts = [system_prompt] if system_prompt is not None else []
     turns = []
     for message in messages:
         if message.get("role") == "system":
             system_parts.append(str(message.get("content") or ""))
         else:
             turns.append({"role": message.get("role"), "content": message.get("content")})
-    return turns, "\n\n".join(part for part in system_parts if part) or None
+    if not system_parts:
+        return turns, None
+    # A system prompt given but empty is bad input (1..200000 chars): "" lets validation name it.
+    return turns, "\n\n".join(part for part in system_parts if part)
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -132,7 +144,10 @@ def _submit_outcome(envelope: TaskBatchResult) -> TaskBatchResult:
 
 def _batch(response: httpx.Response) -> TaskBatchResult:
     envelope = parse_task_response(response)
-    return TaskBatchResult(results=envelope.data, errors=envelope.errors)
+    outcome = TaskBatchResult(results=envelope.data, errors=envelope.errors)
+    if response.status_code >= 400:
+        outcome.note_http_status(response.status_code)
+    return outcome
 
 
 class MiniMaxHook(BaseHook):
@@ -222,6 +237,7 @@ class MiniMaxHook(BaseHook):
                 max_connections=settings.max_connections,
                 max_keepalive_connections=settings.max_connections,
             ),
+            "verify": default_ssl_context(),
         }
 
     @cached_property
@@ -232,7 +248,10 @@ class MiniMaxHook(BaseHook):
     async def aclient(self) -> httpx.AsyncClient:
         """The pooled asynchronous client, created on first use in the running event loop."""
         if self._async_client is None:
-            self._async_client = httpx.AsyncClient(**self._client_options(await self.aget_settings()))
+            settings = await self.aget_settings()
+            await asyncio.to_thread(default_ssl_context)  # loads the CA bundle: never on the loop
+            if self._async_client is None:
+                self._async_client = httpx.AsyncClient(**self._client_options(settings))
         return self._async_client
 
     def close(self) -> None:
@@ -482,7 +501,12 @@ class MiniMaxHook(BaseHook):
         :param params: any :meth:`new_text_inference` parameter.
         """
         task = self.new_text_inference(messages, delivery_method="sync", **params)
-        return _single_task(self.submit_tasks([task], max_retries=max_retries), task.task_uuid)
+        outcome = self.submit_tasks([task], max_retries=max_retries)
+        if task.task_uuid in outcome.already_accepted:
+            # A retried submit whose first answer was lost (read timeout, dropped connection):
+            # the task ran and was paid for, so fetch its result instead of failing.
+            outcome = self.get_responses([task.task_uuid], max_retries=max_retries)
+        return _single_task(outcome, task.task_uuid)
 
     async def atext_inference(
         self, messages: Messages, *, max_retries: int | None = None, **params: Any
@@ -495,7 +519,10 @@ class MiniMaxHook(BaseHook):
         """
         await self.aget_settings()
         task = self.new_text_inference(messages, delivery_method="sync", **params)
-        return _single_task(await self.asubmit_tasks([task], max_retries=max_retries), task.task_uuid)
+        outcome = await self.asubmit_tasks([task], max_retries=max_retries)
+        if task.task_uuid in outcome.already_accepted:
+            outcome = await self.aget_responses([task.task_uuid], max_retries=max_retries)
+        return _single_task(outcome, task.task_uuid)
 
     def stream_text_inference(
         self, messages: Messages, *, max_retries: int | None = None, **params: Any
@@ -559,7 +586,7 @@ class MiniMaxHook(BaseHook):
             ``tool_choice``, ``response_format``, ``reasoning_split``...
         """
         turns = normalise_messages(messages)
-        if system_prompt:
+        if system_prompt is not None:
             turns.insert(0, {"role": "system", "content": system_prompt})
         fields = {key: value for key, value in params.items() if value is not None}
         return build(
@@ -614,7 +641,7 @@ class MiniMaxHook(BaseHook):
         """
         body = self._stream_body(messages, params)
         response = self._open_stream(
-            self.settings.chat_completions_url, body, raise_for_chat_status, max_retries
+            self.settings.chat_completions_url, body, raise_for_chat_stream_status, max_retries
         )
         try:
             for event in EventSource(response).iter_sse():
@@ -637,7 +664,7 @@ class MiniMaxHook(BaseHook):
         settings = await self.aget_settings()
         body = self._stream_body(messages, params)
         response = await self._aopen_stream(
-            settings.chat_completions_url, body, raise_for_chat_status, max_retries
+            settings.chat_completions_url, body, raise_for_chat_stream_status, max_retries
         )
         try:
             async for event in EventSource(response).aiter_sse():
@@ -686,6 +713,9 @@ class MiniMaxHook(BaseHook):
         """
         try:
             settings = self.settings
+        except MiniMaxError as err:
+            return False, str(err)
+        try:
             if settings.api == "task":
                 self.get_responses([str(uuid.uuid4())], max_retries=0)
             else:
@@ -695,11 +725,22 @@ class MiniMaxHook(BaseHook):
             return False, f"Reached MiniMax, but the key was refused: {err}"
         except MiniMaxConnectionError as err:
             return False, f"MiniMax is unreachable: {err}"
+        except MiniMaxTransientError as err:
+            return False, f"MiniMax is reachable but failing right now: {err}"
         except MiniMaxError as err:
-            if err.status_code in (400, 404, 422) or err.code:
-                return True, f"Connected to the MiniMax {self.settings.api} API; the key is valid."
-            return False, str(err)
-        return True, f"Connected to the MiniMax {self.settings.api} API; the key is valid."
+            # The chat API refusing the empty conversation, or a task-API error code, proves the
+            # key passed; anything else (a bare 404 page) means the base URL points elsewhere.
+            passed = err.status_code in (400, 422) if settings.api == "chat" else bool(err.code)
+            if passed:
+                return True, f"Connected to the MiniMax {settings.api} API; the key is valid."
+            return False, f"MiniMax at {settings.base_url} did not answer as the {settings.api} API: {err}"
+        return True, f"Connected to the MiniMax {settings.api} API; the key is valid."
+
+
+@cache
+def default_ssl_context() -> ssl.SSLContext:
+    """The TLS context every client shares, built once per process (loading CA certificates takes ~0.1 s)."""
+    return httpx.create_ssl_context()
 
 
 def _unreachable(url: str, err: Exception) -> MiniMaxConnectionError:
@@ -712,10 +753,10 @@ def _single_task(outcome: TaskBatchResult, task_uuid: str) -> TaskBatchResult:
     """Raise the task's own error when a one-task request failed."""
     error = outcome.error_for(task_uuid)
     if error is not None:
-        raise api_error(error, None)
-    if task_uuid in outcome.already_accepted:
+        raise api_error(error, outcome.http_status_for(task_uuid))
+    if task_uuid in outcome.already_accepted or not any(r.is_success for r in outcome.results_for(task_uuid)):
         raise MiniMaxValidationError(
-            f"taskUUID {task_uuid} was already submitted; poll it with get_responses()",
+            f"taskUUID {task_uuid} was already submitted and has no result yet; poll it with get_responses()",
             code=CONFLICT_CODE,
             task_uuid=task_uuid,
         )
@@ -729,9 +770,11 @@ def result_from_task(outcome: TaskBatchResult) -> GenerateResult:
     """
     item = outcome.results[0]
     usage = item.usage
+    # M2.7 may think inline on this API too: strip a leading <think> block like the chat API does.
+    text, inline_reasoning = split_think(item.text)
     return GenerateResult(
-        text=item.text or "",
-        reasoning="\n".join(item.reasoning_content) if item.reasoning_content else None,
+        text=text,
+        reasoning="\n".join(item.reasoning_content) if item.reasoning_content else inline_reasoning,
         usage=Usage(
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,

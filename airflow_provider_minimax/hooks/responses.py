@@ -233,6 +233,20 @@ def raise_for_chat_status(response: httpx.Response) -> None:
     raise _status_error(response, "chat", response.text)
 
 
+def raise_for_chat_stream_status(response: httpx.Response) -> None:
+    """Raise the typed error of a chat stream that did not start (the body must be read).
+
+    A gateway may answer a stream request with JSON instead of SSE: an ``error`` object or a
+    non-zero ``base_resp`` inside a 200 is raised as the error it names.
+
+    :param response: the response, read.
+    """
+    raise_for_chat_status(response)
+    if "text/event-stream" not in response.headers.get("content-type", ""):
+        parse_chat_response(response)
+        raise _status_error(response, "chat", "expected an event stream")
+
+
 def raise_for_task_stream_status(response: httpx.Response) -> None:
     """Raise the typed error of a task-API stream that did not start (the body must be read).
 
