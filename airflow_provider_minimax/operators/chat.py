@@ -1,0 +1,391 @@
+"""MiniMaxChatOperator: one prompt in, one answer out, over either API (structured, tools, streaming)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+from airflow.sdk import BaseOperator
+from pydantic import BaseModel
+
+from airflow_provider_minimax.connection import DEFAULT_CONN_ID
+from airflow_provider_minimax.exceptions import (
+    MiniMaxError,
+    MiniMaxOutputValidationError,
+    MiniMaxValidationError,
+)
+from airflow_provider_minimax.hooks.minimax import MiniMaxHook, result_from_chat, result_from_task
+from airflow_provider_minimax.hooks.responses import api_error
+from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, resolve_and_submit
+from airflow_provider_minimax.models import ChatToolCall, TextInferenceTask
+from airflow_provider_minimax.operators.text_inference import results_of
+from airflow_provider_minimax.polling import wait_for_tasks
+from airflow_provider_minimax.results import GenerateResult, TaskBatchResult, Usage
+from airflow_provider_minimax.streaming import StreamLog, collect_chat_stream, collect_task_stream
+from airflow_provider_minimax.structured import (
+    OutputMismatch,
+    parse_output,
+    reask_prompt,
+    response_format,
+    schema_instructions,
+    truncated,
+)
+from airflow_provider_minimax.tools import Tool, ToolBox
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: XCom keys pushed next to the return value.
+USAGE_KEY, COST_KEY, REASONING_KEY = "usage", "cost", "reasoning"
+
+
+@dataclass
+class Tally:
+    """Usage and cost summed over the calls of one task (re-asks and tool rounds included).
+
+    :param usage: tokens spent.
+    :param cost: USD, when the API reported it for at least one call.
+    :param calls: model calls made.
+    """
+
+    usage: Usage = field(default_factory=Usage)
+    cost: float | None = None
+    calls: int = 0
+
+    def add(self, result: GenerateResult) -> GenerateResult:
+        """Count one call's result and hand it back.
+
+        :param result: the call's result.
+        """
+        self.usage = self.usage + result.usage
+        if result.cost is not None:
+            self.cost = (self.cost or 0.0) + result.cost
+        self.calls += 1
+        return result
+
+    def summary(self, api: str) -> str:
+        """One log line: calls, tokens, cost."""
+        u = self.usage
+        cost = "n/a" if self.cost is None else f"${self.cost:.6f}"
+        return (
+            f"MiniMax {api} API: {self.calls} call(s), {u.total_tokens} tokens "
+            f"({u.prompt_tokens} prompt + {u.completion_tokens} completion), cost {cost}"
+        )
+
+
+class MiniMaxChatOperator(BaseOperator):
+    """Ask MiniMax M2.7 for one answer, over the task API or the chat API (the connection decides).
+
+    The ``<think>`` block is stripped from the answer; the full content goes back unchanged
+    whenever the conversation continues (re-asks, tool rounds). XCom: the return value is the
+    answer (or ``output_type``'s ``model_dump(mode="json")``); ``usage`` and ``cost`` (when the
+    API reports it) are pushed under their own keys, summed over every call the task made.
+
+    :param prompt: the user prompt, or a ``.txt``/``.md``/``.j2`` template file (templated).
+        With ``messages`` it is appended as the last user turn.
+    :param messages: OpenAI-style message dicts; earlier assistant turns are sent back as given
+        (templated).
+    :param system_prompt: the system prompt, or a template file (templated).
+    :param conn_id: the ``minimax`` connection (templated).
+    :param model: the model; the connection's default when omitted (templated).
+    :param temperature: 0..1, step 0.01.
+    :param top_p: 0..1, step 0.01.
+    :param max_tokens: the output budget (chat API: at most 16384; task API: 196608).
+    :param seed: 0..4294967295, task API only.
+    :param output_type: a pydantic model the answer must validate against (JSON).
+    :param max_output_retries: re-asks after an answer that does not match ``output_type``.
+    :param tools: Python callables the model may call (chat API only); see :mod:`..tools`.
+    :param max_tool_rounds: the most rounds of tool calls before the task fails.
+    :param stream: write the answer to the task log line by line as it arrives.
+    :param include_reasoning: push the reasoning to XCom under ``reasoning`` (and, when
+        streaming, log it with a ``[thinking]`` prefix).
+    """
+
+    template_fields: Sequence[str] = ("prompt", "messages", "system_prompt", "conn_id", "model")
+    template_ext: Sequence[str] = (".txt", ".md", ".j2")
+    template_fields_renderers = {"prompt": "md", "system_prompt": "md", "messages": "json"}
+    ui_color = "#f5d0e4"
+
+    def __init__(
+        self,
+        *,
+        prompt: str | None = None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        system_prompt: str | None = None,
+        conn_id: str = DEFAULT_CONN_ID,
+        model: str | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
+        seed: int | None = None,
+        output_type: type[BaseModel] | None = None,
+        max_output_retries: int = 2,
+        tools: Sequence[Callable[..., Any] | Tool] | None = None,
+        max_tool_rounds: int = 5,
+        stream: bool = False,
+        include_reasoning: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        # "is None", not falsiness: either may be an XComArg resolved only at run time.
+        if prompt is None and messages is None:
+            raise ValueError(f"{self.task_id}: give 'prompt' or 'messages'")
+        if output_type is not None and not (
+            isinstance(output_type, type) and issubclass(output_type, BaseModel)
+        ):
+            raise TypeError(
+                f"{self.task_id}: 'output_type' must be a pydantic model class, got {output_type!r}"
+            )
+        if max_output_retries < 0:
+            raise ValueError(f"{self.task_id}: 'max_output_retries' must be >= 0, got {max_output_retries}")
+        if max_tool_rounds < 1:
+            raise ValueError(f"{self.task_id}: 'max_tool_rounds' must be >= 1, got {max_tool_rounds}")
+        if tools and stream:
+            raise ValueError(f"{self.task_id}: 'stream' cannot be combined with 'tools'")
+        ToolBox(tools or ())  # Fail at DAG parse time on a callable that cannot be a tool.
+        self.prompt = prompt
+        self.messages = messages
+        self.system_prompt = system_prompt
+        self.conn_id = conn_id
+        self.model = model
+        self.temperature = temperature
+        self.top_p = top_p
+        self.max_tokens = max_tokens
+        self.seed = seed
+        self.output_type = output_type
+        self.max_output_retries = max_output_retries
+        self.tools = list(tools or ())
+        self.max_tool_rounds = max_tool_rounds
+        self.stream = stream
+        self.include_reasoning = include_reasoning
+
+    @cached_property
+    def hook(self) -> MiniMaxHook:
+        """The hook of ``conn_id``."""
+        return MiniMaxHook(minimax_conn_id=self.conn_id)
+
+    @cached_property
+    def toolbox(self) -> ToolBox:
+        """The tools, with their schemas."""
+        return ToolBox(self.tools)
+
+    def render_template(
+        self,
+        content: Any,
+        context: Context,
+        jinja_env: jinja2.Environment | None = None,
+        seen_oids: set[int] | None = None,
+    ) -> Any:
+        """Render like any operator, but text that merely ends in ``.md`` is a prompt, not a file.
+
+        "Summarise the attached README.md" names no template file: a string with whitespace in
+        it is rendered as text when no such file exists; a bare path still fails loudly.
+        """
+        try:
+            return super().render_template(content, context, jinja_env, seen_oids)
+        except jinja2.TemplateNotFound:
+            if not isinstance(content, str) or not any(ch.isspace() for ch in content.strip()):
+                raise
+            env = jinja_env or self.get_template_env()
+            return self._render(env.from_string(content), context)
+
+    # ------------------------------------------------------------------------------ execution
+
+    def execute(self, context: Context) -> Any:
+        """Ask, validate, push usage/cost (and reasoning when asked), return the answer."""
+        api = self.hook.settings.api
+        self._check_api(api)
+        self._identity, self._store = TaskIdentity.from_context(context), GenerationStore(context)
+        tally = Tally()
+        result, output = self.converse(api, self.conversation(), tally)
+        self.log.info(tally.summary(api))
+        ti = context["ti"]
+        ti.xcom_push(key=USAGE_KEY, value=tally.usage.model_dump())
+        if tally.cost is not None:
+            ti.xcom_push(key=COST_KEY, value=tally.cost)
+        if self.include_reasoning and result.reasoning:
+            ti.xcom_push(key=REASONING_KEY, value=result.reasoning)
+        return output.model_dump(mode="json") if output is not None else result.text
+
+    def _check_api(self, api: str) -> None:
+        """Refuse, before any HTTP call, what the connection's API cannot do."""
+        if api != "chat" and self.tools:
+            raise MiniMaxValidationError(
+                f"'tools' needs a chat-API connection; {self.conn_id!r} speaks the {api} API "
+                "(set extra.api to 'chat')",
+                parameter="tools",
+            )
+        if api != "task" and self.seed is not None:
+            raise MiniMaxValidationError(
+                f"'seed' is supported by the task API only; {self.conn_id!r} speaks the {api} API",
+                parameter="seed",
+            )
+
+    def conversation(self) -> list[dict[str, Any]]:
+        """The messages to send: ``messages`` as given, then ``prompt`` as the last user turn."""
+        turns: list[dict[str, Any]] = []
+        if isinstance(self.messages, str):
+            raise MiniMaxValidationError(
+                "'messages' rendered to a string, not a list of dicts; pass a list, or set "
+                "render_template_as_native_obj=True on the DAG when it comes from a template",
+                parameter="messages",
+            )
+        for index, message in enumerate(self.messages or ()):
+            if not isinstance(message, Mapping) or "role" not in message:
+                raise MiniMaxValidationError(
+                    f"messages[{index}] must be a dict with 'role' and 'content', got {message!r:.80}",
+                    parameter=f"messages.{index}",
+                )
+            turns.append(dict(message))
+        if self.prompt:
+            if not isinstance(self.prompt, str):
+                raise MiniMaxValidationError(
+                    f"'prompt' must be a string, got {type(self.prompt).__name__}", parameter="prompt"
+                )
+            turns.append({"role": "user", "content": self.prompt})
+        if not turns:
+            raise MiniMaxValidationError("'prompt' and 'messages' rendered empty", parameter="prompt")
+        return turns
+
+    def converse(
+        self, api: str, conversation: list[dict[str, Any]], tally: Tally
+    ) -> tuple[GenerateResult, BaseModel | None]:
+        """Get an answer, re-asking while it does not match ``output_type``.
+
+        :param api: ``task`` or ``chat``.
+        :param conversation: the messages; grows with every re-ask and tool round.
+        :param tally: where usage and cost are summed.
+        :return: the last answer and, with ``output_type``, its parsed value.
+        """
+        for attempt in range(self.max_output_retries + 1):
+            result = self.answer(api, conversation, tally)
+            if self.output_type is None:
+                return result, None
+            try:
+                return result, parse_output(result.text, self.output_type)
+            except OutputMismatch as mismatch:
+                last = mismatch
+                self.log.warning(
+                    "Answer %d/%d does not match %s: %s",
+                    attempt + 1,
+                    self.max_output_retries + 1,
+                    self.output_type.__name__,
+                    mismatch.feedback,
+                )
+                # The content goes back unchanged, think block included, as MiniMax requires.
+                replay = result.raw_content or result.text or "(empty answer)"
+                conversation.append({"role": "assistant", "content": replay})
+                conversation.append({"role": "user", "content": reask_prompt(mismatch)})
+        assert self.output_type is not None  # Only output_type mismatches reach this point.
+        raise MiniMaxOutputValidationError(
+            f"The answer did not match {self.output_type.__name__} after {self.max_output_retries} "
+            f"re-ask(s): {last.feedback}. Last answer: {truncated(last.raw)!r}",
+            parameter="output_type",
+        )
+
+    def answer(self, api: str, conversation: list[dict[str, Any]], tally: Tally) -> GenerateResult:
+        """One answer: through the tool loop, a stream, or a single call.
+
+        :param api: ``task`` or ``chat``.
+        :param conversation: the messages so far.
+        :param tally: where usage and cost are summed.
+        """
+        system, settings = self._request(api)
+        if self.tools:
+            return self._tool_loop(conversation, system, settings, tally)
+        if self.stream:
+            log = StreamLog(self.log.info, show_reasoning=self.include_reasoning)
+            if api == "chat":
+                chunks = self.hook.stream_chat_completion(conversation, system_prompt=system, **settings)
+                result = collect_chat_stream(chunks, log)
+            else:
+                pieces = self.hook.stream_text_inference(conversation, system_prompt=system, **settings)
+                result = collect_task_stream(pieces, log)
+            if log.reasoning_chars and not self.include_reasoning:
+                self.log.info("(%d characters of reasoning not logged)", log.reasoning_chars)
+            return tally.add(result)
+        if api == "task":
+            return tally.add(self._paid_once(conversation, system, settings, item=tally.calls))
+        return tally.add(self.hook.generate(conversation, system_prompt=system, **settings))
+
+    def _paid_once(
+        self, conversation: list[dict[str, Any]], system: str | None, settings: dict[str, Any], item: int
+    ) -> GenerateResult:
+        """One task-API answer whose taskUUID derives from the task instance and the request.
+
+        A retried try finds the answer an earlier try already paid for (getResponse is free)
+        instead of buying it again; a task still running is waited on.
+
+        :param item: this call's index within the task instance (0, then one per re-ask).
+        """
+
+        def build_task(_: int, task_uuid: str) -> TextInferenceTask:
+            return self.hook.new_text_inference(
+                conversation, system_prompt=system, task_uuid=task_uuid, **settings
+            )
+
+        resolution = resolve_and_submit(self.hook, self._identity, build_task, [item], self._store)
+        task_uuid = resolution.uuids[item]
+        if item in resolution.rejected:
+            error = resolution.rejected[item]
+            raise api_error(error.model_copy(update={"task_uuid": error.task_uuid or task_uuid}), None)
+        results = resolution.finished.get(item)
+        if results is None:
+            self.log.info("Waiting for MiniMax task %s, accepted by an earlier try", task_uuid)
+            deadline = time.time() + self.hook.settings.timeout
+            results = results_of(
+                wait_for_tasks(self.hook, [task_uuid], end_time=deadline, sleep=self.hook.sleep)
+            )
+        return result_from_task(TaskBatchResult(results=results))
+
+    def _request(self, api: str) -> tuple[str | None, dict[str, Any]]:
+        """The system prompt and model settings for ``api``, structured-output hints included."""
+        system = self.system_prompt or None
+        settings: dict[str, Any] = {
+            "model": self.model or None,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+        }
+        if self.output_type is not None:
+            if api == "chat":
+                settings["response_format"] = response_format(self.output_type)
+            else:  # The task API has no response_format: the schema goes into the system prompt.
+                system = "\n\n".join(filter(None, (system, schema_instructions(self.output_type))))
+        return system, {key: value for key, value in settings.items() if value is not None}
+
+    def _tool_loop(
+        self, conversation: list[dict[str, Any]], system: str | None, settings: dict[str, Any], tally: Tally
+    ) -> GenerateResult:
+        """Call the model, run the tools it asks for, send their results back, until it answers."""
+        specs = self.toolbox.specs()
+        calls: list[ChatToolCall] = []
+        for round_ in range(self.max_tool_rounds + 1):
+            completion = self.hook.chat_completion(
+                conversation, system_prompt=system, tools=specs, **settings
+            )
+            result = tally.add(result_from_chat(completion))
+            calls = completion.message.tool_calls or []
+            if not calls:
+                return result
+            if round_ == self.max_tool_rounds:
+                break
+            conversation.append(completion.message.as_request_message().to_wire())
+            for call in calls:
+                message, error = self.toolbox.answer(call)
+                if error is None:
+                    self.log.info("Tool %s(%s) answered", call.function.name, call.id)
+                else:
+                    self.log.warning("Tool %s(%s) failed: %s", call.function.name, call.id, error)
+                conversation.append(message)
+        names = ", ".join(sorted({c.function.name for c in calls}))
+        raise MiniMaxError(
+            f"The model still asked for tools ({names}) after max_tool_rounds={self.max_tool_rounds} "
+            "rounds; raise max_tool_rounds or make the prompt say when to stop",
+            parameter="max_tool_rounds",
+        )
