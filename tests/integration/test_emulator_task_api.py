@@ -132,6 +132,22 @@ def test_output_is_deterministic_and_depends_on_the_input(client: httpx.Client) 
     assert text("same prompt", settings={"systemPrompt": "Be terse."}) != text("same prompt")
 
 
+def test_schema_in_the_system_prompt_gets_a_json_answer_that_satisfies_it(client: httpx.Client) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string"},
+            "hashtags": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["title", "hashtags"],
+    }
+    system = f"Answer with JSON only.\n```json\n{json.dumps(schema)}\n```"
+    item = post(client, task(settings={"systemPrompt": system})).json()["data"][0]
+    answer = json.loads(item["text"])
+    assert isinstance(answer["title"], str)
+    assert all(isinstance(tag, str) for tag in answer["hashtags"])
+
+
 def test_seed_is_echoed(client: httpx.Client) -> None:
     assert post(client, task(seed=42)).json()["data"][0]["seed"] == 42
 

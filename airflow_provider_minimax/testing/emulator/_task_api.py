@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 import uuid
 from typing import Any
@@ -21,10 +23,12 @@ from airflow_provider_minimax.testing.emulator._http import (
     serve_with_faults,
     sse_response,
 )
+from airflow_provider_minimax.testing.emulator._schema import instance_for
 from airflow_provider_minimax.testing.emulator._state import EmulatorState, StoredTask
 from airflow_provider_minimax.testing.emulator._text import FAIL_MARKER, Reply, make_reply, pieces
 
 STYLE = ErrorStyle("task")
+_FENCED_JSON = re.compile(r"```json\s*(.*?)```", re.DOTALL)
 router = APIRouter()
 
 
@@ -148,13 +152,30 @@ def _reply(task: TextInferenceTask, index: int) -> Reply:
     system = settings.system_prompt if settings and settings.system_prompt else ""
     prompt = "\n".join([system, *(f"{m.role}: {m.content}" for m in task.messages)]).strip()
     max_tokens = settings.max_tokens if settings else None
+    schema = _requested_schema(system)
     return make_reply(
         last_user=task.messages[-1].content,
         prompt=prompt,
         seed=task.seed,
         result_index=index,
         max_tokens=max_tokens,
+        text=None if schema is None else json.dumps(instance_for(schema, hint=prompt), ensure_ascii=False),
     )
+
+
+def _requested_schema(system_prompt: str) -> dict[str, Any] | None:
+    """The JSON schema a system prompt asks the answer to follow (the task API has no response_format).
+
+    A model follows such instructions; the emulator does so when the schema is in a fenced JSON block.
+    """
+    for block in _FENCED_JSON.findall(system_prompt):
+        try:
+            schema = json.loads(block)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(schema, dict) and ("properties" in schema or "type" in schema):
+            return schema
+    return None
 
 
 def _result(task: TextInferenceTask, index: int) -> dict[str, Any]:

@@ -1,0 +1,330 @@
+"""``make demo``: run the example DAGs end to end with ``airflow dags test`` on a throwaway SQLite home.
+
+Against the local emulator by default (started on a free loopback port and stopped at the end),
+or against the real MiniMax API when ``MINIMAX_API_KEY`` is set (``MINIMAX_BASE_URL`` and
+``MINIMAX_CHAT_BASE_URL`` override the base URLs). Prints where the outputs and logs are and a
+table of tasks, tokens, cost and time per DAG; exits non-zero when a DAG run fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_minimax.connection import DEFAULT_BASE_URLS
+
+#: The example DAGs in the order the demo runs them (the digest reads the summaries' asset event).
+EXAMPLE_DAGS = (
+    "minimax_document_summarisation",
+    "minimax_summaries_digest",
+    "minimax_marketing_copy",
+    "minimax_enrichment",
+)
+#: The pool the example DAGs use to cap concurrent MiniMax requests.
+POOL = ("minimax", 4, "Concurrent MiniMax requests (rate limit)")
+TASK_CONN_ID = "minimax_default"
+CHAT_CONN_ID = "minimax_chat"
+OUTPUT_VARIABLE = "minimax_output_dir"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the DAGs send requests: base URLs and the key (never printed).
+
+    :param task_base_url: task API base URL
+    :param chat_base_url: chat API base URL
+    :param api_key: the API key
+    :param label: what to print about the target
+    """
+
+    task_base_url: str
+    chat_base_url: str
+    api_key: str = field(repr=False)
+    label: str
+
+    def connections(self) -> dict[str, str]:
+        """``AIRFLOW_CONN_*`` variables for the task connection and the chat connection."""
+        return {
+            f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(
+                {"conn_type": "minimax", "host": host, "password": self.api_key, "extra": {"api": api}}
+            )
+            for conn_id, host, api in (
+                (TASK_CONN_ID, self.task_base_url, "task"),
+                (CHAT_CONN_ID, self.chat_base_url, "chat"),
+            )
+        }
+
+
+def airflow_env(home: Path, dags_folder: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of an Airflow command on a throwaway SQLite home.
+
+    :param home: the AIRFLOW_HOME (its ``airflow.db`` is the metadata database)
+    :param dags_folder: the DAGs folder
+    :param extra: more variables (connections, variables, config)
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__"))}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+def airflow(args: Sequence[str], env: Mapping[str, str], log: Path, timeout: float = 900) -> int:
+    """Run ``python -m airflow ARGS`` with output to ``log``; return its exit code.
+
+    :param args: the Airflow CLI arguments
+    :param env: its environment
+    :param log: the file its stdout and stderr go to
+    :param timeout: seconds before it is killed
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        try:
+            return subprocess.run(
+                [sys.executable, "-m", "airflow", *args],
+                env=dict(env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+            ).returncode
+        except subprocess.TimeoutExpired:
+            out.write(f"\n[demo] killed after {timeout:.0f} s\n")
+            return 124
+
+
+def usage_of(value: Any) -> tuple[int, float]:
+    """Tokens and cost reported in one XCom value (a result, a list of results or a manifest).
+
+    A dict with ``usage`` is one reported figure and is not looked into further, so a manifest's
+    totals are not added to its rows' figures.
+
+    :param value: the decoded XCom value
+    """
+    if isinstance(value, dict):
+        if isinstance(value.get("usage"), dict):
+            usage = value["usage"]
+            tokens = usage.get("total_tokens", usage.get("totalTokens", 0)) or 0
+            cost = value.get("cost") or 0.0
+            return int(tokens), float(cost)
+        parts = [usage_of(v) for v in value.values()]
+    elif isinstance(value, list):
+        parts = [usage_of(v) for v in value]
+    else:
+        return 0, 0.0
+    return sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+
+def _xcom_figure(key: str, value: Any) -> Any:
+    """An XCom as :func:`usage_of` reads it: the chat operator pushes ``usage`` and ``cost`` apart."""
+    if key == "usage":
+        return {"usage": value}
+    if key == "cost":
+        return {"usage": {}, "cost": value}
+    return value
+
+
+@dataclass
+class RunReport:
+    """What one DAG run did, read back from the metadata database.
+
+    :param dag_id: the DAG
+    :param state: the run's final state (``missing`` when no run was recorded)
+    :param tasks: task instance states and their counts
+    :param tokens: total tokens reported in XCom
+    :param cost: total cost in USD reported in XCom
+    :param seconds: wall time of ``airflow dags test``
+    """
+
+    dag_id: str
+    state: str
+    tasks: Counter[str]
+    tokens: int
+    cost: float
+    seconds: float
+
+    @property
+    def tasks_label(self) -> str:
+        """``12`` when all succeeded, else ``12 (10 success, 2 failed)``."""
+        total = sum(self.tasks.values())
+        if set(self.tasks) <= {"success"}:
+            return str(total)
+        return f"{total} ({', '.join(f'{n} {s}' for s, n in self.tasks.most_common())})"
+
+
+def read_run(db: Path, dag_id: str, seconds: float) -> RunReport:
+    """Read the latest run of ``dag_id``: its state, task states and the tokens and cost in XCom.
+
+    :param db: the SQLite metadata database
+    :param dag_id: the DAG
+    :param seconds: the measured wall time
+    """
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        row = conn.execute(
+            "SELECT run_id, state FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
+        ).fetchone()
+        if row is None:
+            return RunReport(dag_id, "missing", Counter(), 0, 0.0, seconds)
+        run_id, state = row
+        states = Counter(
+            s or "none"
+            for (s,) in conn.execute(
+                "SELECT state FROM task_instance WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)
+            )
+        )
+        tokens, cost = 0, 0.0
+        for key, value in conn.execute(
+            "SELECT key, value FROM xcom WHERE dag_id = ? AND run_id = ? AND key IN (?, ?, ?)",
+            (dag_id, run_id, "return_value", "usage", "cost"),
+        ):
+            with contextlib.suppress(TypeError, ValueError):
+                t, c = usage_of(_xcom_figure(key, json.loads(value)))
+                tokens, cost = tokens + t, cost + c
+    return RunReport(dag_id, state or "none", states, tokens, cost, seconds)
+
+
+def table(reports: Sequence[RunReport]) -> str:
+    """The summary table the demo prints.
+
+    :param reports: one per DAG run
+    """
+    rows = [("DAG", "state", "tasks", "tokens", "cost (USD)", "time (s)")]
+    rows += [
+        (r.dag_id, r.state, r.tasks_label, f"{r.tokens:,}", f"{r.cost:.4f}", f"{r.seconds:.1f}")
+        for r in reports
+    ]
+    rows.append(
+        (
+            "total",
+            "",
+            str(sum(sum(r.tasks.values()) for r in reports)),
+            f"{sum(r.tokens for r in reports):,}",
+            f"{sum(r.cost for r in reports):.4f}",
+            f"{sum(r.seconds for r in reports):.1f}",
+        )
+    )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    # Names and states left-aligned, figures right-aligned.
+    cells = [
+        [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        for row in rows
+    ]
+    lines = ["  ".join(row) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.insert(len(lines) - 1, lines[1])
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def endpoints() -> Iterator[tuple[Endpoints, Any]]:
+    """The real API when ``MINIMAX_API_KEY`` is set, else an emulator on a free loopback port.
+
+    Yields the endpoints and the emulator handle (None for the real API).
+    """
+    api_key = os.environ.get("MINIMAX_API_KEY", "").strip()
+    if api_key:
+        task_url = os.environ.get("MINIMAX_BASE_URL") or DEFAULT_BASE_URLS["task"]
+        chat_url = os.environ.get("MINIMAX_CHAT_BASE_URL") or DEFAULT_BASE_URLS["chat"]
+        yield Endpoints(task_url, chat_url, api_key, f"the real MiniMax API ({task_url}, {chat_url})"), None
+        return
+    from airflow_provider_minimax.testing.emulator import EMULATOR_API_KEY, run_emulator_in_thread
+
+    with run_emulator_in_thread() as emulator:
+        label = f"the local emulator at {emulator.url} (set MINIMAX_API_KEY to use the real API)"
+        yield Endpoints(emulator.base_url, emulator.chat_base_url, EMULATOR_API_KEY, label), emulator
+
+
+def run_demo(dags_folder: Path, workdir: Path, dag_ids: Sequence[str]) -> int:
+    """Prepare a fresh Airflow home under ``workdir``, run each DAG, print the report.
+
+    :param dags_folder: the example DAGs
+    :param workdir: where the Airflow home, logs and outputs go (wiped first)
+    :param dag_ids: the DAGs to run, in order
+    """
+    home, logs, output = workdir / "airflow-home", workdir / "logs", workdir / "output"
+    for path in (home, logs, output):
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+    with endpoints() as (target, emulator):
+        print(f"MiniMax demo: {len(dag_ids)} DAGs against {target.label}")
+        env = airflow_env(
+            home,
+            dags_folder,
+            {**target.connections(), f"AIRFLOW_VAR_{OUTPUT_VARIABLE.upper()}": str(output)},
+        )
+        print(f"  airflow db migrate (Airflow home {home})")
+        if airflow(["db", "migrate"], env, logs / "db-migrate.log") != 0:
+            print(f"airflow db migrate failed: see {logs / 'db-migrate.log'}", file=sys.stderr)
+            return 1
+        airflow(["pools", "set", *map(str, POOL)], env, logs / "pools.log")
+        reports = []
+        for dag_id in dag_ids:
+            print(f"  airflow dags test {dag_id} ...", end=" ", flush=True)
+            started = time.monotonic()
+            code = airflow(["dags", "test", dag_id], env, logs / f"{dag_id}.log")
+            report = read_run(home / "airflow.db", dag_id, time.monotonic() - started)
+            if code != 0 and report.state == "success":
+                report.state = f"exit {code}"
+            print(f"{report.state} in {report.seconds:.1f} s")
+            reports.append(report)
+        stats = emulator.stats() if emulator is not None else None
+    print()
+    print(table(reports))
+    print()
+    if stats is not None:
+        print(
+            f"Emulator: {sum(stats['submissions'].values())} textInference tasks submitted "
+            f"({len(stats['duplicate_submissions'])} submitted twice), "
+            f"{stats['poll_requests']} getResponse requests, {stats['chat_requests']} chat requests."
+        )
+    print(f"Outputs: {output}")
+    for child in sorted(p for p in output.iterdir() if p.is_dir()):
+        files = sorted(f for f in child.rglob("*") if f.is_file())
+        example = f", e.g. {files[0].relative_to(output)}" if files else ""
+        print(f"  {child.name}/  {len(files)} files{example}")
+    print(f"Logs:    {logs}")
+    failed = [r.dag_id for r in reports if r.state != "success"]
+    if failed:
+        print(f"FAILED: {', '.join(failed)} (see the logs above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line of ``python -m airflow_provider_minimax.testing.demo``.
+
+    :param argv: arguments (``sys.argv`` when omitted)
+    """
+    parser = argparse.ArgumentParser(description="Run the MiniMax example DAGs end to end.")
+    parser.add_argument("--dags-folder", type=Path, default=Path("dags"), help="the example DAGs folder")
+    parser.add_argument("--workdir", type=Path, default=Path(".demo"), help="Airflow home, logs and outputs")
+    parser.add_argument(
+        "--dag", action="append", dest="dags", metavar="DAG_ID", help="run only this DAG (repeatable)"
+    )
+    args = parser.parse_args(argv)
+    return run_demo(args.dags_folder.resolve(), args.workdir.resolve(), args.dags or list(EXAMPLE_DAGS))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
