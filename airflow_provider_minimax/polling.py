@@ -1,0 +1,289 @@
+"""Waiting on async tasks: the poll cadence, reading getResponse answers, and the worker-side waiter.
+
+The pure pieces here are shared by :class:`~airflow_provider_minimax.triggers.minimax.MiniMaxTaskTrigger`
+(through the shared poller), the worker-side :func:`wait_for_tasks` and the sensor, so all three
+poll at the same cadence, call a task finished by the same rule and report the same
+:class:`~airflow_provider_minimax.results.TasksOutcome`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from pydantic import TypeAdapter, ValidationError
+
+from airflow_provider_minimax.exceptions import MiniMaxError, MiniMaxTransientError, MiniMaxValidationError
+from airflow_provider_minimax.models import ApiError, TaskResult, TaskUUID
+from airflow_provider_minimax.results import TaskBatchResult, TasksOutcome
+
+if TYPE_CHECKING:
+    from airflow_provider_minimax.hooks.minimax import MiniMaxHook
+
+log = logging.getLogger(__name__)
+
+#: Each wait is this much longer than the previous one, up to ``max_poll_interval`` (the contract's x1.5).
+BACKOFF_FACTOR = 1.5
+
+#: What one getResponse answer says about one task: (items, error) as grouped by :func:`group_batch`.
+TaskItems = tuple[list[TaskResult], ApiError | None]
+
+_TASK_UUIDS: TypeAdapter[list[str]] = TypeAdapter(list[TaskUUID])
+
+
+def normalise_task_uuids(task_uuids: Iterable[str]) -> list[str]:
+    """Check that every taskUUID is a UUID v4 and spell it as the API echoes it (lower case), once.
+
+    :param task_uuids: the UUIDs; duplicates are dropped, order kept.
+    """
+    try:
+        return list(dict.fromkeys(_TASK_UUIDS.validate_python(list(task_uuids))))
+    except ValidationError as err:
+        problem = err.errors()[0]
+        raise MiniMaxValidationError(
+            f"Invalid taskUUID {problem.get('input')!r}: {problem['msg']}", parameter="task_uuids"
+        ) from None
+
+
+# ------------------------------------------------------------------------------------ cadence
+
+
+def check_cadence(poll_interval: float, max_poll_interval: float, number_results: int = 1) -> None:
+    """Refuse timing that would poll in a busy loop or never grow; raises ``ValueError``.
+
+    :param poll_interval: seconds before the first poll.
+    :param max_poll_interval: the cap of the wait between polls.
+    :param number_results: results per task (1..4).
+    """
+    if poll_interval <= 0:
+        raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval}")
+    if max_poll_interval < poll_interval:
+        raise ValueError(
+            f"max_poll_interval ({max_poll_interval}) must be >= poll_interval ({poll_interval})"
+        )
+    if not 1 <= number_results <= 4:
+        raise ValueError(f"number_results must be 1..4, got {number_results}")
+
+
+def next_interval(interval: float, max_poll_interval: float) -> float:
+    """The wait after ``interval``: x1.5, capped.
+
+    :param interval: the wait just used.
+    :param max_poll_interval: the cap.
+    """
+    return min(interval * BACKOFF_FACTOR, max_poll_interval)
+
+
+def poll_delays(poll_interval: float, max_poll_interval: float) -> Iterator[float]:
+    """The waits before each poll, forever: ``poll_interval``, then x1.5 up to ``max_poll_interval``.
+
+    :param poll_interval: the wait before the first poll (~1 s by the contract).
+    :param max_poll_interval: the cap (~10 s by the contract).
+    """
+    interval = min(poll_interval, max_poll_interval)
+    while True:
+        yield interval
+        interval = next_interval(interval, max_poll_interval)
+
+
+# ------------------------------------------------------------------------------------ classification
+
+
+def group_batch(batch: TaskBatchResult) -> dict[str, TaskItems]:
+    """Index one getResponse answer by taskUUID, in one pass (the poller reads it for many waiters).
+
+    :param batch: what :meth:`MiniMaxHook.aget_responses` returned.
+    """
+    grouped: dict[str, TaskItems] = {}
+    for item in batch.results:
+        items, error = grouped.get(item.task_uuid, ([], None))
+        items.append(item)
+        grouped[item.task_uuid] = (items, error)
+    for error in batch.errors:
+        if error.task_uuid:
+            items, earlier = grouped.get(error.task_uuid, ([], None))
+            grouped[error.task_uuid] = (items, earlier or error)
+    return grouped
+
+
+def task_state(
+    task_uuid: str, found: TaskItems | None, number_results: int
+) -> tuple[list[TaskResult] | None, ApiError | None]:
+    """Where one task stands: ``(results, None)`` done, ``(None, error)`` failed, ``(None, None)`` running.
+
+    A task is finished when it has ``number_results`` distinct successful ``resultIndex`` values
+    (as the official SDK counts them); any status other than success/error means still running.
+
+    :param task_uuid: the task.
+    :param found: its items and error in the answer (None when the answer did not mention it).
+    :param number_results: results the task was submitted with.
+    """
+    if found is None:
+        return None, None
+    items, error = found
+    successes = {item.result_index or 0: item for item in items if item.is_success}
+    if len(successes) >= number_results:
+        return [successes[index] for index in sorted(successes)], None
+    if error is None:
+        failed = next((item for item in items if item.status == "error"), None)
+        if failed is not None:
+            error = failed.error or ApiError(code="unknown", message="task failed", taskUUID=task_uuid)
+    if error is not None and error.task_uuid is None:
+        error = error.model_copy(update={"task_uuid": task_uuid})
+    return None, error
+
+
+def classify(
+    batch: TaskBatchResult, task_uuids: Iterable[str], number_results: int = 1
+) -> tuple[dict[str, list[TaskResult]], dict[str, ApiError], list[str]]:
+    """Split tasks into finished (with results), failed (with the API's error) and still running.
+
+    :param batch: one getResponse answer.
+    :param task_uuids: the tasks to look at.
+    :param number_results: results each task was submitted with.
+    """
+    progress = TaskProgress(list(task_uuids), number_results)
+    progress.update(group_batch(batch))
+    return progress.results, progress.errors, list(progress.pending)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a failed poll is worth another one later (counts against the failure budget).
+
+    :param error: what the poll raised after the hook's own retries.
+    """
+    return isinstance(error, MiniMaxTransientError)
+
+
+class TaskProgress:
+    """What is known so far about tasks being waited on; builds the :class:`TasksOutcome`.
+
+    :param task_uuids: every UUID waited on, in order (checked and normalised).
+    :param number_results: results each task was submitted with.
+    """
+
+    __slots__ = ("errors", "number_results", "pending", "results", "task_uuids")
+
+    def __init__(self, task_uuids: Sequence[str], number_results: int = 1) -> None:
+        self.task_uuids = normalise_task_uuids(task_uuids)
+        self.number_results = number_results
+        self.pending: list[str] = list(self.task_uuids)
+        self.results: dict[str, list[TaskResult]] = {}
+        self.errors: dict[str, ApiError] = {}
+
+    @property
+    def done(self) -> bool:
+        """Whether every task finished or failed."""
+        return not self.pending
+
+    def update(self, grouped: dict[str, TaskItems]) -> None:
+        """Take in one poll's answer; finished and failed tasks leave ``pending``.
+
+        :param grouped: the answer, as :func:`group_batch` indexed it.
+        """
+        still: list[str] = []
+        for task_uuid in self.pending:
+            results, error = task_state(task_uuid, grouped.get(task_uuid), self.number_results)
+            if results is not None:
+                self.results[task_uuid] = results
+            elif error is not None:
+                self.errors[task_uuid] = error
+            else:
+                still.append(task_uuid)
+        self.pending = still
+
+    def _outcome(self, **fields: object) -> TasksOutcome:
+        return TasksOutcome(
+            task_uuids=self.task_uuids,
+            results=self.results,
+            errors=self.errors,
+            pending=self.pending,
+            **fields,
+        )
+
+    def succeeded(self) -> TasksOutcome:
+        """Every task finished: results and per-task errors."""
+        return self._outcome(status="success")
+
+    def timed_out(self, end_time: float) -> TasksOutcome:
+        """The deadline passed; the message names the tasks still running.
+
+        :param end_time: the deadline, epoch seconds.
+        """
+        deadline = datetime.fromtimestamp(end_time, tz=timezone.utc).isoformat(timespec="seconds")
+        message = (
+            f"{len(self.pending)} of {len(self.task_uuids)} MiniMax task(s) still running at the "
+            f"deadline {deadline}: {', '.join(self.pending)}. They may still finish upstream; a retry "
+            "re-attaches to them without paying again."
+        )
+        return self._outcome(status="timeout", message=message)
+
+    def failed(self, error: BaseException) -> TasksOutcome:
+        """Polling itself failed for good (revoked key, missing connection, API down past the budget).
+
+        :param error: the last error; its code and HTTP status are kept, never a credential.
+        """
+        if isinstance(error, MiniMaxError):
+            return self._outcome(
+                status="error", message=str(error), code=error.code, status_code=error.status_code
+            )
+        return self._outcome(status="error", message=f"{type(error).__name__}: {error}")
+
+
+# ------------------------------------------------------------------------------------ worker waiter
+
+
+def wait_for_tasks(
+    hook: MiniMaxHook,
+    task_uuids: Sequence[str],
+    *,
+    end_time: float,
+    poll_interval: float = 1.0,
+    max_poll_interval: float = 10.0,
+    number_results: int = 1,
+    max_consecutive_failures: int = 5,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.time,
+) -> TasksOutcome:
+    """Poll in the worker (``deferrable=False``) at the trigger's cadence; same result shape as its event.
+
+    Only tasks still running are polled again. Transient failures (after the hook's retries)
+    count against ``max_consecutive_failures``; any other failure ends the wait at once.
+
+    :param hook: the hook to poll with.
+    :param task_uuids: the tasks to wait on.
+    :param end_time: the deadline, epoch seconds.
+    :param poll_interval: seconds before the first poll.
+    :param max_poll_interval: the cap of the wait between polls.
+    :param number_results: results each task was submitted with.
+    :param max_consecutive_failures: failed polls in a row tolerated before giving up.
+    :param sleep: the sleep function (tests pass a fake one).
+    :param clock: the epoch clock (tests pass a fake one).
+    """
+    check_cadence(poll_interval, max_poll_interval, number_results)
+    progress = TaskProgress(task_uuids, number_results)
+    failures = 0
+    for delay in poll_delays(poll_interval, max_poll_interval):
+        remaining = end_time - clock()
+        if remaining <= 0:
+            break
+        sleep(min(delay, remaining))
+        if clock() >= end_time:
+            break
+        try:
+            batch = hook.get_responses(progress.pending)
+        except MiniMaxError as err:
+            failures += 1
+            if not is_transient(err) or failures >= max_consecutive_failures:
+                return progress.failed(err)
+            log.warning("Polling MiniMax failed (%d of %d): %s", failures, max_consecutive_failures, err)
+            continue
+        failures = 0
+        progress.update(group_batch(batch))
+        if progress.done:
+            return progress.succeeded()
+        log.info("%d MiniMax task(s) still running: %s", len(progress.pending), ", ".join(progress.pending))
+    return progress.timed_out(end_time)

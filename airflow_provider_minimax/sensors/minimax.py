@@ -1,0 +1,221 @@
+"""MiniMaxTaskSensor: waits for async MiniMax tasks submitted elsewhere and returns their results."""
+
+from __future__ import annotations
+
+import ast
+import json
+import time
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.configuration import conf
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk.exceptions import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+)
+from pydantic import ValidationError
+
+from airflow_provider_minimax.connection import DEFAULT_CONN_ID
+from airflow_provider_minimax.exceptions import MiniMaxError, MiniMaxTaskFailedError
+from airflow_provider_minimax.hooks.minimax import MiniMaxHook
+from airflow_provider_minimax.hooks.responses import error_type
+from airflow_provider_minimax.models import split_think
+from airflow_provider_minimax.polling import check_cadence, classify
+from airflow_provider_minimax.results import TasksOutcome, Usage
+from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_minimax.models import ApiError, TaskResult
+
+
+class MiniMaxTasksFailedError(MiniMaxTaskFailedError, AirflowFailException):
+    """Some waited-on tasks finished with an error; retrying the sensor cannot change that.
+
+    :param task_uuids: the tasks that failed.
+    """
+
+    def __init__(self, message: str, *, task_uuids: Sequence[str] = (), **kwargs: Any) -> None:
+        self.task_uuids = list(task_uuids)
+        super().__init__(message, **kwargs)
+
+
+class MiniMaxTaskSensor(BaseSensorOperator):
+    """Wait for async MiniMax tasks submitted elsewhere (e.g. with a webhook) and return their results.
+
+    Poking calls getResponse once per poke (free). Deferrable, it checks once, then waits in the
+    triggerer with :class:`~airflow_provider_minimax.triggers.minimax.MiniMaxTaskTrigger` until
+    ``timeout`` seconds from now.
+
+    Returns (XCom) ``{task_uuid: result}``, each ``result`` shaped like the XCom of
+    ``MiniMaxTextInferenceOperator``: ``{"text", "finish_reason", "usage": {"prompt_tokens",
+    "completion_tokens", "total_tokens"}, "cost", "task_uuid"}``. With ``number_results > 1``,
+    ``text`` and ``finish_reason`` are lists and ``usage``/``cost`` are summed; ``cost`` is None
+    when the task was submitted without includeCost.
+
+    When a task failed it raises :class:`MiniMaxTasksFailedError` naming the UUIDs and the API's
+    codes (with ``soft_fail`` the task is skipped instead, as for any sensor).
+
+    :param task_uuids: the taskUUIDs (templated): a list, or a string holding one UUID, a
+        comma-separated list or a JSON/Python list (as rendered from an XCom).
+    :param conn_id: the ``minimax`` connection.
+    :param number_results: results each task was submitted with.
+    :param deferrable: wait in the triggerer instead of a worker slot.
+    :param poll_interval: deferrable: seconds before the trigger's first poll.
+    :param max_poll_interval: deferrable: cap of the wait between polls (x1.5 each time); also the
+        default ``poke_interval`` when poking.
+    :param max_consecutive_failures: deferrable: transient poll failures in a row tolerated.
+    """
+
+    template_fields: Sequence[str] = ("task_uuids", "conn_id")
+    ui_color = "#f6e3ff"
+
+    def __init__(
+        self,
+        *,
+        task_uuids: str | Sequence[str],
+        conn_id: str = DEFAULT_CONN_ID,
+        number_results: int = 1,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 1.0,
+        max_poll_interval: float = 10.0,
+        max_consecutive_failures: int = 5,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("poke_interval", max_poll_interval)
+        super().__init__(**kwargs)
+        check_cadence(poll_interval, max_poll_interval, number_results)
+        self.task_uuids = task_uuids
+        self.conn_id = conn_id
+        self.number_results = number_results
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.max_consecutive_failures = max_consecutive_failures
+
+    @cached_property
+    def hook(self) -> MiniMaxHook:
+        """The hook of ``conn_id``."""
+        return MiniMaxHook(minimax_conn_id=self.conn_id)
+
+    @property
+    def uuids(self) -> list[str]:
+        """The rendered ``task_uuids`` as a list, whatever form the template gave."""
+        uuids = parse_task_uuids(self.task_uuids)
+        if not uuids:
+            raise ValueError(f"{self.task_id}: task_uuids rendered to no taskUUID: {self.task_uuids!r}")
+        return uuids
+
+    def execute(self, context: Context) -> Any:
+        """Poke, or check once and defer to the trigger."""
+        if not self.deferrable:
+            return super().execute(context)
+        try:
+            done = self.poke(context)
+        except AirflowFailException as err:
+            if self.soft_fail or self.never_fail:
+                raise AirflowSkipException(f"Skipping: {err}") from err
+            raise
+        if isinstance(done, PokeReturnValue):
+            return done.xcom_value
+        self.defer(
+            trigger=MiniMaxTaskTrigger(
+                self.uuids,
+                conn_id=self.conn_id,
+                end_time=time.time() + self.timeout,
+                poll_interval=self.poll_interval,
+                max_poll_interval=self.max_poll_interval,
+                number_results=self.number_results,
+                max_consecutive_failures=self.max_consecutive_failures,
+            ),
+            method_name="execute_complete",
+        )
+        return None  # pragma: no cover - defer() raises
+
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        """One getResponse call: done when every task finished; raises when one failed."""
+        uuids = self.uuids
+        results, errors, pending = classify(self.hook.get_responses(uuids), uuids, self.number_results)
+        if pending:
+            self.log.info(
+                "Waiting for %d of %d MiniMax task(s): %s", len(pending), len(uuids), ", ".join(pending)
+            )
+            return False
+        return PokeReturnValue(is_done=True, xcom_value=self._finish(results, errors))
+
+    def execute_complete(self, context: Context, event: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """Resume after the trigger: return the results, or raise what its event says."""
+        try:
+            outcome = TasksOutcome.model_validate(event)
+        except ValidationError as err:
+            raise MiniMaxError(
+                f"MiniMaxTaskSensor got a trigger event of unknown shape: {err.errors()[0]['msg']}"
+            ) from None
+        if outcome.status == "timeout":
+            raise AirflowSensorTimeout(outcome.message or f"MiniMax tasks still running: {outcome.pending}")
+        if outcome.status == "error":
+            cls = error_type(outcome.status_code, outcome.code)
+            raise cls(
+                f"Polling MiniMax tasks {', '.join(outcome.task_uuids)} failed: {outcome.message}",
+                status_code=outcome.status_code,
+                code=outcome.code,
+            )
+        return self._finish(outcome.results, outcome.errors)
+
+    def _finish(
+        self, results: Mapping[str, list[TaskResult]], errors: Mapping[str, ApiError]
+    ) -> dict[str, dict[str, Any]]:
+        if errors:
+            described = "; ".join(f"{u}: {e.code}: {e.message or 'no message'}" for u, e in errors.items())
+            first_uuid, first = next(iter(errors.items()))
+            raise MiniMaxTasksFailedError(
+                f"{len(errors)} MiniMax task(s) failed: {described}",
+                task_uuids=list(errors),
+                code=first.code,
+                task_uuid=first_uuid if len(errors) == 1 else None,
+            )
+        return {u: result_json(u, items, self.number_results) for u, items in results.items()}
+
+
+def parse_task_uuids(value: str | Sequence[str]) -> list[str]:
+    """Normalise a rendered ``task_uuids``: a list, or a string with one, several or a list literal.
+
+    :param value: the rendered value.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError:
+                parsed = ast.literal_eval(text)  # a Python list rendered by a non-native template
+            return [str(item) for item in parsed]
+        return [part for part in text.replace(",", " ").split() if part]
+    return [str(item) for item in value]
+
+
+def result_json(task_uuid: str, items: Sequence[TaskResult], number_results: int = 1) -> dict[str, Any]:
+    """One finished task as plain JSON for XCom, shaped like MiniMaxTextInferenceOperator's XCom.
+
+    :param task_uuid: the task.
+    :param items: its results, ordered by ``resultIndex``.
+    :param number_results: results it was submitted with: more than 1 makes ``text`` a list.
+    """
+    usage = Usage()
+    for item in items:
+        if item.usage is not None:
+            usage += Usage.model_validate(item.usage.model_dump())
+    costs = [item.cost for item in items if item.cost is not None]
+    texts = [split_think(item.text)[0] for item in items]
+    reasons = [item.finish_reason for item in items]
+    return {
+        "text": texts[0] if number_results == 1 else texts,
+        "finish_reason": reasons[0] if number_results == 1 else reasons,
+        "usage": usage.model_dump(mode="json"),
+        "cost": sum(costs) if costs else None,
+        "task_uuid": task_uuid,
+    }

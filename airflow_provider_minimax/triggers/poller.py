@@ -1,0 +1,277 @@
+"""The shared poller: one getResponse loop per connection and event loop, for every waiting trigger.
+
+A triggerer runs all its triggers in one event loop. Instead of each trigger sending its own
+getResponse requests, triggers on the same connection register their taskUUIDs with one
+:class:`TaskPoller`. Each tick it polls every outstanding UUID that is due, in as few
+requests as the connection's ``max_tasks_per_request`` allows (the hook chunks them), and
+resolves each registration when all its tasks have finished. Polling is free and has no side
+effect, so sharing changes nothing but the number of requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Sequence
+from typing import ClassVar
+
+from airflow_provider_minimax.connection import DEFAULT_CONN_ID
+from airflow_provider_minimax.hooks.minimax import MiniMaxHook
+from airflow_provider_minimax.models import GetResponseTask
+from airflow_provider_minimax.polling import (
+    TaskProgress,
+    check_cadence,
+    group_batch,
+    is_transient,
+    next_interval,
+)
+
+log = logging.getLogger(__name__)
+
+#: A registration due within this fraction of its current wait joins an earlier tick, so waiters
+#: that started at different moments converge on shared requests (polled up to 25 % early).
+COALESCE_FRACTION = 0.25
+#: Resolve at most this many registrations per event-loop step, so waking many triggers at once
+#: never stalls the loop.
+RESOLVE_SLICE = 64
+#: What a registration's future holds when its deadline passed first.
+DEADLINE = object()
+
+
+class Registration:
+    """One waiter's tasks, cadence and failure budget inside a :class:`TaskPoller`.
+
+    ``future`` resolves to None when every task finished, to the error that ended polling, or
+    to :data:`DEADLINE` (set by the waiter's own timer, see :func:`expire`).
+
+    :param progress: the tasks and what is known about them.
+    :param future: resolved by the poller.
+    :param due: loop time of the next poll.
+    :param wait: the wait that led to ``due``; the next one is x1.5, capped.
+    :param max_poll_interval: the cap of the wait.
+    :param max_consecutive_failures: transient poll failures in a row tolerated.
+    """
+
+    __slots__ = (
+        "due",
+        "failures",
+        "future",
+        "max_consecutive_failures",
+        "max_poll_interval",
+        "progress",
+        "wait",
+    )
+
+    def __init__(
+        self,
+        progress: TaskProgress,
+        future: asyncio.Future[object],
+        due: float,
+        wait: float,
+        max_poll_interval: float,
+        max_consecutive_failures: int,
+    ) -> None:
+        self.progress = progress
+        self.future = future
+        self.due = due
+        self.wait = wait
+        self.max_poll_interval = max_poll_interval
+        self.max_consecutive_failures = max_consecutive_failures
+        self.failures = 0
+
+    def reschedule(self, now: float) -> None:
+        """Plan the next poll one (grown) wait after ``now``.
+
+        :param now: loop time the last poll ended.
+        """
+        self.wait = next_interval(self.wait, self.max_poll_interval)
+        self.due = now + self.wait
+
+
+class TaskPoller:
+    """Polls getResponse for every registration on one connection in one event loop.
+
+    Get the process-wide instance with :meth:`shared`; a poller made directly is private to its
+    caller. The poller's task starts with the first registration and stops, closing its HTTP
+    client, when the last one leaves.
+
+    :param conn_id: the ``minimax`` connection; credentials are read inside the loop, never stored.
+    """
+
+    _shared: ClassVar[dict[tuple[str, asyncio.AbstractEventLoop], TaskPoller]] = {}
+
+    def __init__(self, conn_id: str = DEFAULT_CONN_ID) -> None:
+        self.conn_id = conn_id
+        self.hook = MiniMaxHook(minimax_conn_id=conn_id)
+        self._loop = asyncio.get_running_loop()
+        self._registrations: dict[Registration, None] = {}  # an ordered set
+        self._task: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._sleep_until = math.inf
+        self._closed = False
+
+    @classmethod
+    def shared(cls, conn_id: str = DEFAULT_CONN_ID) -> TaskPoller:
+        """The poller of ``conn_id`` in the running event loop, created on first use.
+
+        :param conn_id: the ``minimax`` connection.
+        """
+        loop = asyncio.get_running_loop()
+        for key in [k for k in cls._shared if k[1].is_closed()]:
+            del cls._shared[key]  # left behind by a loop that was closed under it (tests)
+        poller = cls._shared.get((conn_id, loop))
+        if poller is None:
+            poller = cls._shared[(conn_id, loop)] = cls(conn_id)
+        return poller
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The polling task, while it runs (tests await it to see the poller stop)."""
+        return self._task
+
+    @property
+    def registrations(self) -> int:
+        """How many waiters are registered."""
+        return len(self._registrations)
+
+    def register(
+        self,
+        task_uuids: Sequence[str],
+        *,
+        poll_interval: float = 1.0,
+        max_poll_interval: float = 10.0,
+        number_results: int = 1,
+        max_consecutive_failures: int = 5,
+    ) -> Registration:
+        """Start waiting on tasks; the first poll is ``poll_interval`` from now.
+
+        :param task_uuids: the tasks.
+        :param poll_interval: seconds before the first poll.
+        :param max_poll_interval: the cap of the wait between polls.
+        :param number_results: results each task was submitted with.
+        :param max_consecutive_failures: transient poll failures in a row tolerated.
+        """
+        if self._closed:
+            raise RuntimeError(f"the MiniMax poller of {self.conn_id!r} has stopped; get a new one")
+        check_cadence(poll_interval, max_poll_interval, number_results)
+        now = self._loop.time()
+        registration = Registration(
+            TaskProgress(task_uuids, number_results),
+            self._loop.create_future(),
+            due=now + poll_interval,
+            wait=poll_interval,
+            max_poll_interval=max_poll_interval,
+            max_consecutive_failures=max_consecutive_failures,
+        )
+        self._registrations[registration] = None
+        if self._task is None:
+            self._task = self._loop.create_task(self._run(), name=f"minimax-poller-{self.conn_id}")
+        elif registration.due < self._sleep_until and self._waiter is not None:
+            _wake(self._waiter)  # it sleeps past this one's first poll: recompute
+        return registration
+
+    def unregister(self, registration: Registration) -> None:
+        """Stop waiting (finished, timed out or cancelled); the last one out stops the poller.
+
+        :param registration: what :meth:`register` returned.
+        """
+        self._registrations.pop(registration, None)
+        if not registration.future.done():
+            registration.future.cancel()
+        if not self._registrations and not self._closed:  # once closed, the task is ending by itself
+            self._retire()
+            if self._task is not None:
+                self._task.cancel()
+
+    def _retire(self) -> None:
+        """Leave the registry (synchronously, so a newcomer never joins a stopping poller)."""
+        self._closed = True
+        key = (self.conn_id, self._loop)
+        if self._shared.get(key) is self:
+            del self._shared[key]
+
+    async def _run(self) -> None:
+        try:
+            while self._registrations:
+                now = self._loop.time()
+                wake_at = min(r.due for r in self._registrations)
+                if wake_at > now:
+                    await self._sleep(wake_at, now)
+                    continue
+                due = [r for r in self._registrations if r.due - now <= COALESCE_FRACTION * r.wait]
+                await self._poll(due)
+            self._retire()
+        except Exception as err:  # a bug must not leave triggers waiting forever
+            log.exception("The MiniMax poller of %r failed", self.conn_id)
+            self._retire()
+            for registration in list(self._registrations):
+                self._resolve(registration, err)
+        finally:
+            await self.hook.aclose()
+
+    async def _sleep(self, until: float, now: float) -> None:
+        """Sleep until ``until`` unless a new registration is due earlier."""
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        handle = self._loop.call_later(until - now, _wake, waiter)
+        self._waiter, self._sleep_until = waiter, until
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            self._waiter, self._sleep_until = None, math.inf
+
+    async def _poll(self, due: list[Registration]) -> None:
+        """Poll every pending task of the due registrations at once and settle them."""
+        task_uuids = dict.fromkeys(u for r in due for u in r.progress.pending)
+        # UUIDs were checked once, at registration: skip re-validating thousands of them per tick.
+        polls = [GetResponseTask.model_construct(task_uuid=u) for u in task_uuids]
+        try:
+            batch = await self.hook.asubmit_tasks(polls)
+        except Exception as err:
+            now = self._loop.time()
+            transient = is_transient(err)
+            if transient:
+                log.warning("Polling %d MiniMax task(s) failed: %s", len(task_uuids), err)
+            for registration in due:
+                registration.failures += 1
+                if not transient or registration.failures >= registration.max_consecutive_failures:
+                    self._resolve(registration, err)
+                else:
+                    registration.reschedule(now)
+            return
+        grouped = group_batch(batch)
+        now = self._loop.time()
+        finished: list[Registration] = []
+        for registration in due:
+            if registration.future.done():  # left while the request was in flight
+                continue
+            registration.failures = 0
+            registration.progress.update(grouped)
+            if registration.progress.done:
+                finished.append(registration)
+            else:
+                registration.reschedule(now)
+        for count, registration in enumerate(finished, start=1):
+            self._resolve(registration, None)
+            if count % RESOLVE_SLICE == 0:
+                await asyncio.sleep(0)  # let the woken triggers run before waking more
+
+    def _resolve(self, registration: Registration, error: BaseException | None) -> None:
+        self._registrations.pop(registration, None)
+        if not registration.future.done():
+            registration.future.set_result(error)
+
+
+def expire(future: asyncio.Future[object]) -> None:
+    """End a wait at its deadline (a loop timer calls this); a settled wait is left alone.
+
+    :param future: a registration's future.
+    """
+    if not future.done():
+        future.set_result(DEADLINE)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -1,0 +1,269 @@
+"""Benchmark: many MiniMaxTaskTriggers in one event loop, shared poller vs one poller per trigger.
+
+Runs the emulator on a loopback port (in its own process by default, so that its request
+handling does not hold this process's GIL and show up as event-loop lag), submits async
+textInference tasks through the hook, then runs one ``MiniMaxTaskTrigger.run()`` per task in
+ONE event loop the way the triggerer does (each consumed with ``async for``, all gathered), once
+with the shared poller and once with a poller per trigger. Prints poll requests per completed
+task, the largest event-loop lag and the memory per waiting trigger::
+
+    python benchmarks/bench_triggers.py [--triggers 1000] [--async-latency 3] [--in-thread]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import os
+import socket
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from airflow_provider_minimax.hooks.minimax import MiniMaxHook
+from airflow_provider_minimax.testing.emulator import (
+    EMULATOR_API_KEY,
+    EmulatorConfig,
+    run_emulator_in_thread,
+)
+from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
+
+LAG_PROBE = 0.010  # the monitor sleeps 10 ms and records how late it wakes
+
+
+@dataclass
+class Figures:
+    """What one mode measured."""
+
+    completed: int
+    poll_requests: int
+    wall: float
+    max_lag: float
+    max_lag_outside_gc: float
+    bytes_per_trigger: float
+
+    @property
+    def requests_per_task(self) -> float:
+        return self.poll_requests / max(self.completed, 1)
+
+
+class Emulator:
+    """The emulator's control endpoints, whether it runs in a thread or in a child process.
+
+    :param url: its root URL.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.control = httpx.Client(base_url=f"{url}/_emulator", timeout=30)
+
+    def reset(self, **config: Any) -> None:
+        self.control.post("/reset", json=config).raise_for_status()
+
+    def poll_requests(self) -> int:
+        return int(self.control.get("/stats").json()["poll_requests"])
+
+
+@contextlib.contextmanager
+def emulator_process(port: int) -> Iterator[str]:
+    """Serve the emulator from a child process on a loopback port."""
+    command = [sys.executable, "-m", "airflow_provider_minimax.testing.emulator"]
+    child = subprocess.Popen([*command, "--port", str(port), "--log-level", "warning"])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{url}/_emulator/health", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if child.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("the emulator did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def emulator(in_thread: bool) -> Iterator[str]:
+    """The emulator's root URL, served in a thread or in a child process."""
+    if in_thread:
+        with run_emulator_in_thread(EmulatorConfig()) as handle:
+            yield handle.url
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with emulator_process(port) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def sharing(enabled: bool) -> Iterator[None]:
+    """Switch the trigger between the shared poller and a poller per trigger."""
+    saved = MiniMaxTaskTrigger.shared_polling
+    MiniMaxTaskTrigger.shared_polling = enabled
+    try:
+        yield
+    finally:
+        MiniMaxTaskTrigger.shared_polling = saved
+
+
+def submit(emulator: Emulator, count: int, async_latency: float) -> list[str]:
+    """Forget earlier work and submit ``count`` async textInference tasks; return their UUIDs."""
+    emulator.reset(async_latency=async_latency, log_size=0)
+    hook = MiniMaxHook()
+    tasks = [hook.new_text_inference(f"benchmark prompt {i}", delivery_method="async") for i in range(count)]
+    outcome = hook.submit_tasks(tasks)
+    hook.close()
+    if outcome.errors:
+        raise SystemExit(f"submission failed: {outcome.errors[0]}")
+    return [task.task_uuid for task in tasks]
+
+
+def triggers_for(task_uuids: list[str], args: argparse.Namespace) -> list[MiniMaxTaskTrigger]:
+    end_time = time.time() + 120
+    return [
+        MiniMaxTaskTrigger(
+            [u], end_time=end_time, poll_interval=args.poll_interval, max_poll_interval=args.max_poll_interval
+        )
+        for u in task_uuids
+    ]
+
+
+async def consume(trigger: MiniMaxTaskTrigger) -> list[dict]:
+    """Run a trigger as the triggerer does: iterate its events."""
+    return [event.payload async for event in trigger.run()]
+
+
+class GcClock:
+    """Time this process spends in garbage collection: a full collection of a heap holding Airflow
+    stalls any event loop, whatever the triggers do, so the lag is reported with and without it."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.total += time.perf_counter() - self._started
+
+
+async def lag_monitor(stop: asyncio.Event, worst: list[float]) -> None:
+    """Sleep 10 ms again and again; record the largest oversleep, and the largest not spent in GC."""
+    clock = GcClock()
+    gc.callbacks.append(clock)
+    try:
+        while not stop.is_set():
+            started, in_gc = time.perf_counter(), clock.total
+            await asyncio.sleep(LAG_PROBE)
+            lag = time.perf_counter() - started - LAG_PROBE
+            worst[0] = max(worst[0], lag)
+            worst[1] = max(worst[1], lag - (clock.total - in_gc))
+    finally:
+        gc.callbacks.remove(clock)
+
+
+async def run_to_completion(
+    triggers: list[MiniMaxTaskTrigger],
+) -> tuple[list[list[dict]], float, list[float]]:
+    """Gather every trigger with a lag monitor alongside; return events, wall time and lags."""
+    stop, worst = asyncio.Event(), [0.0, 0.0]
+    monitor = asyncio.create_task(lag_monitor(stop, worst))
+    await asyncio.sleep(LAG_PROBE * 2)
+    started = time.perf_counter()
+    events = await asyncio.gather(*(consume(t) for t in triggers))
+    wall = time.perf_counter() - started
+    stop.set()
+    await monitor
+    return events, wall, worst
+
+
+async def memory_while_waiting(task_uuids: list[str], args: argparse.Namespace) -> float:
+    """Bytes each waiting trigger holds (trigger, task, registration, its share of the poller).
+
+    Measured at the margin: the second half of the triggers is started once the first half has
+    polled, so one-off costs (imports, the shared client) are not spread over the triggers. All
+    are then cancelled, as a triggerer restart does: they just unregister.
+    """
+    half = len(task_uuids) // 2
+    settle = args.poll_interval * 1.2  # past the first poll, before the tasks finish
+    tracemalloc.start()
+    tasks = [asyncio.create_task(consume(t)) for t in triggers_for(task_uuids[:half], args)]
+    await asyncio.sleep(settle)
+    before = tracemalloc.get_traced_memory()[0]
+    tasks += [asyncio.create_task(consume(t)) for t in triggers_for(task_uuids[half:], args)]
+    await asyncio.sleep(settle)
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return used / (len(task_uuids) - half)
+
+
+def measure(emulator: Emulator, args: argparse.Namespace, shared: bool) -> Figures:
+    with sharing(shared):
+        uuids = submit(emulator, args.triggers, args.async_latency)
+        bytes_per_trigger = asyncio.run(memory_while_waiting(uuids, args))
+        triggers = triggers_for(submit(emulator, args.triggers, args.async_latency), args)
+        events, wall, (max_lag, outside_gc) = asyncio.run(run_to_completion(triggers))
+    completed = sum(1 for e in events if e and e[0]["status"] == "success" and not e[0]["errors"])
+    return Figures(completed, emulator.poll_requests(), wall, max_lag, outside_gc, bytes_per_trigger)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--triggers", type=int, default=1000, help="triggers (and tasks) in flight")
+    parser.add_argument("--async-latency", type=float, default=3.0, help="seconds an emulated task runs")
+    parser.add_argument("--poll-interval", type=float, default=1.0, help="the trigger's first wait")
+    parser.add_argument("--max-poll-interval", type=float, default=10.0, help="the trigger's wait cap")
+    parser.add_argument("--in-thread", action="store_true", help="serve the emulator from a thread here")
+    args = parser.parse_args()
+
+    with emulator(args.in_thread) as url:
+        os.environ["AIRFLOW_CONN_MINIMAX_DEFAULT"] = (
+            f'{{"conn_type": "minimax", "host": "{url}/v1", "password": "{EMULATOR_API_KEY}"}}'
+        )
+        control = Emulator(url)
+        shared = measure(control, args, shared=True)
+        single = measure(control, args, shared=False)
+
+    print(
+        f"{args.triggers} MiniMaxTaskTrigger.run() in one event loop against the emulator "
+        f"(async_latency={args.async_latency} s, poll_interval={args.poll_interval} s, "
+        f"max_poll_interval={args.max_poll_interval} s, max_tasks_per_request=100, "
+        f"emulator {'in a thread' if args.in_thread else 'in a child process'})"
+    )
+    print(
+        f"{'mode':<20}{'completed':>10}{'poll reqs':>11}{'reqs/task':>11}{'wall s':>8}"
+        f"{'max lag ms':>12}{'w/o GC ms':>11}{'B/trigger':>11}"
+    )
+    for name, f in (("shared poller", shared), ("poller per trigger", single)):
+        print(
+            f"{name:<20}{f.completed:>10}{f.poll_requests:>11}{f.requests_per_task:>11.3f}{f.wall:>8.2f}"
+            f"{f.max_lag * 1000:>12.1f}{f.max_lag_outside_gc * 1000:>11.1f}{f.bytes_per_trigger:>11.0f}"
+        )
+    ratio = shared.requests_per_task / max(single.requests_per_task, 1e-9)
+    print(f"poll requests per task, shared / per trigger: {ratio:.3f} (target <= 0.1)")
+    print(
+        f"largest event-loop lag with the shared poller: {shared.max_lag * 1000:.1f} ms; "
+        f"{shared.max_lag_outside_gc * 1000:.1f} ms not counting garbage-collection pauses (target < 50 ms)"
+    )
+    print(f"memory per waiting trigger with the shared poller: {shared.bytes_per_trigger:.0f} B")
+
+
+if __name__ == "__main__":
+    main()

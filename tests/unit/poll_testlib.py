@@ -1,0 +1,65 @@
+"""A scripted getResponse API for trigger and poller tests (respx, retry sleeps removed)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from hook_testlib import TASK_URL, set_connection, task_result
+
+from airflow_provider_minimax.hooks.minimax import MiniMaxHook
+
+FAST = {"poll_interval": 0.01, "max_poll_interval": 0.02}
+
+
+class PollApi:
+    """getResponse answers: each task is ``processing`` until polled ``finish_after`` times.
+
+    :param finish_after: polls after which a task answers success.
+    """
+
+    def __init__(self, finish_after: int = 2) -> None:
+        self.finish_after = finish_after
+        self.polls: Counter[str] = Counter()
+        self.requests: list[list[str]] = []
+        self.fail_next: list[httpx.Response] = []
+        #: UUID → error code the task fails with.
+        self.task_errors: dict[str, str] = {}
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if self.fail_next:
+            return self.fail_next.pop(0)
+        uuids = [task["taskUUID"] for task in json.loads(request.content)]
+        self.requests.append(uuids)
+        data: list[dict[str, Any]] = []
+        for task_uuid in uuids:
+            self.polls[task_uuid] += 1
+            if task_uuid in self.task_errors:
+                error = {"code": self.task_errors[task_uuid], "message": "failed"}
+                data.append(
+                    {"taskType": "textInference", "taskUUID": task_uuid, "status": "error", "error": error}
+                )
+            elif self.polls[task_uuid] >= self.finish_after:
+                data.append(task_result(task_uuid, status="success"))
+            else:
+                data.append({"taskType": "textInference", "taskUUID": task_uuid, "status": "processing"})
+        return httpx.Response(200, json={"data": data})
+
+
+def mocked_poll_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[PollApi]:
+    """A mocked task API on a fresh connection, with retry sleeps removed (yield from a fixture)."""
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    set_connection(monkeypatch, max_retries=0)
+    monkeypatch.setattr(MiniMaxHook, "asleep", staticmethod(no_sleep))
+    fake = PollApi()
+    with respx.mock(assert_all_called=False) as router:
+        router.post(TASK_URL).mock(side_effect=fake)
+        yield fake

@@ -1,0 +1,126 @@
+"""The shared poller: coalesced getResponse requests, lifecycle, failure rules (respx, tiny intervals)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from hook_testlib import CONN_ID, set_connection, v4
+from poll_testlib import FAST, PollApi, mocked_poll_api
+
+from airflow_provider_minimax.triggers.poller import DEADLINE, TaskPoller, expire
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[PollApi]:
+    yield from mocked_poll_api(monkeypatch)
+
+
+async def wait(poller: TaskPoller, uuids: list[str], **kwargs: Any) -> object:
+    registration = poller.register(uuids, **{**FAST, **kwargs})
+    try:
+        return await asyncio.wait_for(registration.future, 5)
+    finally:
+        poller.unregister(registration)
+
+
+async def test_triggers_on_one_connection_share_one_poller_per_loop(api):
+    assert TaskPoller.shared(CONN_ID) is TaskPoller.shared(CONN_ID)
+    assert TaskPoller.shared(CONN_ID) is not TaskPoller.shared("other_conn")
+
+
+async def test_many_waiters_share_each_tick_request(api):
+    poller = TaskPoller.shared(CONN_ID)
+    uuids = [v4(i) for i in range(50)]
+    endings = await asyncio.gather(*(wait(poller, [u]) for u in uuids))
+    assert endings == [None] * 50
+    assert len(api.requests) <= 4  # 2 polls per task, 50 tasks: 100 requests without sharing
+    assert Counter(u for r in api.requests for u in r) == dict.fromkeys(uuids, 2)
+
+
+async def test_request_size_is_bounded_by_max_tasks_per_request(api, monkeypatch):
+    set_connection(monkeypatch, max_retries=0, max_tasks_per_request=10)
+    poller = TaskPoller.shared(CONN_ID)
+    await asyncio.gather(*(wait(poller, [v4(i)]) for i in range(25)))
+    assert max(len(r) for r in api.requests) == 10
+
+
+async def test_a_waiter_due_soon_joins_an_earlier_tick(api):
+    api.finish_after = 1
+    poller = TaskPoller.shared(CONN_ID)
+    # B's first poll (0.12 s) is within a quarter of its wait of A's (0.1 s): one request for both.
+    await asyncio.gather(
+        wait(poller, [v4(1)], poll_interval=0.1, max_poll_interval=0.1),
+        wait(poller, [v4(2)], poll_interval=0.12, max_poll_interval=0.12),
+    )
+    assert api.requests == [[v4(1), v4(2)]]
+
+
+async def test_a_waiter_is_resolved_only_when_all_its_tasks_finished(api):
+    poller = TaskPoller.shared(CONN_ID)
+    first = poller.register([v4(1), v4(2)], **FAST)
+    api.polls[v4(2)] = -3  # v4(2) needs three more polls than v4(1)
+    assert await asyncio.wait_for(first.future, 5) is None
+    assert set(first.progress.results) == {v4(1), v4(2)}
+    assert api.requests[-1] == [v4(2)]  # a finished task is not polled again
+    poller.unregister(first)
+
+
+async def test_the_last_waiter_leaving_stops_the_poller_and_closes_its_client(api):
+    poller = TaskPoller.shared(CONN_ID)
+    api.finish_after = 1000
+    registration = poller.register([v4(1)], **FAST)
+    while not api.requests:
+        await asyncio.sleep(0.01)
+    assert poller.hook._async_client is not None
+    poller.unregister(registration)
+    with pytest.raises(asyncio.CancelledError):
+        await poller.task  # type: ignore[misc]
+    assert poller.hook._async_client is None
+    assert TaskPoller.shared(CONN_ID) is not poller
+    with pytest.raises(RuntimeError, match="stopped"):
+        poller.register([v4(2)], **FAST)
+
+
+async def test_the_poller_stops_by_itself_once_every_waiter_is_resolved(api):
+    poller = TaskPoller.shared(CONN_ID)
+    assert await wait(poller, [v4(1)]) is None
+    await asyncio.wait_for(poller.task, 5)  # type: ignore[arg-type]
+    assert poller.hook._async_client is None and poller.registrations == 0
+
+
+async def test_a_transient_burst_within_the_budget_is_survived(api):
+    api.fail_next = [httpx.Response(503), httpx.Response(503)]
+    assert await wait(TaskPoller.shared(CONN_ID), [v4(1)], max_consecutive_failures=3) is None
+
+
+@pytest.mark.parametrize(
+    ("replies", "budget", "error_name", "requests"),
+    [
+        ([httpx.Response(503)] * 3, 3, "MiniMaxServerError", 3),
+        ([httpx.Response(401, json={"errors": [{"code": "invalidApiKey"}]})], 5, "MiniMaxAuthError", 1),
+    ],
+)
+async def test_polling_fails_after_the_budget_or_at_once_on_auth(api, replies, budget, error_name, requests):
+    api.fail_next = list(replies)
+    ending = await wait(TaskPoller.shared(CONN_ID), [v4(1)], max_consecutive_failures=budget)
+    assert type(ending).__name__ == error_name
+    assert len(replies) - len(api.fail_next) == requests
+
+
+async def test_a_missing_connection_fails_the_wait_instead_of_hanging(api):
+    ending = await wait(TaskPoller.shared("minimax_nowhere"), [v4(1)])
+    assert isinstance(ending, Exception) and "minimax_nowhere" in str(ending)
+
+
+async def test_a_deadline_timer_settles_a_wait_and_the_poller_ignores_it(api):
+    api.finish_after = 1000
+    poller = TaskPoller.shared(CONN_ID)
+    registration = poller.register([v4(1)], **FAST)
+    asyncio.get_running_loop().call_later(0.05, expire, registration.future)
+    assert await registration.future is DEADLINE
+    poller.unregister(registration)

@@ -1,0 +1,231 @@
+"""The pure polling pieces (cadence, classification) and the worker-side waiter, at wire level."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from hook_testlib import TASK_URL, make_hook, task_result, v4
+
+from airflow_provider_minimax.exceptions import MiniMaxValidationError
+from airflow_provider_minimax.models import TaskResult
+from airflow_provider_minimax.polling import (
+    check_cadence,
+    classify,
+    group_batch,
+    normalise_task_uuids,
+    poll_delays,
+    task_state,
+    wait_for_tasks,
+)
+from airflow_provider_minimax.results import TaskBatchResult, TasksOutcome
+
+A, B = v4(1), v4(2)
+
+
+def processing(task_uuid: str, **fields: Any) -> dict[str, Any]:
+    return {"taskType": "textInference", "taskUUID": task_uuid, "status": "processing", **fields}
+
+
+def success(task_uuid: str, index: int = 0, text: str = "hello") -> dict[str, Any]:
+    return task_result(task_uuid, text, status="success", resultIndex=index)
+
+
+def failed(task_uuid: str, code: str = "inferenceError") -> dict[str, Any]:
+    error = {"code": code, "message": "boom"}
+    return {"taskType": "textInference", "taskUUID": task_uuid, "status": "error", "error": error}
+
+
+# ------------------------------------------------------------------------------------ cadence
+
+
+@pytest.mark.parametrize(
+    ("poll_interval", "cap", "expected"),
+    [
+        (1.0, 10.0, [1.0, 1.5, 2.25, 3.375, 5.0625, 7.59375, 10.0, 10.0]),
+        (2.0, 3.0, [2.0, 3.0, 3.0]),
+        (0.5, 0.5, [0.5, 0.5]),
+    ],
+)
+def test_poll_delays_start_at_poll_interval_and_grow_by_half_up_to_the_cap(poll_interval, cap, expected):
+    assert list(itertools.islice(poll_delays(poll_interval, cap), len(expected))) == expected
+
+
+@pytest.mark.parametrize(
+    ("poll_interval", "cap", "number_results"),
+    [(0.0, 10.0, 1), (-1.0, 10.0, 1), (5.0, 1.0, 1), (1.0, 10.0, 0), (1.0, 10.0, 5)],
+)
+def test_check_cadence_refuses_busy_loops_and_bad_bounds(poll_interval, cap, number_results):
+    with pytest.raises(ValueError):
+        check_cadence(poll_interval, cap, number_results)
+
+
+# ------------------------------------------------------------------------------------ classification
+
+
+def _state(items: list[dict[str, Any]], errors: list[dict[str, Any]] | None = None, number_results: int = 1):
+    batch = TaskBatchResult.model_validate({"results": items, "errors": errors or []})
+    return task_state(A, group_batch(batch).get(A), number_results)
+
+
+@pytest.mark.parametrize(
+    ("items", "errors", "number_results", "expected"),
+    [
+        ([success(A)], None, 1, "finished"),
+        ([processing(A)], None, 1, "running"),
+        ([processing(A, status="pending")], None, 1, "running"),
+        ([processing(A, status="queued", progress=40)], None, 1, "running"),
+        ([], None, 1, "running"),
+        ([success(B)], None, 1, "running"),
+        ([success(A, 0)], None, 2, "running"),
+        ([success(A, 0), success(A, 0)], None, 2, "running"),
+        ([success(A, 1), success(A, 0)], None, 2, "finished"),
+        ([failed(A)], None, 1, "failed"),
+        ([], [{"code": "taskFailedOrNotFound", "message": "gone", "taskUUID": A}], 1, "failed"),
+        ([success(A, 0), failed(A)], None, 2, "failed"),
+        ([success(A, 0), success(A, 1)], [{"code": "late", "taskUUID": A}], 2, "finished"),
+    ],
+)
+def test_task_state_table(items, errors, number_results, expected):
+    results, error = _state(items, errors, number_results)
+    state = "finished" if results is not None else ("failed" if error is not None else "running")
+    assert state == expected
+    if results is not None:
+        assert [r.result_index or 0 for r in results] == list(range(number_results))
+    if error is not None:
+        assert error.task_uuid == A
+
+
+def test_classify_splits_finished_failed_and_running():
+    batch = TaskBatchResult.model_validate({"results": [success(A), failed(B)]})
+    c = v4(3)
+    results, errors, pending = classify(batch, [A, B, c])
+    assert list(results) == [A] and results[A][0].text == "hello"
+    assert errors[B].code == "inferenceError"
+    assert pending == [c]
+
+
+def test_uuids_are_checked_and_spelled_as_the_api_echoes_them():
+    assert normalise_task_uuids([A.upper(), A, B]) == [A, B]
+    with pytest.raises(MiniMaxValidationError, match="not-a-uuid"):
+        normalise_task_uuids(["not-a-uuid"])
+
+
+# ------------------------------------------------------------------------------------ worker waiter
+
+
+class Clock:
+    """An epoch clock that only moves when the fake sleep is called."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+        self.waits: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+
+def answers(*bodies: dict[str, Any] | int) -> list[httpx.Response]:
+    return [
+        httpx.Response(b, json={"errors": [{"code": "providerUnavailable"}]})
+        if isinstance(b, int)
+        else httpx.Response(200, json=b)
+        for b in bodies
+    ]
+
+
+def polled_uuids(route: respx.Route) -> list[list[str]]:
+    return [[t["taskUUID"] for t in json.loads(call.request.content)] for call in route.calls]
+
+
+@respx.mock
+def test_worker_waiter_polls_at_the_cadence_and_returns_the_trigger_shape(monkeypatch):
+    hook, _ = make_hook(monkeypatch)
+    route = respx.post(TASK_URL).mock(
+        side_effect=answers(
+            {"data": [processing(A), processing(B)]},
+            {"data": [success(A), processing(B)]},
+            {"data": [success(B)]},
+        )
+    )
+    clock = Clock()
+    outcome = wait_for_tasks(
+        hook, [A, B], end_time=clock.now + 60, sleep=clock.sleep, clock=lambda: clock.now
+    )
+    assert isinstance(outcome, TasksOutcome) and outcome.status == "success"
+    assert clock.waits == [1.0, 1.5, 2.25]
+    assert polled_uuids(route) == [[A, B], [A, B], [B]]  # finished tasks are not polled again
+    assert TasksOutcome.model_validate(outcome.to_event()).results[B][0].text == "hello"
+
+
+@respx.mock
+def test_worker_waiter_times_out_at_the_deadline_naming_the_pending_tasks(monkeypatch):
+    hook, _ = make_hook(monkeypatch)
+    respx.post(TASK_URL).mock(return_value=httpx.Response(200, json={"data": [processing(A)]}))
+    clock = Clock()
+    outcome = wait_for_tasks(hook, [A], end_time=clock.now + 3, sleep=clock.sleep, clock=lambda: clock.now)
+    assert outcome.status == "timeout" and outcome.pending == [A]
+    assert A in (outcome.message or "")
+    assert sum(clock.waits) == pytest.approx(3.0)
+
+
+@respx.mock
+def test_worker_waiter_survives_a_transient_burst_within_budget(monkeypatch):
+    hook, _ = make_hook(monkeypatch, max_retries=0)
+    respx.post(TASK_URL).mock(side_effect=answers(503, 503, {"data": [success(A)]}))
+    clock = Clock()
+    outcome = wait_for_tasks(
+        hook,
+        [A],
+        end_time=clock.now + 60,
+        max_consecutive_failures=3,
+        sleep=clock.sleep,
+        clock=lambda: clock.now,
+    )
+    assert outcome.status == "success"
+
+
+@pytest.mark.parametrize(
+    ("replies", "budget", "polls", "code", "status_code"),
+    [
+        ([503, 503, 503], 3, 3, "providerUnavailable", 503),
+        (
+            [httpx.Response(401, json={"errors": [{"code": "invalidApiKey", "message": "no"}]})],
+            5,
+            1,
+            "invalidApiKey",
+            401,
+        ),
+    ],
+)
+@respx.mock
+def test_worker_waiter_gives_up_after_the_budget_or_at_once_on_auth(
+    monkeypatch, replies, budget, polls, code, status_code
+):
+    hook, _ = make_hook(monkeypatch, max_retries=0)
+    route = respx.post(TASK_URL).mock(
+        side_effect=[r if isinstance(r, httpx.Response) else answers(r)[0] for r in replies]
+    )
+    clock = Clock()
+    outcome = wait_for_tasks(
+        hook,
+        [A],
+        end_time=clock.now + 60,
+        max_consecutive_failures=budget,
+        sleep=clock.sleep,
+        clock=lambda: clock.now,
+    )
+    assert outcome.status == "error" and route.call_count == polls
+    assert outcome.code == code and outcome.status_code == status_code
+    assert "sk-SECRET" not in json.dumps(outcome.to_event())
+
+
+def test_task_result_model_round_trips_through_the_event():
+    item = TaskResult.model_validate(success(A))
+    event = TasksOutcome(status="success", task_uuids=[A], results={A: [item]}).to_event()
+    assert event["results"][A][0]["taskUUID"] == A
