@@ -1,0 +1,115 @@
+"""Reading a batch's rows (records, JSONL or CSV, local or object storage) and writing JSONL results."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from airflow_provider_minimax.exceptions import MiniMaxValidationError
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+InputFormat = Literal["jsonl", "csv"]
+_SUFFIXES: dict[str, InputFormat] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+
+
+def storage_path(path: str | ObjectStoragePath) -> ObjectStoragePath:
+    """An ``ObjectStoragePath`` for a URI (``s3://...``, ``file://...``) or a plain local path.
+
+    :param path: the path or URI.
+    """
+    from airflow.sdk import ObjectStoragePath
+
+    if isinstance(path, ObjectStoragePath):
+        return path
+    text = str(path)
+    return ObjectStoragePath(text if "://" in text else f"file://{text}")
+
+
+def input_format(path: ObjectStoragePath, declared: InputFormat | None) -> InputFormat:
+    """The format of an input file: as declared, or from its suffix.
+
+    :param path: the input file.
+    :param declared: the operator's ``input_format``, if set.
+    """
+    if declared is not None:
+        return declared
+    found = _SUFFIXES.get(path.suffix.lower())
+    if found is None:
+        raise MiniMaxValidationError(
+            f"input_path {str(path)!r}: cannot tell the format from the suffix {path.suffix!r}; "
+            "use .jsonl or .csv, or set input_format='jsonl' or 'csv'",
+            parameter="input_path",
+        )
+    return found
+
+
+def read_rows(path: str | ObjectStoragePath, declared: InputFormat | None = None) -> list[dict[str, Any]]:
+    """Every row of a JSONL (one JSON object per line) or CSV (with a header line) file.
+
+    :param path: the file, local or on object storage.
+    :param declared: the format, when the suffix does not say it.
+    """
+    source = storage_path(path)
+    fmt = input_format(source, declared)
+    with source.open("r", encoding="utf-8", newline="") as handle:
+        if fmt == "csv":
+            return [dict(record) for record in csv.DictReader(handle)]
+        return list(_jsonl_records(handle, str(source)))
+
+
+def _jsonl_records(lines: Iterable[str], name: str) -> Iterable[dict[str, Any]]:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise MiniMaxValidationError(
+                f"input_path {name!r}, line {number}: not valid JSON ({err.msg})", parameter="input_path"
+            ) from None
+        if not isinstance(record, dict):
+            raise MiniMaxValidationError(
+                f"input_path {name!r}, line {number}: expected a JSON object, got {type(record).__name__}",
+                parameter="input_path",
+            )
+        yield record
+
+
+def check_records(rows: Any) -> list[dict[str, Any]]:
+    """The ``rows`` argument as a list of dicts; raises naming the first row that is not a mapping.
+
+    :param rows: what the operator was given (after templating or XCom resolution).
+    """
+    if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence):
+        raise MiniMaxValidationError(
+            f"rows must be a list of records (dicts), got {type(rows).__name__}", parameter="rows"
+        )
+    records = []
+    for index, record in enumerate(rows):
+        if not isinstance(record, Mapping):
+            raise MiniMaxValidationError(
+                f"rows[{index}] must be a record (dict), got {type(record).__name__}",
+                parameter=f"rows[{index}]",
+            )
+        records.append(dict(record))
+    return records
+
+
+def write_jsonl(path: str | ObjectStoragePath, records: Iterable[Mapping[str, Any]]) -> str:
+    """Write records as JSONL, one object per line, and return the path's URI.
+
+    :param path: where to write (parent folders are created for local paths).
+    :param records: the records, written in order.
+    """
+    target = storage_path(path)
+    if target.protocol in ("", "file", "local"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+            handle.write("\n")
+    return str(target)

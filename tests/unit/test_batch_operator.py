@@ -1,0 +1,242 @@
+"""MiniMaxBatchOperator without a server: input, per-row rendering and validation, output shapes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import respx
+from chat_testlib import FakeTI
+from hook_testlib import CONN_ID, set_connection
+from task_api_fake import MemoryStore
+
+from airflow_provider_minimax.batch.checkpoint import RowCheckpoint
+from airflow_provider_minimax.batch.io import read_rows
+from airflow_provider_minimax.batch.progress import Progress, progress_line
+from airflow_provider_minimax.batch.rows import MAX_FAILED_IN_MANIFEST, Manifest, RowResult, failed_row
+from airflow_provider_minimax.exceptions import MiniMaxValidationError
+from airflow_provider_minimax.operators.batch import MiniMaxBatchOperator
+
+
+class BatchTI(FakeTI):
+    dag_id, task_id, run_id, map_index = "dag", "enrich", "run", -1
+
+
+def context() -> dict[str, Any]:
+    return {"ti": BatchTI(), "task_state_store": MemoryStore()}
+
+
+def operator(**kwargs: Any) -> MiniMaxBatchOperator:
+    options: dict[str, Any] = {
+        "task_id": "enrich",
+        "prompt_template": "Describe {{ name }}",
+        "conn_id": CONN_ID,
+    }
+    return MiniMaxBatchOperator(**(options | kwargs))
+
+
+# ---------------------------------------------------------------- bad input, before any HTTP call
+
+
+@pytest.mark.parametrize("api", ["task", "chat"])
+@pytest.mark.parametrize(
+    ("rows", "extra", "message"),
+    [
+        ([{"name": "a"}, "oops"], {}, r"rows\[1\] must be a record \(dict\), got str"),
+        ([{"name": "a"}, {"title": "b"}], {}, r"row 1: prompt_template uses a field the row does not have"),
+        (
+            [{"name": "a"}, {"name": " "}],
+            {"prompt_template": "{{ name }}"},
+            r"row 1: prompt_template rendered an empty",
+        ),
+        ([{"name": "a"}], {"temperature": 3}, r"row 0: .*temperature"),
+        ([{"name": "a"}], {"on_row_error": "ignore"}, r"on_row_error must be 'fail' or 'skip'"),
+        ([{"name": "a"}], {"max_concurrency": 0}, r"max_concurrency must be >= 1"),
+        ("not json", {}, r"rows rendered to text that is not a JSON list"),
+    ],
+)
+def test_bad_input_is_refused_before_any_http_call(
+    monkeypatch: pytest.MonkeyPatch, api: str, rows: Any, extra: dict[str, Any], message: str
+) -> None:
+    set_connection(monkeypatch, api=api)
+    with respx.mock(assert_all_called=False) as router, pytest.raises(MiniMaxValidationError, match=message):
+        operator(rows=rows, **extra).execute(context())
+    assert router.calls.call_count == 0
+
+
+def test_the_template_error_names_the_row_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_connection(monkeypatch)
+    with pytest.raises(MiniMaxValidationError, match=r"the row's fields are \['title'\]"):
+        operator(rows=[{"title": "x"}]).execute(context())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "exactly one of 'rows' or 'input_path'"),
+        ({"rows": [], "input_path": "x.csv"}, "exactly one of 'rows' or 'input_path'"),
+        ({"rows": [], "prompt_template": ""}, "'prompt_template' must be a non-empty string"),
+        ({"rows": [], "output_type": dict}, "'output_type' must be a pydantic BaseModel subclass"),
+    ],
+)
+def test_constructor_checks(kwargs: dict[str, Any], message: str) -> None:
+    options = {"task_id": "t", "prompt_template": "{{ x }}"} | kwargs
+    with pytest.raises((ValueError, TypeError), match=message):
+        MiniMaxBatchOperator(**options)
+
+
+def test_prompt_template_is_not_rendered_with_the_task_fields() -> None:
+    # Rendering it at task level would fail on the row variables before any row exists.
+    assert "prompt_template" not in MiniMaxBatchOperator.template_fields
+    assert "rows" in MiniMaxBatchOperator.template_fields
+
+
+# ---------------------------------------------------------------- input files
+
+
+def test_jsonl_and_csv_inputs_read_the_same_rows(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text('{"name": "a", "n": "1"}\n\n{"name": "b", "n": "2"}\n')
+    (tmp_path / "in.csv").write_text("name,n\na,1\nb,2\n")
+    assert read_rows(tmp_path / "in.jsonl") == read_rows(f"file://{tmp_path}/in.csv")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "fmt", "message"),
+    [
+        ("in.jsonl", '{"a": 1}\n{broken\n', None, r"line 2: not valid JSON"),
+        ("in.jsonl", '{"a": 1}\n[1, 2]\n', None, r"line 2: expected a JSON object, got list"),
+        ("in.txt", "a\n", None, r"cannot tell the format from the suffix '.txt'"),
+    ],
+)
+def test_bad_input_files_name_the_line(
+    tmp_path: Path, name: str, content: str, fmt: Any, message: str
+) -> None:
+    (tmp_path / name).write_text(content)
+    with pytest.raises(MiniMaxValidationError, match=message):
+        read_rows(str(tmp_path / name), fmt)
+
+
+def test_a_declared_format_overrides_the_suffix(tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("name\nx\n")
+    assert read_rows(str(tmp_path / "in.txt"), "csv") == [{"name": "x"}]
+
+
+# ---------------------------------------------------------------- output, progress, checkpoint
+
+
+def test_the_manifest_sums_rows_and_caps_the_failed_list() -> None:
+    rows = [failed_row(i, "inferenceError", "boom") for i in range(MAX_FAILED_IN_MANIFEST + 5)]
+    rows.append(RowResult(row=len(rows), status="success", text="ok", cost=0.5))
+    manifest = Manifest.of(rows, path="s3://b/out.jsonl")
+    assert (manifest.rows, manifest.succeeded, manifest.failed) == (106, 1, 105)
+    assert len(manifest.failed_rows) == MAX_FAILED_IN_MANIFEST
+    assert manifest.failed_rows_truncated
+    assert manifest.cost == 0.5
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        ((340, 1000, 3, 8.0), "340/1000 done, 3 failed, 42 rows/s, ETA 16 s"),
+        ((1000, 1000, 0, 20.0), "1000/1000 done, 0 failed, 50 rows/s"),
+        ((0, 1000, 0, 0.0), "0/1000 done, 0 failed"),
+        ((600, 1000, 0, 10.0, 500), "600/1000 done, 0 failed, 10 rows/s, ETA 40 s"),
+    ],
+)
+def test_progress_line(args: tuple[Any, ...], line: str) -> None:
+    assert progress_line(*args) == line
+
+
+def test_progress_logs_every_tenth_or_ten_seconds() -> None:
+    now = [0.0]
+    progress = Progress(100, clock=lambda: now[0], started=0.0)
+    for done in range(1, 101):
+        now[0] = done * 0.01
+        progress.update(done, 0)
+    now[0] += 11
+    progress.update(100, 0)  # already logged at 100: only a new interval logs again
+    assert [line.split(" ")[0] for line in progress.lines[:3]] == ["10/100", "20/100", "30/100"]
+    assert len(progress.lines) == 11
+
+
+def test_the_checkpoint_reuses_only_rows_whose_request_is_unchanged() -> None:
+    store = MemoryStore()
+    writer = RowCheckpoint(store)
+    writer.load(["f0", "f1", "f2"])
+    writer.save([RowResult(row=0, status="success", text="a"), failed_row(1, "x", "y")], ["f0", "f1", "f2"])
+    writer.save([RowResult(row=2, status="success", text="c")], ["f0", "f1", "f2"])
+    reader = RowCheckpoint(store)
+    assert sorted(reader.load(["f0", "f1", "f2"])) == [0, 2]  # failed rows are not kept
+    assert sorted(RowCheckpoint(store).load(["f0", "f1", "CHANGED"])) == [0]
+    assert json.loads(json.dumps(store.values))  # JSON values only
+
+
+def test_without_a_store_nothing_is_kept() -> None:
+    checkpoint = RowCheckpoint(None)
+    checkpoint.save([RowResult(row=0, status="success")], ["f"])
+    assert (checkpoint.enabled, checkpoint.load(["f"])) == (False, {})
+
+
+def test_prompts_render_with_the_dags_filters_and_the_task_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk import DAG
+
+    set_connection(monkeypatch)
+    with DAG("d", user_defined_filters={"shout": lambda v: f"{v.upper()}!"}, schedule=None):
+        op = operator(rows=[], prompt_template="{{ row_index }} {{ name | shout }} {{ row.name }} {{ ds }}")
+    prompts = op._render_prompts([{"name": "a"}, {"name": "b"}], {"ds": "2026-01-01"})  # type: ignore[arg-type]
+    assert prompts == ["0 A! a 2026-01-01", "1 B! b 2026-01-01"]
+
+
+def test_gather_keeps_input_order_with_refused_failed_timed_out_and_mismatching_rows() -> None:
+    from pydantic import BaseModel
+
+    from airflow_provider_minimax.models import ApiError, TaskResult
+    from airflow_provider_minimax.results import TasksOutcome
+
+    class Out(BaseModel):
+        n: int
+
+    def done(uuid: str, text: str) -> list[TaskResult]:
+        return [
+            TaskResult.model_validate(
+                {"taskType": "textInference", "taskUUID": uuid, "status": "success", "text": text}
+            )
+        ]
+
+    outcome = TasksOutcome(
+        status="timeout",
+        task_uuids=["u0", "u2", "u3", "u4"],
+        results={"u0": done("u0", '{"n": 1}'), "u3": done("u3", "not json")},
+        errors={"u2": ApiError(code="inferenceError", message="boom")},
+        pending=["u4"],
+    )
+    refused = {1: ApiError(code="invalidSeed", message="bad seed")}
+    rows = operator(rows=[], output_type=Out)._gather(outcome, 5, refused)
+    assert [(r.row, r.status, r.error_code) for r in rows] == [
+        (0, "success", None),
+        (1, "failed", "invalidSeed"),
+        (2, "failed", "inferenceError"),
+        (3, "failed", "outputMismatch"),
+        (4, "failed", "timeout"),
+    ]
+    assert rows[0].output == {"n": 1}
+    assert rows[3].text == "not json"
+
+
+def test_an_event_from_another_batch_is_refused() -> None:
+    from airflow_provider_minimax.exceptions import MiniMaxError
+    from airflow_provider_minimax.results import TasksOutcome
+
+    with pytest.raises(MiniMaxError, match="does not belong to this batch"):
+        operator(rows=[])._gather(TasksOutcome(status="success", task_uuids=["u0"]), 3, {})
+
+
+def test_a_polling_failure_raises_its_typed_error() -> None:
+    from airflow_provider_minimax.exceptions import MiniMaxAuthError
+    from airflow_provider_minimax.results import TasksOutcome
+
+    outcome = TasksOutcome(status="error", task_uuids=["u0"], message="key revoked", status_code=401)
+    with pytest.raises(MiniMaxAuthError, match="a retry re-attaches to every row"):
+        operator(rows=[])._gather(outcome, 1, {})
