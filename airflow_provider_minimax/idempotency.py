@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_minimax.hooks.responses import NOT_FOUND_CODE
+from airflow_provider_minimax.polling import abbreviate
 
 if TYPE_CHECKING:
     from airflow_provider_minimax.hooks.minimax import MiniMaxHook
@@ -239,24 +240,34 @@ class _Walk:
         uuids = {self.uuid_of(i): i for i in items}
         polled = self.hook.get_responses(list(uuids))
         to_submit: list[int] = []
+        reused: list[str] = []
+        attached: list[str] = []
+        renewed: list[str] = []
         for task_uuid, item in uuids.items():
             found = polled.results_for(task_uuid)
             error = polled.error_for(task_uuid)
             if _is_complete(found, self.number_results):
-                log.info("Item %d: task %s already finished; reusing its result", item, task_uuid)
+                reused.append(task_uuid)
                 self.resolution.finished[item] = found
             elif error is None and found:
-                log.info("Item %d: task %s is still running; re-attaching", item, task_uuid)
+                attached.append(task_uuid)
                 self.resolution.waiting[item] = task_uuid
             elif error is None or (error.code == NOT_FOUND_CODE and item not in self.conflicted):
                 # Unknown upstream: nothing was paid under this UUID yet, so submit this very UUID.
                 to_submit.append(item)
             else:
                 # It ran and failed (or is known yet never answers): only a new UUID gets a new attempt.
-                log.info("Item %d: task %s failed (%s); submitting anew", item, task_uuid, error.code)
+                renewed.append(f"{task_uuid} ({error.code})")
                 gens[item] += 1
                 self.conflicted.discard(item)
                 to_submit.append(item)
+        for what, found_uuids in (
+            ("finished earlier, reused without paying again", reused),
+            ("still running, re-attached", attached),
+            ("failed earlier, submitted anew under a new UUID", renewed),
+        ):
+            if found_uuids:
+                log.info("%d MiniMax task(s) %s: %s", len(found_uuids), what, abbreviate(found_uuids))
         return self._submit(to_submit) if to_submit else []
 
     def _submit(self, items: list[int]) -> list[int]:

@@ -12,11 +12,18 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from airflow_provider_minimax.exceptions import MiniMaxError, MiniMaxTransientError, MiniMaxValidationError
+from airflow_provider_minimax.exceptions import (
+    MiniMaxError,
+    MiniMaxTaskFailedError,
+    MiniMaxTimeoutError,
+    MiniMaxTransientError,
+    MiniMaxValidationError,
+)
+from airflow_provider_minimax.hooks.responses import error_type
 from airflow_provider_minimax.models import ApiError, TaskResult, TaskUUID
 from airflow_provider_minimax.results import TaskBatchResult, TasksOutcome
 
@@ -236,6 +243,16 @@ class TaskProgress:
 # ------------------------------------------------------------------------------------ worker waiter
 
 
+def abbreviate(items: Sequence[str], limit: int = 5) -> str:
+    """A list for a log line: the first few items, then how many more.
+
+    :param items: what to list.
+    :param limit: how many to name.
+    """
+    named = ", ".join(items[:limit])
+    return named if len(items) <= limit else f"{named} and {len(items) - limit} more"
+
+
 def wait_for_tasks(
     hook: MiniMaxHook,
     task_uuids: Sequence[str],
@@ -247,6 +264,7 @@ def wait_for_tasks(
     max_consecutive_failures: int = 5,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.time,
+    on_progress: Callable[[TaskProgress], None] | None = None,
 ) -> TasksOutcome:
     """Poll in the worker (``deferrable=False``) at the trigger's cadence; same result shape as its event.
 
@@ -262,6 +280,7 @@ def wait_for_tasks(
     :param max_consecutive_failures: failed polls in a row tolerated before giving up.
     :param sleep: the sleep function (tests pass a fake one).
     :param clock: the epoch clock (tests pass a fake one).
+    :param on_progress: called after every successful poll, e.g. to log a progress line.
     """
     check_cadence(poll_interval, max_poll_interval, number_results)
     progress = TaskProgress(task_uuids, number_results)
@@ -283,7 +302,70 @@ def wait_for_tasks(
             continue
         failures = 0
         progress.update(group_batch(batch))
+        if on_progress is not None:
+            on_progress(progress)
         if progress.done:
             return progress.succeeded()
-        log.info("%d MiniMax task(s) still running: %s", len(progress.pending), ", ".join(progress.pending))
+        log.info("%d MiniMax task(s) still running: %s", len(progress.pending), abbreviate(progress.pending))
     return progress.timed_out(end_time)
+
+
+def outcome_from_event(event: Any) -> TasksOutcome:
+    """Read a :class:`MiniMaxTaskTrigger` event; anything else is a clear error.
+
+    :param event: the event payload.
+    """
+    try:
+        return TasksOutcome.model_validate(event)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in err.errors(include_url=False)
+        )
+        raise MiniMaxError(
+            f"Unexpected trigger event (expected a MiniMaxTaskTrigger outcome): {problems}"
+        ) from None
+
+
+def results_of(outcome: TasksOutcome) -> list[TaskResult]:
+    """The results of the (single) task waited on; a timeout, failure or polling error raises.
+
+    :param outcome: how the wait ended.
+    """
+    uuids = ", ".join(outcome.task_uuids)
+    if outcome.status == "timeout":
+        pending = outcome.pending or outcome.task_uuids
+        raise MiniMaxTimeoutError(
+            f"MiniMax task(s) {', '.join(pending)} did not finish before the deadline"
+            f"{f' ({outcome.message})' if outcome.message else ''}; they keep running upstream, "
+            "and a retry re-attaches to them instead of paying again",
+            task_uuids=pending,
+        )
+    if outcome.status == "error":
+        raise polling_error(outcome, uuids)
+    for task_uuid in outcome.task_uuids:
+        error = outcome.errors.get(task_uuid)
+        if error is not None:
+            raise MiniMaxTaskFailedError(
+                f"MiniMax task {task_uuid} failed: {error.code}: {error.message or 'no message'}",
+                code=error.code,
+                task_uuid=task_uuid,
+            )
+    results = outcome.results.get(outcome.task_uuids[0]) if outcome.task_uuids else None
+    if not results:
+        raise MiniMaxError(f"The wait for MiniMax task(s) {uuids or '(none)'} ended with no results")
+    return results
+
+
+def polling_error(outcome: TasksOutcome, uuids: str) -> MiniMaxError:
+    """The typed error of a wait that ended because polling itself failed (auth, failure budget).
+
+    :param outcome: the ``error`` outcome.
+    :param uuids: the UUIDs waited on, for the message.
+    """
+    cls = error_type(outcome.status_code, outcome.code)
+    return cls(
+        f"Polling MiniMax task(s) {uuids} failed: {outcome.message or 'no message'}",
+        status_code=outcome.status_code,
+        code=outcome.code,
+        task_uuid=outcome.task_uuids[0] if len(outcome.task_uuids) == 1 else None,
+    )

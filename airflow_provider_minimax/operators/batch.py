@@ -31,7 +31,7 @@ from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.hooks.responses import error_type
 from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, resolve_and_submit
 from airflow_provider_minimax.models import ApiError, TaskResult, TextInferenceTask, split_think
-from airflow_provider_minimax.operators.text_inference import outcome_from_event
+from airflow_provider_minimax.polling import outcome_from_event, wait_for_tasks
 from airflow_provider_minimax.rate_control import AdaptiveLimiter
 from airflow_provider_minimax.results import GenerateResult, TasksOutcome
 from airflow_provider_minimax.structured import (
@@ -361,7 +361,6 @@ class MiniMaxBatchOperator(BaseOperator):
                 method_name="execute_complete",
                 kwargs={"row_count": len(prompts), "rejected": rejected, "started": started},
             )
-        from airflow_provider_minimax.polling import wait_for_tasks
 
         outcome = wait_for_tasks(
             self.hook,

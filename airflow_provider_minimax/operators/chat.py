@@ -22,8 +22,7 @@ from airflow_provider_minimax.hooks.minimax import MiniMaxHook, result_from_chat
 from airflow_provider_minimax.hooks.responses import api_error
 from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, resolve_and_submit
 from airflow_provider_minimax.models import ChatToolCall, TextInferenceTask
-from airflow_provider_minimax.operators.text_inference import results_of
-from airflow_provider_minimax.polling import wait_for_tasks
+from airflow_provider_minimax.polling import results_of, wait_for_tasks
 from airflow_provider_minimax.results import GenerateResult, TaskBatchResult, Usage
 from airflow_provider_minimax.streaming import StreamLog, collect_chat_stream, collect_task_stream
 from airflow_provider_minimax.structured import (

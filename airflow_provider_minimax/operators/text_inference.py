@@ -10,21 +10,20 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from airflow.sdk import BaseOperator, conf
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import (
-    MiniMaxError,
     MiniMaxOutputValidationError,
-    MiniMaxTaskFailedError,
     MiniMaxTimeoutError,
     MiniMaxValidationError,
 )
 from airflow_provider_minimax.hooks.minimax import Messages, MiniMaxHook, build, normalise_messages
-from airflow_provider_minimax.hooks.responses import api_error, error_type
+from airflow_provider_minimax.hooks.responses import api_error
 from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, resolve_and_submit
 from airflow_provider_minimax.models import TaskResult, TextInferenceTask, split_think
 from airflow_provider_minimax.operators._templating import PromptTemplateMixin
+from airflow_provider_minimax.polling import outcome_from_event, results_of, wait_for_tasks
 from airflow_provider_minimax.results import TasksOutcome, Usage
 from airflow_provider_minimax.structured import (
     OutputMismatch,
@@ -363,7 +362,6 @@ class MiniMaxTextInferenceOperator(PromptTemplateMixin, BaseOperator):
         )
 
     def _wait(self, task_uuid: str, end_time: float, options: _RunOptions) -> TasksOutcome:
-        from airflow_provider_minimax.polling import wait_for_tasks
 
         self.log.info("Waiting in the worker for MiniMax task %s", task_uuid)
         return wait_for_tasks(
@@ -418,59 +416,3 @@ class MiniMaxTextInferenceOperator(PromptTemplateMixin, BaseOperator):
             "n/a" if spent.cost is None else f"${spent.cost:.6f}",
         )
         return value
-
-
-def outcome_from_event(event: Any) -> TasksOutcome:
-    """Read a :class:`MiniMaxTaskTrigger` event; anything else is a clear error.
-
-    :param event: the event payload.
-    """
-    try:
-        return TasksOutcome.model_validate(event)
-    except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in err.errors(include_url=False)
-        )
-        raise MiniMaxError(
-            f"Unexpected trigger event (expected a MiniMaxTaskTrigger outcome): {problems}"
-        ) from None
-
-
-def results_of(outcome: TasksOutcome) -> list[TaskResult]:
-    """The results of the (single) task waited on; a timeout, failure or polling error raises.
-
-    :param outcome: how the wait ended.
-    """
-    uuids = ", ".join(outcome.task_uuids)
-    if outcome.status == "timeout":
-        pending = outcome.pending or outcome.task_uuids
-        raise MiniMaxTimeoutError(
-            f"MiniMax task(s) {', '.join(pending)} did not finish before the deadline"
-            f"{f' ({outcome.message})' if outcome.message else ''}; they keep running upstream, "
-            "and a retry re-attaches to them instead of paying again",
-            task_uuids=pending,
-        )
-    if outcome.status == "error":
-        raise _polling_error(outcome, uuids)
-    for task_uuid in outcome.task_uuids:
-        error = outcome.errors.get(task_uuid)
-        if error is not None:
-            raise MiniMaxTaskFailedError(
-                f"MiniMax task {task_uuid} failed: {error.code}: {error.message or 'no message'}",
-                code=error.code,
-                task_uuid=task_uuid,
-            )
-    results = outcome.results.get(outcome.task_uuids[0]) if outcome.task_uuids else None
-    if not results:
-        raise MiniMaxError(f"The wait for MiniMax task(s) {uuids or '(none)'} ended with no results")
-    return results
-
-
-def _polling_error(outcome: TasksOutcome, uuids: str) -> MiniMaxError:
-    cls = error_type(outcome.status_code, outcome.code)
-    return cls(
-        f"Polling MiniMax task(s) {uuids} failed: {outcome.message or 'no message'}",
-        status_code=outcome.status_code,
-        code=outcome.code,
-        task_uuid=outcome.task_uuids[0] if len(outcome.task_uuids) == 1 else None,
-    )

@@ -16,15 +16,19 @@ from airflow.sdk.exceptions import (
     AirflowSensorTimeout,
     AirflowSkipException,
 )
-from pydantic import ValidationError
 
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
-from airflow_provider_minimax.exceptions import MiniMaxError, MiniMaxTaskFailedError
+from airflow_provider_minimax.exceptions import MiniMaxTaskFailedError
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
-from airflow_provider_minimax.hooks.responses import error_type
 from airflow_provider_minimax.models import split_think
-from airflow_provider_minimax.polling import check_cadence, classify
-from airflow_provider_minimax.results import TasksOutcome, Usage
+from airflow_provider_minimax.polling import (
+    abbreviate,
+    check_cadence,
+    classify,
+    outcome_from_event,
+    polling_error,
+)
+from airflow_provider_minimax.results import Usage
 from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
 
 if TYPE_CHECKING:
@@ -142,28 +146,18 @@ class MiniMaxTaskSensor(BaseSensorOperator):
         results, errors, pending = classify(self.hook.get_responses(uuids), uuids, self.number_results)
         if pending:
             self.log.info(
-                "Waiting for %d of %d MiniMax task(s): %s", len(pending), len(uuids), ", ".join(pending)
+                "Waiting for %d of %d MiniMax task(s): %s", len(pending), len(uuids), abbreviate(pending)
             )
             return False
         return PokeReturnValue(is_done=True, xcom_value=self._finish(results, errors))
 
     def execute_complete(self, context: Context, event: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         """Resume after the trigger: return the results, or raise what its event says."""
-        try:
-            outcome = TasksOutcome.model_validate(event)
-        except ValidationError as err:
-            raise MiniMaxError(
-                f"MiniMaxTaskSensor got a trigger event of unknown shape: {err.errors()[0]['msg']}"
-            ) from None
+        outcome = outcome_from_event(event)
         if outcome.status == "timeout":
             raise AirflowSensorTimeout(outcome.message or f"MiniMax tasks still running: {outcome.pending}")
         if outcome.status == "error":
-            cls = error_type(outcome.status_code, outcome.code)
-            raise cls(
-                f"Polling MiniMax tasks {', '.join(outcome.task_uuids)} failed: {outcome.message}",
-                status_code=outcome.status_code,
-                code=outcome.code,
-            )
+            raise polling_error(outcome, ", ".join(outcome.task_uuids))
         return self._finish(outcome.results, outcome.errors)
 
     def _finish(
