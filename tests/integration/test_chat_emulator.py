@@ -116,14 +116,12 @@ def test_output_never_valid_fails_after_max_output_retries(minimax_connection: E
 def test_task_api_structured_output_sends_the_schema_as_instructions(
     minimax_connection: EmulatorHandle,
 ) -> None:
-    # The emulator's task API answers prose whatever the instructions, so every re-ask fails.
-    with pytest.raises(MiniMaxOutputValidationError, match=REPLY_PREFIX.replace("[", r"\[")):
-        run("task", output_type=Ticket, max_output_retries=1)
+    ticket, _ = run("task", output_type=Ticket)
 
+    assert Ticket.model_validate(ticket)
     tasks = text_inferences(minimax_connection)
-    assert len(tasks) == 2
+    assert len(tasks) == 1
     assert '"priority"' in tasks[0]["settings"]["systemPrompt"]
-    assert [m["role"] for m in tasks[1]["messages"]] == ["user", "assistant", "user"]
 
 
 def lookup_weather(city: str, unit: str = "celsius") -> dict[str, Any]:
