@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -74,7 +75,8 @@ def airflow_env(home: Path, dags_folder: Path, extra: Mapping[str, str] | None =
     :param dags_folder: the DAGs folder
     :param extra: more variables (connections, variables, config)
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__"))}
+    # The caller's own Airflow settings (home, connections, config) must not leak into the demo.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_")}
     env.update(
         {
             "AIRFLOW_HOME": str(home),
@@ -323,6 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--dag", action="append", dest="dags", metavar="DAG_ID", help="run only this DAG (repeatable)"
     )
     args = parser.parse_args(argv)
+    # On SIGTERM unwind like Ctrl-C: subprocess.run kills the running Airflow command, the
+    # emulator thread stops, nothing is left behind.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     return run_demo(args.dags_folder.resolve(), args.workdir.resolve(), args.dags or list(EXAMPLE_DAGS))
 
 

@@ -1,0 +1,44 @@
+"""The demo's accounting: tokens and cost read from XCom values, and the table it prints."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from airflow_provider_minimax.testing.demo import Endpoints, RunReport, table, usage_of
+
+
+def test_usage_of_counts_each_reported_figure_once() -> None:
+    text_inference = {"text": "hi", "usage": {"total_tokens": 30}, "cost": 0.002, "task_uuid": "u"}
+    batch_rows = [
+        {"row": 0, "usage": {"total_tokens": 10}, "cost": 0.001},
+        {"row": 1, "usage": {"total_tokens": 5}, "cost": None},
+    ]
+    # A manifest's totals stand for its rows: the rows inside it are not added again.
+    manifest = {"usage": {"total_tokens": 15}, "cost": 0.001, "failed_rows": [{"usage": {"total_tokens": 9}}]}
+    assert usage_of(text_inference) == (30, 0.002)
+    assert usage_of(batch_rows) == (15, 0.001)
+    assert usage_of(manifest) == (15, 0.001)
+    assert usage_of({"usage": {"totalTokens": 7}}) == (7, 0.0)
+    assert usage_of("plain answer") == (0, 0.0)
+
+
+def test_table_totals_and_labels_failed_tasks() -> None:
+    reports = [
+        RunReport("dag_a", "success", Counter(success=3), 1200, 0.5, 10.0),
+        RunReport("dag_b", "failed", Counter(success=1, failed=1), 0, 0.0, 2.5),
+    ]
+    lines = table(reports).splitlines()
+    assert lines[0].split() == ["DAG", "state", "tasks", "tokens", "cost", "(USD)", "time", "(s)"]
+    assert lines[2].split() == ["dag_a", "success", "3", "1,200", "0.5000", "10.0"]
+    assert "2 (1 success, 1 failed)" in lines[3]
+    assert lines[-1].split() == ["total", "5", "1,200", "0.5000", "12.5"]
+
+
+def test_connections_carry_the_key_but_repr_does_not() -> None:
+    target = Endpoints("http://127.0.0.1:1/v1", "http://127.0.0.1:1/v1", "secret-key", "emulator")
+    conns = {name: json.loads(value) for name, value in target.connections().items()}
+    assert conns["AIRFLOW_CONN_MINIMAX_DEFAULT"]["extra"] == {"api": "task"}
+    assert conns["AIRFLOW_CONN_MINIMAX_CHAT"]["extra"] == {"api": "chat"}
+    assert {c["password"] for c in conns.values()} == {"secret-key"}
+    assert "secret-key" not in repr(target)
