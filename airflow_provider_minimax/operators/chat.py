@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import jinja2
 from airflow.sdk import BaseOperator
 from pydantic import BaseModel
 
@@ -22,6 +21,7 @@ from airflow_provider_minimax.hooks.minimax import MiniMaxHook, result_from_chat
 from airflow_provider_minimax.hooks.responses import api_error
 from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, resolve_and_submit
 from airflow_provider_minimax.models import ChatToolCall, TextInferenceTask
+from airflow_provider_minimax.operators._templating import PromptTemplateMixin
 from airflow_provider_minimax.polling import results_of, wait_for_tasks
 from airflow_provider_minimax.results import GenerateResult, TaskBatchResult, Usage
 from airflow_provider_minimax.streaming import StreamLog, collect_chat_stream, collect_task_stream
@@ -76,7 +76,7 @@ class Tally:
         )
 
 
-class MiniMaxChatOperator(BaseOperator):
+class MiniMaxChatOperator(PromptTemplateMixin, BaseOperator):
     """Ask MiniMax M2.7 for one answer, over the task API or the chat API (the connection decides).
 
     The ``<think>`` block is stripped from the answer; the full content goes back unchanged
@@ -171,26 +171,6 @@ class MiniMaxChatOperator(BaseOperator):
     def toolbox(self) -> ToolBox:
         """The tools, with their schemas."""
         return ToolBox(self.tools)
-
-    def render_template(
-        self,
-        content: Any,
-        context: Context,
-        jinja_env: jinja2.Environment | None = None,
-        seen_oids: set[int] | None = None,
-    ) -> Any:
-        """Render like any operator, but text that merely ends in ``.md`` is a prompt, not a file.
-
-        "Summarise the attached README.md" names no template file: a string with whitespace in
-        it is rendered as text when no such file exists; a bare path still fails loudly.
-        """
-        try:
-            return super().render_template(content, context, jinja_env, seen_oids)
-        except jinja2.TemplateNotFound:
-            if not isinstance(content, str) or not any(ch.isspace() for ch in content.strip()):
-                raise
-            env = jinja_env or self.get_template_env()
-            return self._render(env.from_string(content), context)
 
     # ------------------------------------------------------------------------------ execution
 
