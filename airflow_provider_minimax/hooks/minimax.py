@@ -536,14 +536,7 @@ class MiniMaxHook(BaseHook):
         response = self._open_stream(
             self.settings.base_url, [task.to_wire()], raise_for_task_stream_status, max_retries
         )
-        try:
-            for event in EventSource(response).iter_sse():
-                if event.data.strip() == "[DONE]":
-                    return
-                if event.data:
-                    yield task_chunk(event.data)
-        finally:
-            response.close()
+        yield from _events(response, task_chunk)
 
     async def astream_text_inference(
         self, messages: Messages, *, max_retries: int | None = None, **params: Any
@@ -558,14 +551,8 @@ class MiniMaxHook(BaseHook):
         response = await self._aopen_stream(
             settings.base_url, [task.to_wire()], raise_for_task_stream_status, max_retries
         )
-        try:
-            async for event in EventSource(response).aiter_sse():
-                if event.data.strip() == "[DONE]":
-                    return
-                if event.data:
-                    yield task_chunk(event.data)
-        finally:
-            await response.aclose()
+        async for chunk in _aevents(response, task_chunk):
+            yield chunk
 
     # ---------------------------------------------------------------- chat API
 
@@ -643,14 +630,7 @@ class MiniMaxHook(BaseHook):
         response = self._open_stream(
             self.settings.chat_completions_url, body, raise_for_chat_stream_status, max_retries
         )
-        try:
-            for event in EventSource(response).iter_sse():
-                if event.data.strip() == "[DONE]":
-                    return
-                if event.data:
-                    yield chat_chunk(event.data)
-        finally:
-            response.close()
+        yield from _events(response, chat_chunk)
 
     async def astream_chat_completion(
         self, messages: Messages, *, max_retries: int | None = None, **params: Any
@@ -666,14 +646,8 @@ class MiniMaxHook(BaseHook):
         response = await self._aopen_stream(
             settings.chat_completions_url, body, raise_for_chat_stream_status, max_retries
         )
-        try:
-            async for event in EventSource(response).aiter_sse():
-                if event.data.strip() == "[DONE]":
-                    return
-                if event.data:
-                    yield chat_chunk(event.data)
-        finally:
-            await response.aclose()
+        async for chunk in _aevents(response, chat_chunk):
+            yield chunk
 
     # ---------------------------------------------------------------- protocol-neutral
 
@@ -741,6 +715,30 @@ class MiniMaxHook(BaseHook):
 def default_ssl_context() -> ssl.SSLContext:
     """The TLS context every client shares, built once per process (loading CA certificates takes ~0.1 s)."""
     return httpx.create_ssl_context()
+
+
+def _events(response: httpx.Response, parse: Callable[[str], T]) -> Iterator[T]:
+    """Parse each SSE ``data`` line until ``[DONE]``, closing the response however the loop ends."""
+    try:
+        for event in EventSource(response).iter_sse():
+            if event.data.strip() == "[DONE]":
+                return
+            if event.data:
+                yield parse(event.data)
+    finally:
+        response.close()
+
+
+async def _aevents(response: httpx.Response, parse: Callable[[str], T]) -> AsyncIterator[T]:
+    """Async :func:`_events`."""
+    try:
+        async for event in EventSource(response).aiter_sse():
+            if event.data.strip() == "[DONE]":
+                return
+            if event.data:
+                yield parse(event.data)
+    finally:
+        await response.aclose()
 
 
 def _unreachable(url: str, err: Exception) -> MiniMaxConnectionError:
