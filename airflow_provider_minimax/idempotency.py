@@ -6,7 +6,8 @@ first and submits only what is neither finished nor running; the server refuses 
 with ``conflictTaskUUID``, so even a crash between "submit" and "remember" cannot make the
 same work be paid twice. The generation moves on only when a UUID's task has failed; Airflow
 3.3's task-state store remembers it so a later try starts there (without the store, the
-conflict walk finds it).
+conflict walk finds it). The same store keeps what a deferral's resume needs, for the
+runners that drop the deferral's kwargs (``airflow dags test``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_minimax.exceptions import MiniMaxError
 from airflow_provider_minimax.hooks.responses import NOT_FOUND_CODE
 from airflow_provider_minimax.polling import abbreviate
 
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 GENERATIONS_KEY = "minimax_generations"
 WAITING_KEY = "minimax_waiting"
+RESUME_KEY = "minimax_resume"
 #: A UUID's generation moves on only after its task failed; this bounds the walk.
 MAX_GENERATIONS = 32
 
@@ -119,7 +122,7 @@ class Resolution:
 
 
 class GenerationStore:
-    """Where an item's generation survives between tries: the task-state store, when there is one.
+    """Where an item's generation survives between tries, and a deferral's state until its resume.
 
     The store is scoped to the task instance (dag, run, task, map index), not to the try.
 
@@ -167,6 +170,33 @@ class GenerationStore:
         """The UUIDs the last deferral waited on (empty without a store)."""
         saved = self._store.get(WAITING_KEY) if self._store is not None else None
         return [str(u) for u in saved or []]
+
+    def save_resume(self, state: Mapping[str, Any]) -> None:
+        """Keep what the resume after this deferral needs, in case the deferral's kwargs are dropped.
+
+        ``airflow dags test`` resumes a task with the trigger's event only, unlike the triggerer,
+        which passes the kwargs back; the latest deferral always overwrites this.
+
+        :param state: the JSON values also passed as the deferral's ``kwargs``.
+        """
+        if self._store is not None:
+            self._store.set(RESUME_KEY, dict(state))
+
+    def load_resume(self, passed: Mapping[str, Any]) -> dict[str, Any]:
+        """The resume state: the deferral's kwargs when Airflow passed them back, else the saved copy.
+
+        :param passed: what ``execute_complete`` got besides the event (empty under ``dags test``).
+        """
+        if passed:
+            return dict(passed)
+        saved = self._store.get(RESUME_KEY) if self._store is not None else None
+        if not isinstance(saved, dict):
+            raise MiniMaxError(
+                "Resumed after a deferral without its kwargs (airflow dags test drops them) and without "
+                "a saved copy (the task-state store needs Airflow >= 3.3); run the DAG with a "
+                "triggerer, or on Airflow >= 3.3, to resume it"
+            )
+        return saved
 
 
 def _is_complete(items: list[TaskResult], number_results: int) -> bool:

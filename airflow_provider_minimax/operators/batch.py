@@ -11,7 +11,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import BaseOperator, conf
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from airflow_provider_minimax.batch.chat import ChatBatchRunner, ChatRunSettings, shard_count
 from airflow_provider_minimax.batch.checkpoint import RowCheckpoint, fingerprint
@@ -49,6 +49,19 @@ OnRowError = Literal["fail", "skip"]
 #: Failed rows named in the task's error message (the output and the manifest list them all).
 ROWS_IN_ERROR = 20
 OUTPUT_MISMATCH = "outputMismatch"
+
+
+class _Resume(BaseModel):
+    """What gathering the rows needs besides the wait's outcome; the deferral's kwargs, also stored.
+
+    :param row_count: rows in the batch.
+    :param rejected: rows the API refused at submit (index as text, for JSON), with the error.
+    :param started: epoch time the try started, for the rate in the progress line.
+    """
+
+    row_count: int = Field(ge=0)
+    rejected: dict[str, ApiError] = Field(default_factory=dict)
+    started: float
 
 
 class MiniMaxBatchOperator(BaseOperator):
@@ -198,28 +211,17 @@ class MiniMaxBatchOperator(BaseOperator):
             return self._run_chat(context, prompts)
         return self._run_tasks(context, prompts)
 
-    def execute_complete(
-        self,
-        context: Context,
-        event: dict[str, Any] | None = None,
-        row_count: int = 0,
-        rejected: dict[str, dict[str, Any]] | None = None,
-        started: float | None = None,
-    ) -> Any:
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None, **resume: Any) -> Any:
         """Gather every row's result in input order after the trigger fired.
 
         :param context: the task context.
         :param event: the trigger's :class:`TasksOutcome` payload.
-        :param row_count: rows in the batch.
-        :param rejected: rows the API refused at submit, with the error.
-        :param started: epoch time the try started, for the rate in the progress line.
+        :param resume: the deferral's kwargs (see :class:`_Resume`); empty when the runner drops
+            them (``airflow dags test``), and then read from the task-state store.
         """
         outcome = outcome_from_event(event)
-        refused = {int(row): ApiError.model_validate(error) for row, error in (rejected or {}).items()}
-        results = self._gather(outcome, row_count, refused)
-        progress = Progress(row_count, started=started or time.time(), clock=time.time, logger=self.log)
-        progress.finish(row_count, sum(not result.ok for result in results))
-        return self._finish(context, results)
+        state = _Resume.model_validate(GenerationStore(context).load_resume(resume))
+        return self._complete(context, outcome, state)
 
     # ------------------------------------------------------------------ input and prompts
 
@@ -322,10 +324,8 @@ class MiniMaxBatchOperator(BaseOperator):
             except MiniMaxValidationError as err:
                 raise MiniMaxValidationError(f"row {row}: {err.message}", parameter=f"rows[{row}]") from None
 
-        identity = TaskIdentity.from_context(context)
-        resolution = resolve_and_submit(
-            self.hook, identity, build_task, list(range(len(prompts))), GenerationStore(context)
-        )
+        identity, store = TaskIdentity.from_context(context), GenerationStore(context)
+        resolution = resolve_and_submit(self.hook, identity, build_task, list(range(len(prompts))), store)
         self.log.info(
             "Submitted rows: %d already finished by earlier tries, %d running, %d refused by the API",
             len(resolution.finished),
@@ -334,21 +334,24 @@ class MiniMaxBatchOperator(BaseOperator):
         )
         rows = [row for row in range(len(prompts)) if row not in resolution.rejected]
         uuids = [resolution.uuids[row] for row in rows]
-        rejected = {
-            str(row): error.model_dump(mode="json", by_alias=True)
-            for row, error in resolution.rejected.items()
-        }
+        state = _Resume(
+            row_count=len(prompts),
+            rejected={str(row): error for row, error in resolution.rejected.items()},
+            started=started,
+        )
         if not resolution.waiting:
             outcome = TasksOutcome(
                 status="success",
                 task_uuids=uuids,
                 results={resolution.uuids[row]: found for row, found in resolution.finished.items()},
             )
-            return self.execute_complete(context, outcome.to_event(), len(prompts), rejected, started)
+            return self._complete(context, outcome, state)
         end_time = started + self._wait_seconds()
         if self.deferrable:
             from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
 
+            resume = state.model_dump(mode="json", by_alias=True)
+            store.save_resume(resume)
             self.log.info("Deferring on %d MiniMax task(s), one trigger for the whole batch", len(uuids))
             self.defer(
                 trigger=MiniMaxTaskTrigger(
@@ -359,7 +362,7 @@ class MiniMaxBatchOperator(BaseOperator):
                     max_poll_interval=self.max_poll_interval,
                 ),
                 method_name="execute_complete",
-                kwargs={"row_count": len(prompts), "rejected": rejected, "started": started},
+                kwargs=resume,
             )
 
         outcome = wait_for_tasks(
@@ -369,7 +372,20 @@ class MiniMaxBatchOperator(BaseOperator):
             poll_interval=self.poll_interval,
             max_poll_interval=self.max_poll_interval,
         )
-        return self.execute_complete(context, outcome.to_event(), len(prompts), rejected, started)
+        return self._complete(context, outcome, state)
+
+    def _complete(self, context: Context, outcome: TasksOutcome, state: _Resume) -> Any:
+        """Every row's result from the wait's outcome, the progress line, then :meth:`_finish`.
+
+        :param context: the task context.
+        :param outcome: what the wait (trigger or worker) found.
+        :param state: the batch's shape and start, from this try or its deferral.
+        """
+        refused = {int(row): error for row, error in state.rejected.items()}
+        results = self._gather(outcome, state.row_count, refused)
+        progress = Progress(state.row_count, started=state.started, clock=time.time, logger=self.log)
+        progress.finish(state.row_count, sum(not result.ok for result in results))
+        return self._finish(context, results)
 
     def _wait_seconds(self) -> float:
         wait = self.wait_timeout

@@ -77,6 +77,19 @@ class _Spent(BaseModel):
         return _Spent(usage=usage, cost=cost)
 
 
+class _Resume(BaseModel):
+    """What a resume needs from its deferral: the deferral's kwargs, also kept in the task-state store.
+
+    :param attempt: which answer is awaited (0, then 1, 2... for structured-output re-asks).
+    :param end_time: the epoch deadline fixed at the try's first deferral.
+    :param spent: usage and cost of the answers before this one.
+    """
+
+    attempt: int = Field(ge=0)
+    end_time: float
+    spent: _Spent = Field(default_factory=_Spent)
+
+
 class MiniMaxTextInferenceOperator(PromptTemplateMixin, BaseOperator):
     """Run one MiniMax M2.7 ``textInference`` and push its answer to XCom.
 
@@ -199,25 +212,20 @@ class MiniMaxTextInferenceOperator(PromptTemplateMixin, BaseOperator):
         return self._advance(context, attempt=0, results=None, spent=_Spent(), end_time=None)
 
     def execute_complete(
-        self,
-        context: Context,
-        event: dict[str, Any] | None = None,
-        attempt: int = 0,
-        end_time: float | None = None,
-        spent: dict[str, Any] | None = None,
+        self, context: Context, event: dict[str, Any] | None = None, **resume: Any
     ) -> dict[str, Any]:
         """Resume after the trigger fired: check the event, then accept the answer or re-ask.
 
         :param context: the task context.
         :param event: the trigger's :class:`TasksOutcome` payload.
-        :param attempt: which answer this is (0, then 1, 2... for structured-output re-asks).
-        :param end_time: the epoch deadline fixed at the first deferral.
-        :param spent: usage and cost of the answers before this one.
+        :param resume: the deferral's kwargs (see :class:`_Resume`); empty when the runner drops
+            them (``airflow dags test``), and then read from the task-state store.
         """
         outcome = outcome_from_event(event)
         self.task_uuids = list(outcome.task_uuids)
         results = results_of(outcome)
-        return self._advance(context, attempt, results, _Spent.model_validate(spent or {}), end_time)
+        state = _Resume.model_validate(GenerationStore(context).load_resume(resume))
+        return self._advance(context, state.attempt, results, state.spent, state.end_time)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Turn Airflow's own deferral timeout (``execution_timeout``) into an error naming the UUIDs."""
@@ -347,6 +355,8 @@ class MiniMaxTextInferenceOperator(PromptTemplateMixin, BaseOperator):
         from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
 
         store.remember_waiting([task_uuid])
+        resume = _Resume(attempt=attempt, end_time=end_time, spent=spent).model_dump(mode="json")
+        store.save_resume(resume)
         self.log.info("Deferring on MiniMax task %s (deadline %.0f)", task_uuid, end_time)
         self.defer(
             trigger=MiniMaxTaskTrigger(
@@ -358,7 +368,7 @@ class MiniMaxTextInferenceOperator(PromptTemplateMixin, BaseOperator):
                 number_results=options.number_results,
             ),
             method_name="execute_complete",
-            kwargs={"attempt": attempt, "end_time": end_time, "spent": spent.model_dump(mode="json")},
+            kwargs=resume,
         )
 
     def _wait(self, task_uuid: str, end_time: float, options: _RunOptions) -> TasksOutcome:

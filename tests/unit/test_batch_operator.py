@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import respx
+from airflow.sdk.exceptions import TaskDeferred
 from chat_testlib import FakeTI
-from hook_testlib import CONN_ID, set_connection
-from task_api_fake import MemoryStore
+from hook_testlib import CONN_ID, TASK_URL, set_connection, task_result
+from task_api_fake import FakeTaskApi, MemoryStore
 
 from airflow_provider_minimax.batch.checkpoint import RowCheckpoint
 from airflow_provider_minimax.batch.io import read_rows
@@ -18,6 +20,7 @@ from airflow_provider_minimax.batch.progress import Progress, progress_line
 from airflow_provider_minimax.batch.rows import MAX_FAILED_IN_MANIFEST, Manifest, RowResult, failed_row
 from airflow_provider_minimax.exceptions import MiniMaxValidationError
 from airflow_provider_minimax.operators.batch import MiniMaxBatchOperator
+from airflow_provider_minimax.results import TasksOutcome
 
 
 class BatchTI(FakeTI):
@@ -35,6 +38,27 @@ def operator(**kwargs: Any) -> MiniMaxBatchOperator:
         "conn_id": CONN_ID,
     }
     return MiniMaxBatchOperator(**(options | kwargs))
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTaskApi]:
+    set_connection(monkeypatch)
+    fake = FakeTaskApi()
+    with respx.mock(assert_all_called=False) as router:
+        router.post(TASK_URL).mock(side_effect=fake)
+        yield fake
+
+
+def deferral(op: MiniMaxBatchOperator, ctx: dict[str, Any]) -> TaskDeferred:
+    with pytest.raises(TaskDeferred) as info:
+        op.execute(ctx)
+    return info.value
+
+
+def answered(task_uuids: list[str]) -> dict[str, Any]:
+    """The trigger's event once every waited task has its answer."""
+    results = {u: [{**task_result(u, f"about {u[:4]}"), "status": "success"}] for u in task_uuids}
+    return TasksOutcome(status="success", task_uuids=task_uuids, results=results).to_event()
 
 
 # ---------------------------------------------------------------- bad input, before any HTTP call
@@ -240,3 +264,27 @@ def test_a_polling_failure_raises_its_typed_error() -> None:
     outcome = TasksOutcome(status="error", task_uuids=["u0"], message="key revoked", status_code=401)
     with pytest.raises(MiniMaxAuthError, match="a retry re-attaches to every row"):
         operator(rows=[])._gather(outcome, 1, {})
+
+
+# ---------------------------------------------------------------- deferral and resume (task API)
+
+
+@pytest.mark.parametrize("kwargs_back", [True, False], ids=["triggerer", "dags-test"])
+def test_a_resume_gathers_every_row_with_or_without_the_deferral_kwargs(
+    api: FakeTaskApi, kwargs_back: bool
+) -> None:
+    # airflow dags test resumes with {"event": ...} only: row count and refused rows come from the store.
+    ctx, rows = context(), [{"name": name} for name in "abc"]
+    uuids = deferral(operator(rows=rows, deferrable=True), ctx).trigger.serialize()[1]["task_uuids"]
+    api.tasks.clear()  # forgotten upstream: the next try submits every row again, and row 1 is refused
+    api.refuse[uuids[1]] = {"code": "invalidSeed", "message": "bad seed"}
+    op = operator(rows=rows, deferrable=True, on_row_error="skip")
+    deferred = deferral(op, ctx)
+    waited = deferred.trigger.serialize()[1]["task_uuids"]
+    assert waited == [uuids[0], uuids[2]]
+    result = op.execute_complete(ctx, answered(waited), **(deferred.kwargs if kwargs_back else {}))
+    assert [(row["row"], row["status"], row["error_code"]) for row in result] == [
+        (0, "success", None),
+        (1, "failed", "invalidSeed"),
+        (2, "success", None),
+    ]

@@ -27,7 +27,7 @@ from airflow_provider_minimax.exceptions import (
     MiniMaxTimeoutError,
     MiniMaxValidationError,
 )
-from airflow_provider_minimax.idempotency import WAITING_KEY
+from airflow_provider_minimax.idempotency import RESUME_KEY, WAITING_KEY
 from airflow_provider_minimax.operators.text_inference import MiniMaxTextInferenceOperator
 from airflow_provider_minimax.results import TasksOutcome
 from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
@@ -60,6 +60,10 @@ def store() -> MemoryStore:
 def context(store: MemoryStore) -> dict[str, Any]:
     ti = type("TI", (), {"dag_id": "dag", "task_id": "ask", "run_id": "run-1", "map_index": -1})()
     return {"ti": ti, "task_state_store": store}
+
+
+#: The kwargs of a first deferral, for resumes that do not start from a real one.
+FIRST = {"attempt": 0, "end_time": time.time() + 600}
 
 
 def operator(**kwargs: Any) -> MiniMaxTextInferenceOperator:
@@ -220,7 +224,7 @@ def test_execute_complete_rejects_an_unknown_event_shape(context: dict[str, Any]
 
 def test_success_event_becomes_plain_json_xcom(context: dict[str, Any]) -> None:
     task_uuid = v4(1)
-    result = operator().execute_complete(context, success_event(task_uuid, "Bonjour"))
+    result = operator().execute_complete(context, success_event(task_uuid, "Bonjour"), **FIRST)
     assert result == {
         "text": "Bonjour",
         "finish_reason": "stop",
@@ -232,7 +236,7 @@ def test_success_event_becomes_plain_json_xcom(context: dict[str, Any]) -> None:
 
 
 def test_number_results_gives_a_list_and_summed_usage(context: dict[str, Any]) -> None:
-    result = operator(number_results=2).execute_complete(context, success_event(v4(1), "a", "b"))
+    result = operator(number_results=2).execute_complete(context, success_event(v4(1), "a", "b"), **FIRST)
     assert result["text"] == ["a", "b"] and result["finish_reason"] == ["stop", "stop"]
     assert result["usage"]["total_tokens"] == 16 and result["cost"] == pytest.approx(0.0024)
 
@@ -321,6 +325,41 @@ def test_output_mismatch_re_asks_as_a_new_item_with_the_feedback(
     good = success_event(second.trigger.serialize()[1]["task_uuids"][0], '{"name": "Oslo", "population": 1}')
     result = op.execute_complete(context, good, **second.kwargs)
     assert result["output"]["population"] == 1 and result["usage"]["total_tokens"] == 16
+
+
+def test_a_resume_without_kwargs_continues_from_the_stored_state(
+    api: FakeTaskApi, context: dict[str, Any]
+) -> None:
+    # airflow dags test resumes with {"event": ...} only: attempt, deadline and spend come from the store.
+    op = operator(output_type=City)
+    first = deferral(op, context)
+    second = deferral(op, context, event=success_event(op.task_uuids[0], '{"name": "Oslo"}'))
+    assert second.kwargs["attempt"] == 1 and second.kwargs["end_time"] == first.kwargs["end_time"]
+    good = success_event(op.task_uuids[0], '{"name": "Oslo", "population": 1}')
+    result = op.execute_complete(context, good)
+    assert result["output"]["population"] == 1 and result["usage"]["total_tokens"] == 16
+    assert sum(api.submissions.values()) == 2
+
+
+def test_re_asks_stay_bounded_when_resumed_without_kwargs(api: FakeTaskApi, context: dict[str, Any]) -> None:
+    op = operator(output_type=City, max_output_retries=1)
+    deferral(op, context)
+    deferral(op, context, event=success_event(op.task_uuids[0], "not json"))
+    with pytest.raises(MiniMaxOutputValidationError, match="after 2 answer"):
+        op.execute_complete(context, success_event(op.task_uuids[0], "still not json"))
+    assert sum(api.submissions.values()) == 2
+
+
+def test_the_deferral_kwargs_win_over_the_stored_state(context: dict[str, Any], store: MemoryStore) -> None:
+    store.set(RESUME_KEY, {"attempt": 5, "end_time": 1.0, "spent": {"cost": 9.0}})
+    result = operator().execute_complete(context, success_event(v4(1)), **FIRST)
+    assert result["cost"] == pytest.approx(0.0012)
+
+
+def test_a_resume_without_kwargs_or_store_says_why_it_cannot_go_on() -> None:
+    ti = type("TI", (), {"dag_id": "dag", "task_id": "ask", "run_id": "run-1", "map_index": -1})()
+    with pytest.raises(MiniMaxError, match=r"without its kwargs .* Airflow >= 3\.3"):
+        operator().execute_complete({"ti": ti}, success_event(v4(1)))
 
 
 def test_a_retry_walks_the_re_asks_already_paid_for(api: FakeTaskApi, context: dict[str, Any]) -> None:
