@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_minimax.exceptions import MiniMaxError
 from airflow_provider_minimax.hooks.responses import NOT_FOUND_CODE
-from airflow_provider_minimax.polling import abbreviate
+from airflow_provider_minimax.polling import abbreviate, task_state
 
 if TYPE_CHECKING:
     from airflow_provider_minimax.hooks.minimax import MiniMaxHook
     from airflow_provider_minimax.models import ApiError, TaskResult, TextInferenceTask
+    from airflow_provider_minimax.results import TaskBatchResult
 
 log = logging.getLogger(__name__)
 
@@ -199,11 +200,6 @@ class GenerationStore:
         return saved
 
 
-def _is_complete(items: list[TaskResult], number_results: int) -> bool:
-    succeeded = {item.result_index or 0 for item in items if item.is_success}
-    return len(succeeded) >= number_results
-
-
 def resolve_and_submit(
     hook: MiniMaxHook,
     identity: TaskIdentity,
@@ -275,10 +271,10 @@ class _Walk:
         renewed: list[str] = []
         for task_uuid, item in uuids.items():
             found = polled.results_for(task_uuid)
-            error = polled.error_for(task_uuid)
-            if _is_complete(found, self.number_results):
+            results, error = self._state(polled, task_uuid)
+            if results is not None:
                 reused.append(task_uuid)
-                self.resolution.finished[item] = found
+                self.resolution.finished[item] = results
             elif error is None and found:
                 attached.append(task_uuid)
                 self.resolution.waiting[item] = task_uuid
@@ -308,10 +304,9 @@ class _Walk:
         poll_again: list[int] = []
         for task, item in zip(tasks, items, strict=True):
             task_uuid = task.task_uuid
-            found = outcome.results_for(task_uuid)
-            error = outcome.error_for(task_uuid)
-            if _is_complete(found, self.number_results):  # sync delivery answers at once
-                self.resolution.finished[item] = found
+            results, error = self._state(outcome, task_uuid)
+            if results is not None:  # sync delivery answers at once
+                self.resolution.finished[item] = results
             elif task_uuid in outcome.already_accepted:
                 # Accepted earlier (a lost response, a concurrent try): poll it rather than pay again.
                 self.conflicted.add(item)
@@ -321,6 +316,13 @@ class _Walk:
             else:
                 self.resolution.waiting[item] = task_uuid
         return poll_again
+
+    def _state(
+        self, batch: TaskBatchResult, task_uuid: str
+    ) -> tuple[list[TaskResult] | None, ApiError | None]:
+        """Whether one task finished (its results), failed (its error) or neither, per this answer."""
+        found = (batch.results_for(task_uuid), batch.error_for(task_uuid))
+        return task_state(task_uuid, found, self.number_results)
 
     def _too_many_generations(self, item: int) -> ApiError:
         from airflow_provider_minimax.models import ApiError
