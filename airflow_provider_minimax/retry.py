@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 from tenacity import (
@@ -88,25 +89,21 @@ class RetryPolicy:
 
     def retrying(self, sleep: Callable[[float], None] = time.sleep) -> Retrying:
         """A tenacity controller for synchronous calls."""
-        return Retrying(
-            sleep=sleep,
-            stop=stop_after_attempt(self.max_retries + 1),
-            wait=self.wait_seconds,
-            retry=_RETRYABLE,
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
+        return Retrying(sleep=sleep, **self._controller_options())
 
     def async_retrying(self, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> AsyncRetrying:
         """A tenacity controller for asynchronous calls."""
-        return AsyncRetrying(
-            sleep=sleep,
-            stop=stop_after_attempt(self.max_retries + 1),
-            wait=self.wait_seconds,
-            retry=_RETRYABLE,
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
+        return AsyncRetrying(sleep=sleep, **self._controller_options())
+
+    def _controller_options(self) -> dict[str, Any]:
+        """What the sync and async controllers share: when to stop, how long to wait, what to retry."""
+        return {
+            "stop": stop_after_attempt(self.max_retries + 1),
+            "wait": self.wait_seconds,
+            "retry": _RETRYABLE,
+            "before_sleep": self._log_retry,
+            "reraise": True,
+        }
 
     def _log_retry(self, retry_state: RetryCallState) -> None:
         outcome = retry_state.outcome
