@@ -34,6 +34,7 @@ from airflow_provider_minimax.hooks.responses import (
     CONFLICT_CODE,
     api_error,
     chat_chunk,
+    is_event_stream,
     parse_chat_response,
     parse_task_response,
     raise_for_chat_stream_status,
@@ -320,9 +321,7 @@ class MiniMaxHook(BaseHook):
                 "POST", url, json=body, headers={"Accept": "text/event-stream"}
             )
             response = self.client.send(request, stream=True)
-            if response.status_code >= 400 or "text/event-stream" not in response.headers.get(
-                "content-type", ""
-            ):
+            if not is_event_stream(response):
                 response.read()
                 response.close()
                 check(response)
@@ -346,9 +345,7 @@ class MiniMaxHook(BaseHook):
         async def attempt_once() -> httpx.Response:
             request = client.build_request("POST", url, json=body, headers={"Accept": "text/event-stream"})
             response = await client.send(request, stream=True)
-            if response.status_code >= 400 or "text/event-stream" not in response.headers.get(
-                "content-type", ""
-            ):
+            if not is_event_stream(response):
                 await response.aread()
                 await response.aclose()
                 check(response)

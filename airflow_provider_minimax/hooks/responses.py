@@ -233,6 +233,14 @@ def raise_for_chat_status(response: httpx.Response) -> None:
     raise _status_error(response, "chat", response.text)
 
 
+def is_event_stream(response: httpx.Response) -> bool:
+    """Whether a response opened a stream: a 2xx/3xx whose content type is SSE.
+
+    :param response: the response, headers received.
+    """
+    return response.status_code < 400 and "text/event-stream" in response.headers.get("content-type", "")
+
+
 def raise_for_chat_stream_status(response: httpx.Response) -> None:
     """Raise the typed error of a chat stream that did not start (the body must be read).
 
@@ -242,7 +250,7 @@ def raise_for_chat_stream_status(response: httpx.Response) -> None:
     :param response: the response, read.
     """
     raise_for_chat_status(response)
-    if "text/event-stream" not in response.headers.get("content-type", ""):
+    if not is_event_stream(response):
         parse_chat_response(response)
         raise _status_error(response, "chat", "expected an event stream")
 
@@ -252,7 +260,7 @@ def raise_for_task_stream_status(response: httpx.Response) -> None:
 
     :param response: the response, read.
     """
-    if response.status_code >= 400 or "text/event-stream" not in response.headers.get("content-type", ""):
+    if not is_event_stream(response):
         envelope = parse_task_response(response)
         if envelope.errors:
             raise api_error(envelope.errors[0], response.status_code)
