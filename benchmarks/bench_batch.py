@@ -23,18 +23,20 @@ import contextlib
 import json
 import logging
 import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
 from airflow_provider_minimax.operators.batch import MiniMaxBatchOperator
-from airflow_provider_minimax.testing.emulator import EMULATOR_API_KEY, EmulatorConfig, run_emulator_in_thread
+from airflow_provider_minimax.testing.emulator import (
+    EMULATOR_API_KEY,
+    EmulatorConfig,
+    run_emulator_in_process,
+    run_emulator_in_thread,
+)
 
 CHAT_CONN, TASK_CONN, OPENAI_CONN = "bench_minimax_chat", "bench_minimax_task", "bench_openai"
 
@@ -103,37 +105,19 @@ def _run_baseline(rows: list[dict[str, Any]]) -> float:
 
 
 @contextlib.contextmanager
-def _emulator(where: str, config: EmulatorConfig) -> Iterator[tuple[str, Callable[[], None]]]:
-    """A running emulator: its base URL (both APIs) and a function that resets its state."""
+def _emulator(where: str, config: EmulatorConfig) -> Iterator[str]:
+    """A running emulator's root URL."""
     if where == "thread":
         with run_emulator_in_thread(config) as handle:
-            yield handle.base_url, lambda: handle.reset(config)
-        return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "airflow_provider_minimax.testing.emulator", "--port", str(port)]
-    command += ["--latency", str(config.latency), "--async-latency", str(config.async_latency)]
-    command += ["--concurrency", str(config.concurrency), "--log-level", "warning"]
-    process = subprocess.Popen(command)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/_emulator/health").status_code == 200:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the emulator did not start")
-            time.sleep(0.2)
+            yield handle.url
+    else:
+        with run_emulator_in_process(config) as url:
+            yield url
 
-        def reset() -> None:
-            httpx.post(f"{url}/_emulator/reset").raise_for_status()
 
-        yield f"{url}/v1", reset
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+def _reset(url: str) -> None:
+    """Forget the tasks and counters of the previous mode (the config stays)."""
+    httpx.post(f"{url}/_emulator/reset").raise_for_status()
 
 
 def _warm_up(base_url: str) -> None:
@@ -166,7 +150,8 @@ def main() -> None:
     logging.disable(logging.INFO)  # Per-request log lines would measure the terminal, not the client.
 
     config = EmulatorConfig(latency=args.latency, async_latency=args.latency, concurrency=args.concurrency)
-    with _emulator(args.emulator, config) as (base_url, reset):
+    with _emulator(args.emulator, config) as url:
+        base_url = f"{url}/v1"
         os.environ[f"AIRFLOW_CONN_{CHAT_CONN.upper()}"] = _connection(base_url, "chat")
         os.environ[f"AIRFLOW_CONN_{TASK_CONN.upper()}"] = _connection(base_url, "task")
         os.environ[f"AIRFLOW_CONN_{OPENAI_CONN.upper()}"] = json.dumps(
@@ -181,12 +166,12 @@ def main() -> None:
         limit = args.rows * args.latency / args.concurrency
         measured: dict[str, float] = {}
         for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-            reset()
+            _reset(url)
             wall, output = _run_operator(CHAT_CONN if mode == "chat" else TASK_CONN, rows, args.concurrency)
             ok = sum(1 for row in output if row["status"] == "success")
             measured[mode] = wall
             print(f"ours ({mode} mode): {wall:7.2f} s for {args.rows} rows ({ok} succeeded)")
-        reset()
+        _reset(url)
         subset = rows[: min(args.baseline_rows, args.rows)]
         baseline_wall = _run_baseline(subset)
         baseline = baseline_wall / len(subset) * args.rows

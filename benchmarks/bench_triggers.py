@@ -17,9 +17,6 @@ import asyncio
 import contextlib
 import gc
 import os
-import socket
-import subprocess
-import sys
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -32,6 +29,7 @@ from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.testing.emulator import (
     EMULATOR_API_KEY,
     EmulatorConfig,
+    run_emulator_in_process,
     run_emulator_in_thread,
 )
 from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
@@ -73,39 +71,14 @@ class Emulator:
 
 
 @contextlib.contextmanager
-def emulator_process(port: int) -> Iterator[str]:
-    """Serve the emulator from a child process on a loopback port."""
-    command = [sys.executable, "-m", "airflow_provider_minimax.testing.emulator"]
-    child = subprocess.Popen([*command, "--port", str(port), "--log-level", "warning"])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{url}/_emulator/health", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if child.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("the emulator did not start") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        child.terminate()
-        child.wait(timeout=10)
-
-
-@contextlib.contextmanager
 def emulator(in_thread: bool) -> Iterator[str]:
     """The emulator's root URL, served in a thread or in a child process."""
     if in_thread:
         with run_emulator_in_thread(EmulatorConfig()) as handle:
             yield handle.url
-        return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    with emulator_process(port) as url:
-        yield url
+    else:
+        with run_emulator_in_process() as url:
+            yield url
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import (
     AirflowSkipException,
 )
 
+from airflow_provider_minimax.batch.rows import task_usage
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import MiniMaxTaskFailedError
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
@@ -199,10 +200,7 @@ def result_json(task_uuid: str, items: Sequence[TaskResult], number_results: int
     :param items: its results, ordered by ``resultIndex``.
     :param number_results: results it was submitted with: more than 1 makes ``text`` a list.
     """
-    usage = Usage()
-    for item in items:
-        if item.usage is not None:
-            usage += Usage.model_validate(item.usage.model_dump())
+    usage = sum((task_usage(item) for item in items), Usage())
     costs = [item.cost for item in items if item.cost is not None]
     texts = [split_think(item.text)[0] for item in items]
     reasons = [item.finish_reason for item in items]

@@ -2,13 +2,15 @@
 
 Start it with ``python -m airflow_provider_minimax.testing.emulator --port 8765``, in-process
 with ``create_app()`` (for httpx's ASGI transport), or on a loopback port in a background thread
-with ``run_emulator_in_thread()``. Answers are deterministic functions of the request.
+with ``run_emulator_in_thread()`` or a child process with ``run_emulator_in_process()``. Answers
+are deterministic functions of the request.
 """
 
 from airflow_provider_minimax.testing.emulator._app import (
     EmulatorHandle,
     create_app,
     main,
+    run_emulator_in_process,
     run_emulator_in_thread,
 )
 from airflow_provider_minimax.testing.emulator._faults import Fault, FaultKind, FaultQueue
@@ -44,5 +46,6 @@ __all__ = [
     "instance_for",
     "main",
     "reply_text",
+    "run_emulator_in_process",
     "run_emulator_in_thread",
 ]

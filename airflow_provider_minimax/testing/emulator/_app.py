@@ -6,6 +6,8 @@ import argparse
 import contextlib
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -161,6 +163,45 @@ def run_emulator_in_thread(
         server.should_exit = True
         thread.join(timeout=5)
         sock.close()
+
+
+@contextlib.contextmanager
+def run_emulator_in_process(
+    config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[str]:
+    """Serve the emulator from a child process for the duration of a ``with`` block; yields its root URL.
+
+    Unlike :func:`run_emulator_in_thread`, its request handling does not share the caller's GIL,
+    as a real API's would not (benchmarks). Control it over HTTP at ``/_emulator``.
+
+    :param config: the run's knobs, applied through ``POST /_emulator/reset`` once it is up
+    :param host: address to bind (loopback by default)
+    :param port: port to bind; 0 picks a free one
+    """
+    if port == 0:
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "airflow_provider_minimax.testing.emulator"]
+    child = subprocess.Popen([*command, "--host", host, "--port", str(port), "--log-level", "warning"])
+    url = f"http://{host}:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{url}/_emulator/health", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if child.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the MiniMax emulator did not start") from None
+                time.sleep(0.1)
+        if config is not None:
+            reset = httpx.post(f"{url}/_emulator/reset", json=config.model_dump(), timeout=30)
+            reset.raise_for_status()
+        yield url
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -87,8 +87,7 @@ async def _serve(
     parsed = _validate(body, state)
     if isinstance(parsed, Response):
         return parsed
-    async with state.slot():
-        pass
+    await state.occupy()
     broken = fault.variant if fault is not None and fault.kind == "invalid_json_content" else None
     message, reply = _answer(parsed, body.get("seed"), broken)
     cid = "chatcmpl-" + digest(json.dumps(body, sort_keys=True))[:24]

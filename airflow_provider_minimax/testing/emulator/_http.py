@@ -63,10 +63,7 @@ class ErrorStyle:
         :param param: offending parameter path
         """
         if self.api == "task":
-            entry: dict[str, Any] = {"code": code, "message": message}
-            if param is not None:
-                entry["parameter"] = param
-            return {"errors": [entry]}
+            return {"errors": [task_error(code, message, task_type=None, parameter=param)]}
         kind = _CHAT_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
         chat_param = param if isinstance(param, str) or param is None else ",".join(param)
         return {"error": {"message": message, "type": kind, "param": chat_param, "code": snake(code)}}
@@ -88,6 +85,31 @@ class ErrorStyle:
         :param headers: extra headers (``Retry-After``)
         """
         return JSONResponse(self.body(status, code, message, param), status_code=status, headers=headers)
+
+
+def task_error(
+    code: str,
+    message: str,
+    task_uuid: Any = None,
+    task_type: Any = "textInference",
+    parameter: str | list[str] | None = None,
+) -> dict[str, Any]:
+    """One entry of the task API's ``errors`` list; the optional keys only when set.
+
+    :param code: camelCase error code
+    :param message: human-readable message
+    :param task_uuid: the task it is scoped to
+    :param task_type: the task's type
+    :param parameter: offending parameter path
+    """
+    entry: dict[str, Any] = {"code": code, "message": message}
+    if parameter is not None:
+        entry["parameter"] = parameter
+    if task_type is not None:
+        entry["taskType"] = task_type
+    if task_uuid is not None:
+        entry["taskUUID"] = task_uuid
+    return entry
 
 
 def snake(code: str) -> str:
@@ -244,16 +266,6 @@ def sse_response(
     return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-def finish(entry: dict[str, Any], response: Response) -> Response:
-    """Note the response status in the request log and pass the response on.
-
-    :param entry: the log entry of the request
-    :param response: the response being sent
-    """
-    entry["status"] = response.status_code
-    return response
-
-
 async def serve_with_faults(
     request: Request,
     state: EmulatorState,
@@ -280,7 +292,8 @@ async def serve_with_faults(
     response = await _before_processing(fault, request, style, streaming) or check_auth(request, style)
     if response is None:
         response = _after_processing(fault, request, style, streaming, await serve(fault))
-    return finish(entry, response)
+    entry["status"] = response.status_code
+    return response
 
 
 def error_path(loc: Sequence[int | str]) -> tuple[str, list[str]]:

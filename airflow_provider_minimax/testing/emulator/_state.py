@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,7 +106,6 @@ class EmulatorState:
         self.route_requests: Counter[str] = Counter()
         self.task_type_requests: Counter[str] = Counter()
         self.task_type_items: Counter[str] = Counter()
-        self.chat_requests = 0
         self.log: deque[dict[str, Any]] = deque(maxlen=self.config.log_size)
         self.webhook_deliveries: list[dict[str, Any]] = []
         self.webhook_sink: dict[str, list[Any]] = {}
@@ -128,6 +125,11 @@ class EmulatorState:
         self.faults.clear()
         self._clear()
 
+    @property
+    def chat_requests(self) -> int:
+        """Chat completion requests received."""
+        return self.route_requests["chat"]
+
     def duplicate_submissions(self) -> dict[str, int]:
         """taskUUIDs submitted more than once, with their counts (empty proves idempotency)."""
         return {uuid: n for uuid, n in self.submissions.items() if n > 1}
@@ -140,8 +142,6 @@ class EmulatorState:
         :param task_types: the task type of every item of a task API request
         """
         self.route_requests[route] += 1
-        if route == "chat":
-            self.chat_requests += 1
         for task_type in set(task_types or []):
             self.task_type_requests[task_type] += 1
         self.task_type_items.update(task_types or [])
@@ -164,19 +164,16 @@ class EmulatorState:
         self._lanes[lane] = max(now, self._lanes[lane]) + latency
         return self._lanes[lane]
 
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def occupy(self) -> None:
         """Hold one of the ``concurrency`` slots for ``latency`` seconds (sync, stream and chat work)."""
         lanes = self.config.concurrency
         if lanes is None:
             await asyncio.sleep(self.config.latency)
-            yield
             return
         if self._semaphore is None or self._semaphore[0] != lanes:
             self._semaphore = (lanes, asyncio.Semaphore(lanes))
         async with self._semaphore[1]:
             await asyncio.sleep(self.config.latency)
-            yield
 
     def spawn(self, coro: Any) -> None:
         """Run a background coroutine (webhook delivery), keeping a reference so it is not collected.

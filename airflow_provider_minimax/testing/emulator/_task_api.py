@@ -22,6 +22,7 @@ from airflow_provider_minimax.testing.emulator._http import (
     read_json,
     serve_with_faults,
     sse_response,
+    task_error,
 )
 from airflow_provider_minimax.testing.emulator._schema import instance_for
 from airflow_provider_minimax.testing.emulator._state import EmulatorState, StoredTask
@@ -86,34 +87,31 @@ async def _batch(items: list[dict[str, Any]], state: EmulatorState) -> JSONRespo
             if isinstance(outcome, list):
                 errors.extend(outcome)
                 continue
-            if outcome.delivery_method == "async":
-                data.append({"taskType": "textInference", "taskUUID": outcome.task_uuid})
+            _, stored = outcome
+            if stored.delivery_method == "async":
+                data.append({"taskType": "textInference", "taskUUID": stored.task_uuid})
                 continue
             sync_tasks += 1
-            if outcome.error is not None:
-                errors.append(_failure(outcome))
-            data.extend(outcome.results)
+            if stored.error is not None:
+                errors.append(_failure(stored))
+            data.extend(stored.results)
         elif task_type == "getResponse":
             found = _poll(item, state)
             (errors if "code" in found[0] else data).extend(found)
         else:
             code = "missingTaskType" if task_type is None else "invalidTaskType"
             message = f"Unsupported or missing taskType: {task_type!r}."
-            errors.append(_task_error(code, message, item.get("taskUUID"), task_type, "taskType"))
+            errors.append(task_error(code, message, item.get("taskUUID"), task_type, "taskType"))
     # Sync tasks of one request run side by side, each taking `latency` in a concurrency slot.
-    await asyncio.gather(*(_occupy(state) for _ in range(sync_tasks)))
+    await asyncio.gather(*(state.occupy() for _ in range(sync_tasks)))
     if not data:
         return JSONResponse({"errors": errors}, status_code=400)
     return JSONResponse({"data": data, "errors": errors} if errors else {"data": data})
 
 
-async def _occupy(state: EmulatorState) -> None:
-    """Hold one concurrency slot for the configured latency."""
-    async with state.slot():
-        pass
-
-
-def _register(item: dict[str, Any], state: EmulatorState) -> StoredTask | list[dict[str, Any]]:
+def _register(
+    item: dict[str, Any], state: EmulatorState
+) -> tuple[TextInferenceTask, StoredTask] | list[dict[str, Any]]:
     """Validate and store a textInference task; the errors when it is refused.
 
     :param item: the task object as sent
@@ -129,7 +127,7 @@ def _register(item: dict[str, Any], state: EmulatorState) -> StoredTask | list[d
         return validation_errors(exc, item)
     if state.config.strict_model and task.model != TASK_MODEL:
         message = f"Unknown model {task.model!r}; this emulator serves {TASK_MODEL!r}."
-        return [_task_error("invalidModel", message, task.task_uuid, parameter="model")]
+        return [task_error("invalidModel", message, task.task_uuid, parameter="model")]
     known = state.tasks.get(task.task_uuid)
     if known is not None:
         return [_conflict(task.task_uuid, known)]
@@ -143,7 +141,7 @@ def _register(item: dict[str, Any], state: EmulatorState) -> StoredTask | list[d
     state.tasks[task.task_uuid] = stored
     if task.webhook_url is not None and task.delivery_method != "stream":
         state.spawn(_deliver_webhook(state, str(item.get("webhookURL")), stored, state.generation))
-    return stored
+    return task, stored
 
 
 def _reply(task: TextInferenceTask, index: int) -> Reply:
@@ -217,7 +215,7 @@ def _poll(item: dict[str, Any], state: EmulatorState) -> list[dict[str, Any]]:
     stored = state.tasks.get(poll.task_uuid)
     if stored is None:
         message = f"Task {poll.task_uuid} failed or was not found (unknown or expired)."
-        return [_task_error("taskFailedOrNotFound", message, poll.task_uuid, "getResponse", "taskUUID")]
+        return [task_error("taskFailedOrNotFound", message, poll.task_uuid, "getResponse", "taskUUID")]
     return stored.poll_items(time.monotonic())
 
 
@@ -226,14 +224,13 @@ async def _stream(item: dict[str, Any], request: Request, state: EmulatorState, 
     outcome = _register(item, state)
     if isinstance(outcome, list):
         return JSONResponse({"errors": outcome}, status_code=400)
-    async with state.slot():
-        pass
-    task = TextInferenceTask.model_validate(item)
+    task, stored = outcome
+    await state.occupy()
     head = {"taskUUID": task.task_uuid, "taskType": "textInference"}
     reply = _reply(task, 0)
     events: list[dict[str, Any]] = [{**head, "delta": {"reasoningContent": reply.reasoning}}]
-    if outcome.error is not None:
-        events.append({"errors": [_failure(outcome)]})
+    if stored.error is not None:
+        events.append({"errors": [_failure(stored)]})
         return sse_response(events, request, state, cut)
     events += [{**head, "delta": {"text": p}, "finishReason": None} for p in pieces(reply.text)]
     final: dict[str, Any] = {**head, "delta": {}, "finishReason": reply.finish_reason}
@@ -282,34 +279,16 @@ def _normal_uuid(value: str) -> str:
         return value
 
 
-def _task_error(
-    code: str,
-    message: str,
-    task_uuid: Any = None,
-    task_type: Any = "textInference",
-    parameter: str | list[str] | None = None,
-) -> dict[str, Any]:
-    """One ``errors`` entry scoped to a task."""
-    entry: dict[str, Any] = {"code": code, "message": message}
-    if parameter is not None:
-        entry["parameter"] = parameter
-    if task_type is not None:
-        entry["taskType"] = task_type
-    if task_uuid is not None:
-        entry["taskUUID"] = task_uuid
-    return entry
-
-
 def _failure(stored: StoredTask) -> dict[str, Any]:
     """The ``errors`` entry of a task that failed."""
     error = stored.error or {"code": "inferenceError", "message": "Inference failed."}
-    return _task_error(error["code"], error["message"], stored.task_uuid)
+    return task_error(error["code"], error["message"], stored.task_uuid)
 
 
 def _conflict(task_uuid: str, known: StoredTask) -> dict[str, Any]:
     """The ``conflictTaskUUID`` error for a re-submitted UUID, with the original task's context."""
-    entry = _task_error("conflictTaskUUID", f"Task UUID {task_uuid} was already submitted.", task_uuid)
-    entry["parameter"] = "taskUUID"
+    message = f"Task UUID {task_uuid} was already submitted."
+    entry = task_error("conflictTaskUUID", message, task_uuid, parameter="taskUUID")
     entry["context"] = {
         "taskType": "textInference",
         "taskUUID": task_uuid,
@@ -338,5 +317,5 @@ def validation_errors(exc: ValidationError, item: dict[str, Any]) -> list[dict[s
             prefix = "missing" if err["type"] == "missing" else "invalid"
             code = prefix + names[-1][0].upper() + names[-1][1:]
         message = f"{path or 'task'}: {message}"
-        out.append(_task_error(code, message, item.get("taskUUID"), item.get("taskType"), parameter))
+        out.append(task_error(code, message, item.get("taskUUID"), item.get("taskType"), parameter))
     return out
