@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_minimax.batch.rows import RowResult, failed_row, row_from_answer
+from airflow_provider_minimax.batch.rows import OUTPUT_MISMATCH, RowResult, failed_row, row_from_answer
 from airflow_provider_minimax.exceptions import (
     MiniMaxAuthError,
     MiniMaxConfigurationError,
@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 
 #: Errors that would fail every row alike: the batch stops instead of paying for nothing.
 FATAL_ERRORS = (MiniMaxAuthError, MiniMaxCreditError, MiniMaxConfigurationError)
-OUTPUT_MISMATCH = "outputMismatch"
 #: Requests in flight per hook (connection pool); see the module docstring.
 SHARD_SIZE = 10
 

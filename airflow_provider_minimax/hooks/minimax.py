@@ -184,6 +184,7 @@ class MiniMaxHook(BaseHook):
         self._max_retries = max_retries
         self._timeout = timeout
         self._settings: MiniMaxConnectionSettings | None = None
+        self._settings_loading: asyncio.Future[MiniMaxConnectionSettings] | None = None
         self._async_client: httpx.AsyncClient | None = None
 
     def __repr__(self) -> str:
@@ -215,17 +216,31 @@ class MiniMaxHook(BaseHook):
         return self._settings
 
     async def aget_settings(self) -> MiniMaxConnectionSettings:
-        """The validated connection settings, read without blocking the event loop."""
-        if self._settings is None:
-            aget = getattr(BaseHook, "aget_connection", None)
-            if aget is not None:
-                conn = await aget(self.minimax_conn_id)
-            else:  # Airflow 3.0 has no async connection getter.
-                from asgiref.sync import sync_to_async
+        """The validated connection settings, read once without blocking the event loop.
 
-                conn = await sync_to_async(self.get_connection)(self.minimax_conn_id)
-            self._settings = self._settings_from(conn)
+        Concurrent first callers (many rows or triggers starting at once) share one read.
+        """
+        if self._settings is None:
+            if self._settings_loading is None:
+                self._settings_loading = asyncio.ensure_future(self._aread_settings())
+            loading = self._settings_loading
+            try:
+                # Shielded: one caller being cancelled must not cancel the read the others await.
+                self._settings = await asyncio.shield(loading)
+            finally:
+                if self._settings_loading is loading and loading.done():
+                    self._settings_loading = None  # a failed read is tried again by the next call
         return self._settings
+
+    async def _aread_settings(self) -> MiniMaxConnectionSettings:
+        aget = getattr(BaseHook, "aget_connection", None)
+        if aget is not None:
+            conn = await aget(self.minimax_conn_id)
+        else:  # Airflow 3.0 has no async connection getter.
+            from asgiref.sync import sync_to_async
+
+            conn = await sync_to_async(self.get_connection)(self.minimax_conn_id)
+        return self._settings_from(conn)
 
     def _client_options(self, settings: MiniMaxConnectionSettings) -> dict[str, Any]:
         return {

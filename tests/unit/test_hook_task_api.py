@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -631,3 +632,22 @@ def test_test_connection_reports_a_broken_connection_without_any_call(
     assert not ok
     assert "password" in message and "minimax_unit" in message
     assert not router.calls
+
+
+async def test_concurrent_first_calls_read_the_connection_once(
+    hook: MiniMaxHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = []
+    original = MiniMaxHook.get_connection
+
+    async def counted(conn_id: str) -> Any:
+        reads.append(conn_id)
+        await asyncio.sleep(0)  # let every caller arrive while the read is in flight
+        return original(conn_id)
+
+    monkeypatch.setattr("airflow.sdk.BaseHook.aget_connection", staticmethod(counted))
+
+    settings = await asyncio.gather(*(hook.aget_settings() for _ in range(20)))
+
+    assert len(reads) == 1
+    assert {s.base_url for s in settings} == {TASK_URL}
