@@ -175,6 +175,18 @@ def stream_cut(received: int, reason: str) -> MiniMaxConnectionError:
     )
 
 
+def _finish(pieces: list[str], finish: str | None, log: StreamLog) -> tuple[str, str, str | None]:
+    """End a read stream: raise if it had no final chunk, else flush the log.
+
+    :return: the whole content, the answer and the inline reasoning (see :func:`split_think`).
+    """
+    if finish is None:
+        raise stream_cut(sum(map(len, pieces)), "no final chunk")
+    log.close()
+    raw = "".join(pieces)
+    return (raw, *split_think(raw))
+
+
 def collect_chat_stream(chunks: Iterable[ChatCompletionChunk], log: StreamLog) -> GenerateResult:
     """Read a streamed chat completion to its end, logging the answer as it arrives.
 
@@ -196,11 +208,7 @@ def collect_chat_stream(chunks: Iterable[ChatCompletionChunk], log: StreamLog) -
                 log.content(choice.delta.content)
             if choice.index == 0 and choice.finish_reason:
                 finish = choice.finish_reason
-    if finish is None:
-        raise stream_cut(sum(map(len, content)), "no final chunk")
-    log.close()
-    raw = "".join(content)
-    answer, reasoning = split_think(raw)
+    raw, answer, reasoning = _finish(content, finish, log)
     return GenerateResult(
         text=answer,
         reasoning=reasoning,
@@ -236,11 +244,7 @@ def collect_task_stream(chunks: Iterable[TextInferenceChunk], log: StreamLog) ->
         if chunk.usage is not None:
             usage = Usage.model_validate(chunk.usage.model_dump())
         cost = chunk.cost if chunk.cost is not None else cost
-    if finish is None:
-        raise stream_cut(sum(map(len, text)), "no final chunk")
-    log.close()
-    raw = "".join(text)
-    answer, thought = split_think(raw)
+    raw, answer, thought = _finish(text, finish, log)
     return GenerateResult(
         text=answer,
         reasoning="".join(reasoning) or thought,

@@ -165,9 +165,6 @@ class ToolBox:
                 raise TypeError(f"Two tools are named {tool.name!r}; tool names must be unique")
             self.tools[tool.name] = tool
 
-    def __bool__(self) -> bool:
-        return bool(self.tools)
-
     def specs(self) -> list[dict[str, Any]]:
         """The ``tools`` list of a chat request."""
         return [tool.spec() for tool in self.tools.values()]

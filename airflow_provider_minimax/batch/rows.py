@@ -12,6 +12,8 @@ from airflow_provider_minimax.results import GenerateResult, Usage
 
 #: The manifest lists at most this many failed rows; the JSONL output has all of them.
 MAX_FAILED_IN_MANIFEST = 100
+#: The error code of a row whose answer does not match ``output_type``.
+OUTPUT_MISMATCH = "outputMismatch"
 
 
 class RowResult(BaseModel):
@@ -132,15 +134,12 @@ class Manifest(BaseModel):
         """
         failed = [r for r in results if not r.ok]
         costs = [r.cost for r in results if r.cost is not None]
-        usage = Usage()
-        for result in results:
-            usage = usage + result.usage
         return cls(
             rows=len(results),
             succeeded=len(results) - len(failed),
             failed=len(failed),
             path=path,
-            usage=usage,
+            usage=sum((r.usage for r in results), Usage()),
             cost=round(sum(costs), 10) if costs else None,
             failed_rows=[
                 {"row": r.row, "code": r.error_code, "message": r.error_message}

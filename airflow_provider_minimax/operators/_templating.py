@@ -1,4 +1,5 @@
-"""Prompt templating shared by the operators: a prompt that merely ends in ``.md`` is text."""
+"""Prompt pieces shared by the operators: templating (a prompt that merely ends in ``.md`` is
+text) and the system prompt that carries ``output_type``'s schema on the task API."""
 
 from __future__ import annotations
 
@@ -7,8 +8,22 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 from airflow.sdk import BaseOperator
 
+from airflow_provider_minimax.structured import schema_instructions
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from pydantic import BaseModel
+
+
+def system_with_schema(system_prompt: str | None, output_type: type[BaseModel] | None) -> str | None:
+    """The system prompt followed by ``output_type``'s schema instructions (the task API has no
+    ``response_format``); None when both are absent.
+
+    :param system_prompt: the operator's system prompt.
+    :param output_type: the pydantic model the answer must match, if any.
+    """
+    parts = (system_prompt, schema_instructions(output_type) if output_type is not None else None)
+    return "\n\n".join(part for part in parts if part) or None
 
 
 class PromptTemplateMixin(BaseOperator):

@@ -18,6 +18,7 @@ from airflow_provider_minimax.batch.checkpoint import RowCheckpoint, fingerprint
 from airflow_provider_minimax.batch.io import InputFormat, check_records, read_rows, write_jsonl
 from airflow_provider_minimax.batch.progress import Progress
 from airflow_provider_minimax.batch.rows import (
+    OUTPUT_MISMATCH,
     Manifest,
     RowResult,
     failed_row,
@@ -31,15 +32,11 @@ from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.hooks.responses import error_type
 from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, resolve_and_submit
 from airflow_provider_minimax.models import ApiError, TaskResult, TextInferenceTask, split_think
+from airflow_provider_minimax.operators._templating import system_with_schema
 from airflow_provider_minimax.polling import outcome_from_event, wait_for_tasks
 from airflow_provider_minimax.rate_control import AdaptiveLimiter
 from airflow_provider_minimax.results import GenerateResult, TasksOutcome
-from airflow_provider_minimax.structured import (
-    OutputMismatch,
-    parse_output,
-    response_format,
-    schema_instructions,
-)
+from airflow_provider_minimax.structured import OutputMismatch, parse_output, response_format
 
 if TYPE_CHECKING:
     import jinja2
@@ -48,7 +45,6 @@ if TYPE_CHECKING:
 OnRowError = Literal["fail", "skip"]
 #: Failed rows named in the task's error message (the output and the manifest list them all).
 ROWS_IN_ERROR = 20
-OUTPUT_MISMATCH = "outputMismatch"
 
 
 class _Resume(BaseModel):
@@ -304,19 +300,14 @@ class MiniMaxBatchOperator(BaseOperator):
     def _run_tasks(self, context: Context, prompts: list[str]) -> Any:
         """Submit every row (reusing what earlier tries paid for), then wait on all in one go."""
         started = time.time()
-        system = "\n\n".join(
-            filter(
-                None,
-                (self.system_prompt, schema_instructions(self.output_type) if self.output_type else None),
-            )
-        )
+        system = system_with_schema(self.system_prompt, self.output_type)
         settings = self._settings()
 
         def build_task(row: int, task_uuid: str) -> TextInferenceTask:
             try:
                 return self.hook.new_text_inference(
                     prompts[row],
-                    system_prompt=system or None,
+                    system_prompt=system,
                     task_uuid=task_uuid,
                     delivery_method="async",
                     **settings,

@@ -21,7 +21,7 @@ from airflow_provider_minimax.hooks.minimax import MiniMaxHook, result_from_chat
 from airflow_provider_minimax.hooks.responses import api_error
 from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, resolve_and_submit
 from airflow_provider_minimax.models import ChatToolCall, TextInferenceTask
-from airflow_provider_minimax.operators._templating import PromptTemplateMixin
+from airflow_provider_minimax.operators._templating import PromptTemplateMixin, system_with_schema
 from airflow_provider_minimax.polling import results_of, wait_for_tasks
 from airflow_provider_minimax.results import GenerateResult, TaskBatchResult, Usage
 from airflow_provider_minimax.streaming import StreamLog, collect_chat_stream, collect_task_stream
@@ -30,7 +30,6 @@ from airflow_provider_minimax.structured import (
     parse_output,
     reask_prompt,
     response_format,
-    schema_instructions,
     truncated,
 )
 from airflow_provider_minimax.tools import Tool, ToolBox
@@ -335,7 +334,7 @@ class MiniMaxChatOperator(PromptTemplateMixin, BaseOperator):
             if api == "chat":
                 settings["response_format"] = response_format(self.output_type)
             else:  # The task API has no response_format: the schema goes into the system prompt.
-                system = "\n\n".join(filter(None, (system, schema_instructions(self.output_type))))
+                system = system_with_schema(system, self.output_type)
         return system, {key: value for key, value in settings.items() if value is not None}
 
     def _tool_loop(

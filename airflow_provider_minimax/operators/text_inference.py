@@ -12,6 +12,7 @@ from airflow.sdk import BaseOperator, conf
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from airflow_provider_minimax.batch.rows import task_usage
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import (
     MiniMaxOutputValidationError,
@@ -21,17 +22,11 @@ from airflow_provider_minimax.exceptions import (
 from airflow_provider_minimax.hooks.minimax import Messages, MiniMaxHook, build, normalise_messages
 from airflow_provider_minimax.hooks.responses import api_error
 from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, resolve_and_submit
-from airflow_provider_minimax.models import TaskResult, TextInferenceTask, split_think
-from airflow_provider_minimax.operators._templating import PromptTemplateMixin
+from airflow_provider_minimax.models import TaskResult, TextInferenceTask
+from airflow_provider_minimax.operators._templating import PromptTemplateMixin, system_with_schema
 from airflow_provider_minimax.polling import outcome_from_event, results_of, wait_for_tasks
 from airflow_provider_minimax.results import TasksOutcome, Usage
-from airflow_provider_minimax.structured import (
-    OutputMismatch,
-    parse_output,
-    reask_prompt,
-    schema_instructions,
-    truncated,
-)
+from airflow_provider_minimax.structured import OutputMismatch, parse_output, reask_prompt, truncated
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -68,13 +63,11 @@ class _Spent(BaseModel):
     cost: float | None = None
 
     def add(self, results: list[TaskResult]) -> _Spent:
-        usage, cost = self.usage, self.cost
+        cost = self.cost
         for item in results:
-            if item.usage is not None:
-                usage = usage + Usage.model_validate(item.usage.model_dump(include=set(Usage.model_fields)))
             if item.cost is not None:
                 cost = (cost or 0.0) + item.cost
-        return _Spent(usage=usage, cost=cost)
+        return _Spent(usage=sum((task_usage(item) for item in results), self.usage), cost=cost)
 
 
 class _Resume(BaseModel):
@@ -319,7 +312,7 @@ class MiniMaxTextInferenceOperator(PromptTemplateMixin, BaseOperator):
         def build_task(item: int, task_uuid: str) -> TextInferenceTask:
             return self.hook.new_text_inference(
                 conversation,
-                system_prompt=self._system_prompt(),
+                system_prompt=system_with_schema(self.system_prompt, self.output_type),
                 task_uuid=task_uuid,
                 delivery_method=options.delivery,
                 model=self.model,
@@ -372,7 +365,6 @@ class MiniMaxTextInferenceOperator(PromptTemplateMixin, BaseOperator):
         )
 
     def _wait(self, task_uuid: str, end_time: float, options: _RunOptions) -> TasksOutcome:
-
         self.log.info("Waiting in the worker for MiniMax task %s", task_uuid)
         return wait_for_tasks(
             self.hook,
@@ -385,10 +377,6 @@ class MiniMaxTextInferenceOperator(PromptTemplateMixin, BaseOperator):
         )
 
     # ------------------------------------------------------------------ requests and answers
-
-    def _system_prompt(self) -> str | None:
-        parts = [self.system_prompt, schema_instructions(self.output_type) if self.output_type else None]
-        return "\n\n".join(p for p in parts if p) or None
 
     def _conversation(self, mismatch: OutputMismatch | None) -> list[dict[str, Any]]:
         """The messages of one answer: the user's, plus the last wrong answer and the feedback on it."""
@@ -406,17 +394,14 @@ class MiniMaxTextInferenceOperator(PromptTemplateMixin, BaseOperator):
 
     def _accept(self, results: list[TaskResult], spent: _Spent, options: _RunOptions) -> dict[str, Any]:
         """The XCom value; raises :class:`OutputMismatch` when the answer misses ``output_type``."""
-        texts = [split_think(item.text)[0] for item in results]
-        reasons = [item.finish_reason for item in results]
-        value: dict[str, Any] = {
-            "text": texts[0] if options.number_results == 1 else texts,
-            "finish_reason": reasons[0] if options.number_results == 1 else reasons,
-            "usage": spent.usage.model_dump(mode="json"),
-            "cost": spent.cost,
-            "task_uuid": results[0].task_uuid,
-        }
-        if self.output_type is not None:
-            value["output"] = parse_output(texts[0], self.output_type).model_dump(mode="json")
+        # Not at module level: the sensor module pulls in the trigger machinery (~25 ms per DAG parse).
+        from airflow_provider_minimax.sensors.minimax import result_json
+
+        # The sensor's shape, with usage and cost over every answer this task instance used.
+        value = result_json(results[0].task_uuid, results, options.number_results)
+        value.update(usage=spent.usage.model_dump(mode="json"), cost=spent.cost)
+        if self.output_type is not None:  # Only with number_results=1 (see _resolve): text is a str.
+            value["output"] = parse_output(value["text"], self.output_type).model_dump(mode="json")
         self.log.info(
             "MiniMax task %s done: %d prompt + %d completion = %d tokens, cost %s",
             value["task_uuid"],
