@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from airflow_provider_minimax.exceptions import MiniMaxConfigurationError
 from airflow_provider_minimax.models import CHAT_MODEL, TASK_MODEL
+from airflow_provider_minimax.results import Prices
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -36,6 +37,11 @@ class MiniMaxConnectionSettings(BaseModel):
     :param retry_max_wait: the cap of one backoff wait, in seconds.
     :param max_tasks_per_request: how many tasks one task-API request carries at most.
     :param max_connections: the size of the HTTP connection pool.
+    :param price_per_million_input_tokens: chat API: USD per million prompt tokens, to estimate
+        the cost (the gateway reports none).
+    :param price_per_million_cached_input_tokens: chat API: USD per million cached prompt tokens
+        (the input price when not set).
+    :param price_per_million_output_tokens: chat API: USD per million completion tokens.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -50,6 +56,24 @@ class MiniMaxConnectionSettings(BaseModel):
     retry_max_wait: float = Field(default=30.0, gt=0)
     max_tasks_per_request: int = Field(default=100, ge=1, le=1000)
     max_connections: int = Field(default=64, ge=1, le=1000)
+    price_per_million_input_tokens: float | None = Field(default=None, ge=0)
+    price_per_million_cached_input_tokens: float | None = Field(default=None, ge=0)
+    price_per_million_output_tokens: float | None = Field(default=None, ge=0)
+
+    @property
+    def prices(self) -> Prices:
+        """The chat-API prices set on the connection, for cost estimates."""
+        return Prices(
+            input=self.price_per_million_input_tokens,
+            cached_input=self.price_per_million_cached_input_tokens,
+            output=self.price_per_million_output_tokens,
+        )
+
+    @property
+    def host(self) -> str:
+        """The API's host (and port), for logs and lineage: never credentials or a path."""
+        url = httpx.URL(self.base_url)
+        return f"{url.host}:{url.port}" if url.port else url.host
 
     @property
     def chat_completions_url(self) -> str:

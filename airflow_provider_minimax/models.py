@@ -350,6 +350,22 @@ def split_think(content: str | None) -> tuple[str, str | None]:
     return content[match.end() :], match.group(1).strip()
 
 
+class ChatPromptTokensDetails(BaseModel):
+    """``usage.prompt_tokens_details``: ``cached_tokens`` only when the gateway sends it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    cached_tokens: int | None = None
+
+
+class ChatCompletionTokensDetails(BaseModel):
+    """``usage.completion_tokens_details``: ``reasoning_tokens`` only when the gateway sends it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    reasoning_tokens: int | None = None
+
+
 class ChatUsage(BaseModel):
     """Token usage of a chat completion."""
 
@@ -358,6 +374,8 @@ class ChatUsage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    prompt_tokens_details: ChatPromptTokensDetails | None = None
+    completion_tokens_details: ChatCompletionTokensDetails | None = None
 
 
 class ChatResponseMessage(BaseModel):

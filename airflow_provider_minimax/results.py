@@ -2,26 +2,143 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from airflow_provider_minimax.models import ApiError, TaskResult
+from airflow_provider_minimax.models import ApiError, ChatUsage, TaskResult, TaskUsage
+
+if TYPE_CHECKING:
+    from airflow_provider_minimax.connection import MiniMaxConnectionSettings
+
+
+def _add_counts(left: int | None, right: int | None) -> int | None:
+    """Sum two counters an API may leave out: unreported + n is n, unreported twice stays None."""
+    if left is None:
+        return right
+    if right is None:
+        return left
+    return left + right
 
 
 class Usage(BaseModel):
-    """Token usage, the same shape for both APIs."""
+    """Token usage, the same shape for both APIs; a counter the API did not send stays None.
+
+    :param prompt_tokens: input tokens.
+    :param completion_tokens: output tokens, reasoning included.
+    :param total_tokens: prompt plus completion.
+    :param thinking_tokens: task API ``thinkingTokens``: the part of the completion spent thinking.
+    :param cached_tokens: chat API ``prompt_tokens_details.cached_tokens``: prompt tokens read
+        from the prompt cache.
+    :param reasoning_tokens: chat API ``completion_tokens_details.reasoning_tokens``.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    thinking_tokens: int | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             total_tokens=self.total_tokens + other.total_tokens,
+            thinking_tokens=_add_counts(self.thinking_tokens, other.thinking_tokens),
+            cached_tokens=_add_counts(self.cached_tokens, other.cached_tokens),
+            reasoning_tokens=_add_counts(self.reasoning_tokens, other.reasoning_tokens),
         )
+
+    @classmethod
+    def of_task(cls, usage: TaskUsage | None) -> Usage:
+        """A task-API usage object (``None`` when the API sent none).
+
+        :param usage: the result's ``usage``.
+        """
+        if usage is None:
+            return cls()
+        return cls(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+            thinking_tokens=usage.thinking_tokens,
+        )
+
+    @classmethod
+    def of_chat(cls, usage: ChatUsage | None) -> Usage:
+        """A chat-API usage object (``None`` when the API sent none).
+
+        :param usage: the completion's ``usage``.
+        """
+        if usage is None:
+            return cls()
+        prompt_details, completion_details = usage.prompt_tokens_details, usage.completion_tokens_details
+        return cls(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+            cached_tokens=prompt_details.cached_tokens if prompt_details else None,
+            reasoning_tokens=completion_details.reasoning_tokens if completion_details else None,
+        )
+
+    def by_kind(self) -> str:
+        """Tokens by kind for a log line, naming only the counters the API sent."""
+        prompt = f"{self.prompt_tokens} prompt"
+        if self.cached_tokens is not None:
+            prompt += f" ({self.cached_tokens} cached)"
+        completion = f"{self.completion_tokens} completion"
+        thought = [
+            f"{n} {kind}"
+            for kind, n in (("thinking", self.thinking_tokens), ("reasoning", self.reasoning_tokens))
+            if n is not None
+        ]
+        if thought:
+            completion += f" ({', '.join(thought)})"
+        return f"{self.total_tokens} tokens = {prompt} + {completion}"
+
+
+class Prices(BaseModel):
+    """Chat-API prices in USD per million tokens, from the connection; the gateway reports no cost.
+
+    :param input: per million prompt tokens.
+    :param cached_input: per million cached prompt tokens (the input price when not set).
+    :param output: per million completion tokens.
+    """
+
+    input: float | None = None
+    cached_input: float | None = None
+    output: float | None = None
+
+    def estimate(self, usage: Usage) -> float | None:
+        """The cost of ``usage`` in USD; None unless both the input and the output price are set.
+
+        :param usage: tokens spent.
+        """
+        if self.input is None or self.output is None:
+            return None
+        cached = usage.cached_tokens or 0
+        cached_price = self.input if self.cached_input is None else self.cached_input
+        micro = (usage.prompt_tokens - cached) * self.input + cached * cached_price
+        return round((micro + usage.completion_tokens * self.output) / 1_000_000, 10)
+
+
+def spend_summary(api: str, calls: int, usage: Usage, cost: float | None, *, estimated: bool) -> str:
+    """The one summary line a task logs: calls, tokens by kind, cost and where the cost comes from.
+
+    :param api: ``task`` or ``chat``.
+    :param calls: model calls (or rows) made.
+    :param usage: tokens spent.
+    :param cost: USD, or None.
+    :param estimated: whether ``cost`` was computed from the connection's prices.
+    """
+    if cost is None:
+        money = "cost n/a" + (" (set the connection's price_per_million_* extras)" if api == "chat" else "")
+    elif estimated:
+        money = f"cost ~${cost:.6f} (estimate from the connection's prices)"
+    else:
+        money = f"cost ${cost:.6f} (reported by the API)"
+    return f"MiniMax {api} API: {calls} call(s), {usage.by_kind()}, {money}"
 
 
 class GenerateResult(BaseModel):
@@ -45,6 +162,71 @@ class GenerateResult(BaseModel):
     model: str | None = None
     task_uuid: str | None = None
     raw_content: str | None = None
+
+
+class Spend(BaseModel):
+    """What one task spent over all its calls (re-asks, tool rounds, rows), for the log and lineage.
+
+    :param api: ``task`` or ``chat``.
+    :param host: the API's host (never credentials).
+    :param model: the model asked.
+    :param prompt_hash: SHA-256 of the rendered prompt template (see :mod:`..lineage`).
+    :param calls: model calls made (rows, for a batch).
+    :param usage: tokens spent.
+    :param cost: USD: reported by the task API, estimated from the connection's prices on the chat API.
+    :param cost_estimated: whether ``cost`` is an estimate from the connection's prices.
+    :param task_uuids: the task API's taskUUIDs.
+    """
+
+    api: str
+    host: str
+    model: str | None = None
+    prompt_hash: str | None = None
+    calls: int = 0
+    usage: Usage = Field(default_factory=Usage)
+    cost: float | None = None
+    cost_estimated: bool = False
+    task_uuids: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls, settings: MiniMaxConnectionSettings, model: str | None, prompt_hash: str | None = None
+    ) -> Spend:
+        """Nothing spent yet.
+
+        :param settings: the connection's settings.
+        :param model: the operator's model (the connection's default when None).
+        :param prompt_hash: the rendered prompt template's hash.
+        """
+        return cls(
+            api=settings.api, host=settings.host, model=model or settings.model, prompt_hash=prompt_hash
+        )
+
+    def add(self, result: GenerateResult) -> GenerateResult:
+        """Count one call's result and hand it back.
+
+        :param result: the call's result.
+        """
+        self.usage = self.usage + result.usage
+        if result.cost is not None:
+            self.cost = (self.cost or 0.0) + result.cost
+        if result.task_uuid:
+            self.task_uuids.append(result.task_uuid)
+        self.calls += 1
+        return result
+
+    def estimate_cost(self, prices: Prices) -> None:
+        """On the chat API, which reports no cost, set ``cost`` from the connection's prices.
+
+        :param prices: the connection's prices.
+        """
+        if self.api == "chat":
+            self.cost = prices.estimate(self.usage)
+            self.cost_estimated = self.cost is not None
+
+    def summary(self) -> str:
+        """The task's one summary log line."""
+        return spend_summary(self.api, self.calls, self.usage, self.cost, estimated=self.cost_estimated)
 
 
 class TaskBatchResult(BaseModel):

@@ -201,7 +201,7 @@ def collect_chat_stream(chunks: Iterable[ChatCompletionChunk], log: StreamLog) -
     for chunk in _guarded(chunks, lambda: sum(map(len, content))):
         model = chunk.model or model
         if chunk.usage is not None:
-            usage = Usage.model_validate(chunk.usage.model_dump())
+            usage = Usage.of_chat(chunk.usage)
         for choice in chunk.choices:
             if choice.index == 0 and choice.delta.content:
                 content.append(choice.delta.content)
@@ -242,7 +242,7 @@ def collect_task_stream(chunks: Iterable[TextInferenceChunk], log: StreamLog) ->
             log.content(chunk.delta.text)
         finish = chunk.finish_reason or finish
         if chunk.usage is not None:
-            usage = Usage.model_validate(chunk.usage.model_dump())
+            usage = Usage.of_task(chunk.usage)
         cost = chunk.cost if chunk.cost is not None else cost
     raw, answer, thought = _finish(text, finish, log)
     return GenerateResult(

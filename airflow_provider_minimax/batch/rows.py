@@ -76,13 +76,7 @@ def task_usage(item: TaskResult) -> Usage:
 
     :param item: the finished result.
     """
-    if item.usage is None:
-        return Usage()
-    return Usage(
-        prompt_tokens=item.usage.prompt_tokens,
-        completion_tokens=item.usage.completion_tokens,
-        total_tokens=item.usage.total_tokens,
-    )
+    return Usage.of_task(item.usage)
 
 
 def row_from_answer(row: int, answer: GenerateResult, output: Any = None) -> RowResult:

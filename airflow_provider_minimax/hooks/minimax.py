@@ -779,19 +779,12 @@ def result_from_task(outcome: TaskBatchResult) -> GenerateResult:
     :param outcome: what :meth:`MiniMaxHook.text_inference` returned.
     """
     item = outcome.results[0]
-    usage = item.usage
     # M2.7 may think inline on this API too: strip a leading <think> block like the chat API does.
     text, inline_reasoning = split_think(item.text)
     return GenerateResult(
         text=text,
         reasoning="\n".join(item.reasoning_content) if item.reasoning_content else inline_reasoning,
-        usage=Usage(
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            total_tokens=usage.total_tokens,
-        )
-        if usage
-        else Usage(),
+        usage=Usage.of_task(item.usage),
         cost=item.cost,
         finish_reason=item.finish_reason,
         task_uuid=item.task_uuid,
@@ -804,11 +797,10 @@ def result_from_chat(completion: ChatCompletion) -> GenerateResult:
 
     :param completion: the completion.
     """
-    usage = completion.usage
     return GenerateResult(
         text=completion.answer,
         reasoning=completion.reasoning,
-        usage=Usage.model_validate(usage.model_dump()) if usage else Usage(),
+        usage=Usage.of_chat(completion.usage),
         finish_reason=completion.choices[0].finish_reason if completion.choices else None,
         model=completion.model or None,
         raw_content=completion.message.content,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -20,10 +19,12 @@ from airflow_provider_minimax.exceptions import (
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook, result_from_chat, result_from_task
 from airflow_provider_minimax.hooks.responses import api_error
 from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, resolve_and_submit
+from airflow_provider_minimax.images import as_list, image_part, with_images
+from airflow_provider_minimax.lineage import LineageMixin, prompt_hash
 from airflow_provider_minimax.models import ChatToolCall, TextInferenceTask
 from airflow_provider_minimax.operators._templating import PromptTemplateMixin, system_with_schema
 from airflow_provider_minimax.polling import results_of, wait_for_tasks
-from airflow_provider_minimax.results import GenerateResult, TaskBatchResult, Usage
+from airflow_provider_minimax.results import GenerateResult, Spend, TaskBatchResult
 from airflow_provider_minimax.streaming import StreamLog, collect_chat_stream, collect_task_stream
 from airflow_provider_minimax.structured import (
     OutputMismatch,
@@ -41,53 +42,25 @@ if TYPE_CHECKING:
 USAGE_KEY, COST_KEY, REASONING_KEY = "usage", "cost", "reasoning"
 
 
-@dataclass
-class Tally:
-    """Usage and cost summed over the calls of one task (re-asks and tool rounds included).
-
-    :param usage: tokens spent.
-    :param cost: USD, when the API reported it for at least one call.
-    :param calls: model calls made.
-    """
-
-    usage: Usage = field(default_factory=Usage)
-    cost: float | None = None
-    calls: int = 0
-
-    def add(self, result: GenerateResult) -> GenerateResult:
-        """Count one call's result and hand it back.
-
-        :param result: the call's result.
-        """
-        self.usage = self.usage + result.usage
-        if result.cost is not None:
-            self.cost = (self.cost or 0.0) + result.cost
-        self.calls += 1
-        return result
-
-    def summary(self, api: str) -> str:
-        """One log line: calls, tokens, cost."""
-        u = self.usage
-        cost = "n/a" if self.cost is None else f"${self.cost:.6f}"
-        return (
-            f"MiniMax {api} API: {self.calls} call(s), {u.total_tokens} tokens "
-            f"({u.prompt_tokens} prompt + {u.completion_tokens} completion), cost {cost}"
-        )
-
-
-class MiniMaxChatOperator(PromptTemplateMixin, BaseOperator):
+class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
     """Ask MiniMax M2.7 for one answer, over the task API or the chat API (the connection decides).
 
     The ``<think>`` block is stripped from the answer; the full content goes back unchanged
     whenever the conversation continues (re-asks, tool rounds). XCom: the return value is the
-    answer (or ``output_type``'s ``model_dump(mode="json")``); ``usage`` and ``cost`` (when the
-    API reports it) are pushed under their own keys, summed over every call the task made.
+    answer (or ``output_type``'s ``model_dump(mode="json")``); ``usage`` (tokens by kind) and
+    ``cost`` are pushed under their own keys, summed over every call the task made. ``cost`` is
+    the task API's own figure, or on the chat API an estimate from the connection's
+    ``price_per_million_*`` extras (pushed only when known).
 
     :param prompt: the user prompt, or a ``.txt``/``.md``/``.j2`` template file (templated).
         With ``messages`` it is appended as the last user turn.
     :param messages: OpenAI-style message dicts; earlier assistant turns are sent back as given
         (templated).
     :param system_prompt: the system prompt, or a template file (templated).
+    :param images: images for the last user turn (chat API only): local paths,
+        ``ObjectStoragePath``/URIs (``s3://...``), ``http(s)`` URLs (passed through) or bytes;
+        one or a list (templated). Files go inline as ``data:`` URLs; PNG, JPEG, WebP and GIF up
+        to :data:`~airflow_provider_minimax.images.MAX_IMAGE_BYTES` each.
     :param conn_id: the ``minimax`` connection (templated).
     :param model: the model; the connection's default when omitted (templated).
     :param temperature: 0..1, step 0.01.
@@ -103,7 +76,7 @@ class MiniMaxChatOperator(PromptTemplateMixin, BaseOperator):
         streaming, log it with a ``[thinking]`` prefix).
     """
 
-    template_fields: Sequence[str] = ("prompt", "messages", "system_prompt", "conn_id", "model")
+    template_fields: Sequence[str] = ("prompt", "messages", "system_prompt", "images", "conn_id", "model")
     template_ext: Sequence[str] = (".txt", ".md", ".j2")
     template_fields_renderers = {"prompt": "md", "system_prompt": "md", "messages": "json"}
     ui_color = "#f5d0e4"
@@ -114,6 +87,7 @@ class MiniMaxChatOperator(PromptTemplateMixin, BaseOperator):
         prompt: str | None = None,
         messages: Sequence[Mapping[str, Any]] | None = None,
         system_prompt: str | None = None,
+        images: Any = None,
         conn_id: str = DEFAULT_CONN_ID,
         model: str | None = None,
         temperature: float | None = None,
@@ -148,6 +122,7 @@ class MiniMaxChatOperator(PromptTemplateMixin, BaseOperator):
         self.prompt = prompt
         self.messages = messages
         self.system_prompt = system_prompt
+        self.images = images
         self.conn_id = conn_id
         self.model = model
         self.temperature = temperature
@@ -175,16 +150,22 @@ class MiniMaxChatOperator(PromptTemplateMixin, BaseOperator):
 
     def execute(self, context: Context) -> Any:
         """Ask, validate, push usage/cost (and reasoning when asked), return the answer."""
-        api = self.hook.settings.api
-        self._check_api(api)
+        settings = self.hook.settings
+        self._check_api(settings.api)
+        conversation = self.conversation()  # Images read and checked here, before any HTTP call.
         self._identity, self._store = TaskIdentity.from_context(context), GenerationStore(context)
-        tally = Tally()
-        result, output = self.converse(api, self.conversation(), tally)
-        self.log.info(tally.summary(api))
+        spend = self.minimax_spend = Spend.start(
+            settings, self.model, prompt_hash(self.system_prompt, self.prompt, self.messages)
+        )
+        try:
+            result, output = self.converse(settings.api, conversation, spend)
+        finally:
+            spend.estimate_cost(settings.prices)
+            self.log.info(spend.summary())
         ti = context["ti"]
-        ti.xcom_push(key=USAGE_KEY, value=tally.usage.model_dump())
-        if tally.cost is not None:
-            ti.xcom_push(key=COST_KEY, value=tally.cost)
+        ti.xcom_push(key=USAGE_KEY, value=spend.usage.model_dump())
+        if spend.cost is not None:
+            ti.xcom_push(key=COST_KEY, value=spend.cost)
         if self.include_reasoning and result.reasoning:
             ti.xcom_push(key=REASONING_KEY, value=result.reasoning)
         return output.model_dump(mode="json") if output is not None else result.text
@@ -196,6 +177,12 @@ class MiniMaxChatOperator(PromptTemplateMixin, BaseOperator):
                 f"'tools' needs a chat-API connection; {self.conn_id!r} speaks the {api} API "
                 "(set extra.api to 'chat')",
                 parameter="tools",
+            )
+        if api != "chat" and self.images:
+            raise MiniMaxValidationError(
+                f"'images' needs a chat-API connection (the task API takes text only); {self.conn_id!r} "
+                "speaks the task API: use a connection with extra.api 'chat'",
+                parameter="images",
             )
         if api != "task" and self.seed is not None:
             raise MiniMaxValidationError(
@@ -227,20 +214,27 @@ class MiniMaxChatOperator(PromptTemplateMixin, BaseOperator):
             turns.append({"role": "user", "content": self.prompt})
         if not turns:
             raise MiniMaxValidationError("'prompt' and 'messages' rendered empty", parameter="prompt")
+        sources = as_list(self.images)
+        if sources:
+            parts = [image_part(source, f"images[{i}]") for i, source in enumerate(sources)]
+            last_user = next((t for t in reversed(turns) if t.get("role") == "user"), None)
+            if last_user is None:
+                raise MiniMaxValidationError("'images' needs a user turn to go with", parameter="images")
+            last_user["content"] = with_images(last_user.get("content"), parts)
         return turns
 
     def converse(
-        self, api: str, conversation: list[dict[str, Any]], tally: Tally
+        self, api: str, conversation: list[dict[str, Any]], spend: Spend
     ) -> tuple[GenerateResult, BaseModel | None]:
         """Get an answer, re-asking while it does not match ``output_type``.
 
         :param api: ``task`` or ``chat``.
         :param conversation: the messages; grows with every re-ask and tool round.
-        :param tally: where usage and cost are summed.
+        :param spend: where calls, usage and cost are summed.
         :return: the last answer and, with ``output_type``, its parsed value.
         """
         for attempt in range(self.max_output_retries + 1):
-            result = self.answer(api, conversation, tally)
+            result = self.answer(api, conversation, spend)
             if self.output_type is None:
                 return result, None
             try:
@@ -265,16 +259,16 @@ class MiniMaxChatOperator(PromptTemplateMixin, BaseOperator):
             parameter="output_type",
         )
 
-    def answer(self, api: str, conversation: list[dict[str, Any]], tally: Tally) -> GenerateResult:
+    def answer(self, api: str, conversation: list[dict[str, Any]], spend: Spend) -> GenerateResult:
         """One answer: through the tool loop, a stream, or a single call.
 
         :param api: ``task`` or ``chat``.
         :param conversation: the messages so far.
-        :param tally: where usage and cost are summed.
+        :param spend: where calls, usage and cost are summed.
         """
         system, settings = self._request(api)
         if self.tools:
-            return self._tool_loop(conversation, system, settings, tally)
+            return self._tool_loop(conversation, system, settings, spend)
         if self.stream:
             log = StreamLog(self.log.info, show_reasoning=self.include_reasoning)
             if api == "chat":
@@ -285,10 +279,10 @@ class MiniMaxChatOperator(PromptTemplateMixin, BaseOperator):
                 result = collect_task_stream(pieces, log)
             if log.reasoning_chars and not self.include_reasoning:
                 self.log.info("(%d characters of reasoning not logged)", log.reasoning_chars)
-            return tally.add(result)
+            return spend.add(result)
         if api == "task":
-            return tally.add(self._paid_once(conversation, system, settings, item=tally.calls))
-        return tally.add(self.hook.generate(conversation, system_prompt=system, **settings))
+            return spend.add(self._paid_once(conversation, system, settings, item=spend.calls))
+        return spend.add(self.hook.generate(conversation, system_prompt=system, **settings))
 
     def _paid_once(
         self, conversation: list[dict[str, Any]], system: str | None, settings: dict[str, Any], item: int
@@ -338,7 +332,7 @@ class MiniMaxChatOperator(PromptTemplateMixin, BaseOperator):
         return system, {key: value for key, value in settings.items() if value is not None}
 
     def _tool_loop(
-        self, conversation: list[dict[str, Any]], system: str | None, settings: dict[str, Any], tally: Tally
+        self, conversation: list[dict[str, Any]], system: str | None, settings: dict[str, Any], spend: Spend
     ) -> GenerateResult:
         """Call the model, run the tools it asks for, send their results back, until it answers."""
         specs = self.toolbox.specs()
@@ -347,7 +341,7 @@ class MiniMaxChatOperator(PromptTemplateMixin, BaseOperator):
             completion = self.hook.chat_completion(
                 conversation, system_prompt=system, tools=specs, **settings
             )
-            result = tally.add(result_from_chat(completion))
+            result = spend.add(result_from_chat(completion))
             calls = completion.message.tool_calls or []
             if not calls:
                 return result

@@ -22,10 +22,11 @@ from airflow_provider_minimax.exceptions import (
 from airflow_provider_minimax.hooks.minimax import Messages, MiniMaxHook, build, normalise_messages
 from airflow_provider_minimax.hooks.responses import api_error
 from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, resolve_and_submit
+from airflow_provider_minimax.lineage import LineageMixin, prompt_hash
 from airflow_provider_minimax.models import TaskResult, TextInferenceTask
 from airflow_provider_minimax.operators._templating import PromptTemplateMixin, system_with_schema
 from airflow_provider_minimax.polling import outcome_from_event, results_of, wait_for_tasks
-from airflow_provider_minimax.results import TasksOutcome, Usage
+from airflow_provider_minimax.results import Spend, TasksOutcome, Usage
 from airflow_provider_minimax.structured import OutputMismatch, parse_output, reask_prompt, truncated
 
 if TYPE_CHECKING:
@@ -57,17 +58,20 @@ class _RunOptions(BaseModel):
 
 
 class _Spent(BaseModel):
-    """Tokens and cost of every answer this task instance used, re-asks included."""
+    """Tokens, cost and taskUUIDs of every answer this task instance used, re-asks included."""
 
     usage: Usage = Field(default_factory=Usage)
     cost: float | None = None
+    task_uuids: list[str] = Field(default_factory=list)
 
     def add(self, results: list[TaskResult]) -> _Spent:
         cost = self.cost
         for item in results:
             if item.cost is not None:
                 cost = (cost or 0.0) + item.cost
-        return _Spent(usage=sum((task_usage(item) for item in results), self.usage), cost=cost)
+        uuids = [*self.task_uuids, *dict.fromkeys(item.task_uuid for item in results)]
+        usage = sum((task_usage(item) for item in results), self.usage)
+        return _Spent(usage=usage, cost=cost, task_uuids=uuids)
 
 
 class _Resume(BaseModel):
@@ -83,7 +87,7 @@ class _Resume(BaseModel):
     spent: _Spent = Field(default_factory=_Spent)
 
 
-class MiniMaxTextInferenceOperator(PromptTemplateMixin, BaseOperator):
+class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
     """Run one MiniMax M2.7 ``textInference`` and push its answer to XCom.
 
     The task is submitted with ``deliveryMethod: async`` under a taskUUID derived from the task
@@ -265,6 +269,9 @@ class MiniMaxTextInferenceOperator(PromptTemplateMixin, BaseOperator):
                         self._defer(store, task_uuid, attempt, end_time, spent, options)
                     results = results_of(self._wait(task_uuid, end_time, options))
             spent = spent.add(results)
+            self.minimax_spend = Spend.start(
+                self.hook.settings, self.model, prompt_hash(self.system_prompt, self.prompt, self.messages)
+            ).model_copy(update={**dict(spent), "calls": len(spent.task_uuids)})
             try:
                 return self._accept(results, spent, options)
             except OutputMismatch as err:
@@ -402,12 +409,6 @@ class MiniMaxTextInferenceOperator(PromptTemplateMixin, BaseOperator):
         value.update(usage=spent.usage.model_dump(mode="json"), cost=spent.cost)
         if self.output_type is not None:  # Only with number_results=1 (see _resolve): text is a str.
             value["output"] = parse_output(value["text"], self.output_type).model_dump(mode="json")
-        self.log.info(
-            "MiniMax task %s done: %d prompt + %d completion = %d tokens, cost %s",
-            value["task_uuid"],
-            spent.usage.prompt_tokens,
-            spent.usage.completion_tokens,
-            spent.usage.total_tokens,
-            "n/a" if spent.cost is None else f"${spent.cost:.6f}",
-        )
+        if self.minimax_spend is not None:
+            self.log.info("MiniMax task %s done. %s", value["task_uuid"], self.minimax_spend.summary())
         return value

@@ -29,6 +29,9 @@ from airflow_provider_minimax.exceptions import (
 )
 from airflow_provider_minimax.operators.chat import MiniMaxChatOperator
 
+#: The usage counters the fake API does not send: null, never 0.
+NO_DETAILS = {"thinking_tokens": None, "cached_tokens": None, "reasoning_tokens": None}
+
 
 class City(BaseModel):
     name: str
@@ -89,7 +92,9 @@ def test_chat_answer_has_think_block_stripped_and_usage_pushed(chat_api: None) -
     ctx = context()
 
     assert operator().execute(ctx) == "Lyon"
-    assert ctx["ti"].xcom == {"usage": {"prompt_tokens": 7, "completion_tokens": 9, "total_tokens": 16}}
+    assert ctx["ti"].xcom == {
+        "usage": {"prompt_tokens": 7, "completion_tokens": 9, "total_tokens": 16, **NO_DETAILS}
+    }
 
 
 @respx.mock
@@ -99,7 +104,7 @@ def test_task_answer_pushes_usage_and_cost(task_api: None) -> None:
 
     assert operator().execute(ctx) == "Lyon"
     assert ctx["ti"].xcom == {
-        "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8},
+        "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8, **NO_DETAILS},
         "cost": 0.0012,
     }
 
@@ -293,7 +298,12 @@ def test_invalid_json_is_reasked_with_feedback_and_previous_content_unchanged(ch
     assert messages[-2] == {"role": "assistant", "content": first}
     assert messages[-1]["role"] == "user"
     assert "population: Field required" in messages[-1]["content"]
-    assert ctx["ti"].xcom["usage"] == {"prompt_tokens": 14, "completion_tokens": 18, "total_tokens": 32}
+    assert ctx["ti"].xcom["usage"] == {
+        "prompt_tokens": 14,
+        "completion_tokens": 18,
+        "total_tokens": 32,
+        **NO_DETAILS,
+    }
 
 
 @pytest.mark.parametrize("retries", [0, 2])
@@ -380,7 +390,7 @@ def test_chat_stream_returns_the_answer_and_usage_from_the_last_chunk(chat_api: 
     assert body["stream"] is True
     assert body["stream_options"] == {"include_usage": True}
     assert ctx["ti"].xcom == {
-        "usage": {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11},
+        "usage": {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11, **NO_DETAILS},
         "reasoning": "plan",
     }
 
@@ -443,7 +453,7 @@ def test_task_stream_returns_the_answer_usage_and_cost(task_api: None) -> None:
 
     assert operator(stream=True).execute(ctx) == "Hello world"
     assert ctx["ti"].xcom == {
-        "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5},
+        "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5, **NO_DETAILS},
         "cost": 0.5,
     }
 

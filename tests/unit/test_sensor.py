@@ -31,6 +31,9 @@ FAILED = {
     "error": {"code": "inferenceError", "message": "boom"},
 }
 
+#: The usage counters the fake API does not send: null, never 0.
+NO_DETAILS = {"thinking_tokens": None, "cached_tokens": None, "reasoning_tokens": None}
+
 
 def done(task_uuid: str, index: int = 0, text: str = "hello") -> dict[str, Any]:
     return task_result(task_uuid, text, status="success", resultIndex=index)
@@ -83,7 +86,7 @@ def test_poke_returns_the_results_as_plain_json(task_api):
             "task_uuid": A,
             "text": "one",
             "finish_reason": "stop",
-            "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8},
+            "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8, **NO_DETAILS},
             "cost": 0.0012,
         },
         B: {**poked.xcom_value[A], "task_uuid": B, "text": "two"},

@@ -32,6 +32,9 @@ from airflow_provider_minimax.operators.text_inference import MiniMaxTextInferen
 from airflow_provider_minimax.results import TasksOutcome
 from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
 
+#: The usage counters the fake API does not send: null, never 0.
+NO_DETAILS = {"thinking_tokens": None, "cached_tokens": None, "reasoning_tokens": None}
+
 
 class City(BaseModel):
     name: str
@@ -228,7 +231,7 @@ def test_success_event_becomes_plain_json_xcom(context: dict[str, Any]) -> None:
     assert result == {
         "text": "Bonjour",
         "finish_reason": "stop",
-        "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8},
+        "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8, **NO_DETAILS},
         "cost": 0.0012,
         "task_uuid": task_uuid,
     }
