@@ -177,7 +177,9 @@ def as_list(images: Any, parameter: str = "images") -> list[Any]:
     if isinstance(images, Sequence):
         return list(images)
     raise MiniMaxValidationError(
-        f"{parameter}: give an image or a list of images, got {type(images).__name__}", parameter=parameter
+        f"{parameter}: give an image (a path, an ObjectStoragePath, an http(s) URL or bytes) or a "
+        f"list of them, got {type(images).__name__}",
+        parameter=parameter,
     )
 
 

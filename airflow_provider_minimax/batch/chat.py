@@ -27,7 +27,7 @@ import logging
 import math
 import random
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_minimax.batch.rows import OUTPUT_MISMATCH, RowResult, failed_row, row_from_answer
@@ -38,8 +38,10 @@ from airflow_provider_minimax.exceptions import (
     MiniMaxError,
     MiniMaxRateLimitError,
     MiniMaxTransientError,
+    MiniMaxValidationError,
 )
 from airflow_provider_minimax.hooks.minimax import result_from_chat
+from airflow_provider_minimax.images import image_part, with_images
 from airflow_provider_minimax.results import GenerateResult, Usage
 from airflow_provider_minimax.structured import OutputMismatch, parse_output, reask_prompt
 
@@ -70,6 +72,7 @@ class ChatRunSettings:
     """How each row is asked.
 
     :param params: chat request parameters shared by every row (system prompt, sampling, ...).
+    :param images: each row's image source (checked already), read when the row is sent.
     :param output_type: the pydantic model each answer must match, if any.
     :param output_retries: re-asks per row when the answer does not match ``output_type``.
     :param max_retries: retries per row for transient failures other than 429.
@@ -79,6 +82,7 @@ class ChatRunSettings:
     """
 
     params: Mapping[str, Any]
+    images: Mapping[int, Any] = field(default_factory=dict)
     output_type: type[BaseModel] | None = None
     output_retries: int = 1
     max_retries: int = 4
@@ -138,7 +142,14 @@ class ChatBatchRunner:
     async def _row(self, hook: MiniMaxHook, row: int, prompt: str) -> RowResult:
         """One row to the end: transient retries, 429s through the limiter, bounded re-asks."""
         settings = self.settings
-        messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
+        content: Any = prompt
+        if row in settings.images:
+            try:  # Read now, off the event loop: never every row's image in memory at once.
+                part = await asyncio.to_thread(image_part, settings.images[row], f"rows[{row}].image")
+            except MiniMaxValidationError as err:  # The file changed since it was checked.
+                return _failed(row, err, "invalidImage", Usage())
+            content = with_images(prompt, [part])
+        messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
         usage = Usage()
         transient = rate_limited = reasks = 0
         while True:

@@ -31,11 +31,13 @@ from airflow_provider_minimax.exceptions import MiniMaxError, MiniMaxTaskFailedE
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.hooks.responses import error_type
 from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, resolve_and_submit
+from airflow_provider_minimax.images import check_image
+from airflow_provider_minimax.lineage import LineageMixin, prompt_hash
 from airflow_provider_minimax.models import ApiError, TaskResult, TextInferenceTask, split_think
 from airflow_provider_minimax.operators._templating import system_with_schema
 from airflow_provider_minimax.polling import outcome_from_event, wait_for_tasks
 from airflow_provider_minimax.rate_control import AdaptiveLimiter
-from airflow_provider_minimax.results import GenerateResult, TasksOutcome
+from airflow_provider_minimax.results import GenerateResult, Spend, TasksOutcome
 from airflow_provider_minimax.structured import OutputMismatch, parse_output, response_format
 
 if TYPE_CHECKING:
@@ -60,7 +62,7 @@ class _Resume(BaseModel):
     started: float
 
 
-class MiniMaxBatchOperator(BaseOperator):
+class MiniMaxBatchOperator(LineageMixin, BaseOperator):
     """Enrich every row of a table with one MiniMax M2.7 prompt each, in one task.
 
     The connection's ``api`` picks the mode. **Task API**: every row becomes an async
@@ -81,6 +83,10 @@ class MiniMaxBatchOperator(BaseOperator):
         DAG's filters and macros); the row's fields are variables, as are ``row`` (the record),
         ``row_index`` and the task context.
     :param system_prompt: the system prompt, the same for every row.
+    :param image_field: chat API: the row field holding each row's image (a local path, an
+        ``ObjectStoragePath`` URI or an ``http(s)`` URL), sent with the row's prompt. Every row's
+        image is checked (exists, PNG/JPEG/WebP/GIF, size) before any call; each is read only
+        when its row is sent.
     :param output_type: a pydantic model each answer must match; a row that does not match is a
         failed row (``outputMismatch``). Chat: sent as ``response_format`` and re-asked up to
         ``max_output_retries`` times. Task API: the schema goes into the system prompt, no re-ask.
@@ -133,6 +139,7 @@ class MiniMaxBatchOperator(BaseOperator):
         input_path: str | ObjectStoragePath | None = None,
         input_format: InputFormat | None = None,
         system_prompt: str | None = None,
+        image_field: str | None = None,
         output_type: type[BaseModel] | None = None,
         max_output_retries: int = 1,
         model: str | None = None,
@@ -168,6 +175,7 @@ class MiniMaxBatchOperator(BaseOperator):
         self.input_format = input_format
         self.prompt_template = prompt_template
         self.system_prompt = system_prompt
+        self.image_field = image_field
         self.output_type = output_type
         self.max_output_retries = max_output_retries
         self.model = model
@@ -200,11 +208,12 @@ class MiniMaxBatchOperator(BaseOperator):
         self._check_options()
         records = self._records()
         prompts = self._render_prompts(records, context)
+        images = self._row_images(records)
         self.log.info("MiniMax batch: %d row(s) through the %s API", len(prompts), self.hook.settings.api)
         if self.hook.settings.api == "chat":
             if self.deferrable:
                 self.log.info("The chat API has no async delivery: the rows run from the worker")
-            return self._run_chat(context, prompts)
+            return self._run_chat(context, prompts, images)
         return self._run_tasks(context, prompts)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None, **resume: Any) -> Any:
@@ -284,6 +293,34 @@ class MiniMaxBatchOperator(BaseOperator):
                 )
             prompts.append(prompt)
         return prompts
+
+    def _row_images(self, records: list[dict[str, Any]]) -> dict[int, Any]:
+        """Each row's image source, every one checked (not read whole) before any HTTP call."""
+        if self.image_field is None:
+            return {}
+        if self.hook.settings.api != "chat":
+            raise MiniMaxValidationError(
+                f"image_field needs a chat-API connection (the task API takes text only); "
+                f"{self.conn_id!r} speaks the task API: use a connection with extra.api 'chat'",
+                parameter="image_field",
+            )
+        images = {}
+        for index, record in enumerate(records):
+            where = f"rows[{index}].{self.image_field}"
+            source = record.get(self.image_field)
+            if source in (None, ""):
+                raise MiniMaxValidationError(
+                    f"{where}: the row has no image (fields: {sorted(record)})", parameter=where
+                )
+            check_image(source, where)
+            images[index] = source
+        return images
+
+    def lineage_datasets(self) -> tuple[list[Any], list[Any]]:
+        """``input_path`` and ``output_path``, as OpenLineage datasets."""
+        inputs = [self.input_path] if self.input_path is not None else []
+        outputs = [self.output_path] if self.output_path is not None else []
+        return inputs, outputs
 
     def _settings(self) -> dict[str, Any]:
         settings = {
@@ -447,7 +484,7 @@ class MiniMaxBatchOperator(BaseOperator):
 
     # ------------------------------------------------------------------ chat API
 
-    def _run_chat(self, context: Context, prompts: list[str]) -> Any:
+    def _run_chat(self, context: Context, prompts: list[str], images: dict[int, Any]) -> Any:
         """Run the rows not checkpointed by earlier tries concurrently, checkpointing as they finish."""
         params: dict[str, Any] = {"system_prompt": self.system_prompt or None, **self._settings()}
         if self.output_type is not None:
@@ -458,7 +495,9 @@ class MiniMaxBatchOperator(BaseOperator):
                 request = self.hook.new_chat_request(prompt, **params)
             except MiniMaxValidationError as err:
                 raise MiniMaxValidationError(f"row {row}: {err.message}", parameter=f"rows[{row}]") from None
-            fingerprints.append(fingerprint(request.to_wire()))
+            # The image's source, not its bytes: a row is not read whole before its turn.
+            image = {"image": str(images[row])} if row in images else {}
+            fingerprints.append(fingerprint({**request.to_wire(), **image}))
         checkpoint = RowCheckpoint(context.get("task_state_store"))
         results: dict[int, RowResult] = checkpoint.load(fingerprints)
         if results:
@@ -482,6 +521,7 @@ class MiniMaxBatchOperator(BaseOperator):
             self.limiter,
             ChatRunSettings(
                 params=params,
+                images=images,
                 output_type=self.output_type,
                 output_retries=self.max_output_retries,
                 max_retries=settings.max_retries,
@@ -515,14 +555,27 @@ class MiniMaxBatchOperator(BaseOperator):
 
     def _finish(self, context: Context, results: list[RowResult]) -> Any:
         """Publish the rows (XCom or storage), log the summary, then apply ``on_row_error``."""
+        settings = self.hook.settings
+        if settings.api == "chat":  # The gateway reports no cost: estimate each row's.
+            results = [r.model_copy(update={"cost": settings.prices.estimate(r.usage)}) for r in results]
         manifest = Manifest.of(results)
+        spend = self.minimax_spend = Spend.start(
+            settings, self.model, prompt_hash(self.system_prompt, self.prompt_template)
+        ).model_copy(
+            update={
+                "calls": manifest.rows,
+                "usage": manifest.usage,
+                "cost": manifest.cost,
+                "cost_estimated": settings.api == "chat" and manifest.cost is not None,
+                "task_uuids": [r.task_uuid for r in results if r.task_uuid],
+            }
+        )
         value = self._publish(results, manifest)
         self.log.info(
-            "MiniMax batch done: %d succeeded, %d failed, %d tokens, cost %s",
+            "MiniMax batch done: %d succeeded, %d failed. %s",
             manifest.succeeded,
             manifest.failed,
-            manifest.usage.total_tokens,
-            "n/a" if manifest.cost is None else f"${manifest.cost:.6f}",
+            spend.summary(),
         )
         if manifest.failed and self.on_row_error == "fail":
             context["ti"].xcom_push(key="return_value", value=value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -21,6 +22,7 @@ from airflow_provider_minimax.testing.emulator import (
     EmulatorHandle,
     instance_for,
 )
+from airflow_provider_minimax.testing.images import png
 
 WEATHER_TOOL: dict[str, Any] = {
     "type": "function",
@@ -152,15 +154,17 @@ def test_multi_turn_accepts_the_think_block_back(client: httpx.Client) -> None:
 
 
 def test_content_parts_with_images_are_accepted(client: httpx.Client) -> None:
+    image = "data:image/png;base64," + base64.b64encode(png()).decode()
     parts = [
         {"type": "text", "text": "Describe this"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        {"type": "image_url", "image_url": {"url": image}},
     ]
     response = client.post(
         "/v1/chat/completions",
         json={"model": "minimax-m2.7", "messages": [{"role": "user", "content": parts}]},
     )
-    assert 'You said: "Describe this [image]"' in content_of(response)
+    assert 'You said: "Describe this [image ' in content_of(response)
+    assert f"I see a PNG image of {len(png())} bytes" in content_of(response)
 
 
 def test_max_tokens_small_finishes_with_length(client: httpx.Client) -> None:

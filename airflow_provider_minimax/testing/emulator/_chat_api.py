@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 import time
 from typing import Any
 
@@ -10,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from airflow_provider_minimax.images import ACCEPTED_TYPES, sniff_mime
 from airflow_provider_minimax.models import CHAT_MODEL, ChatCompletionRequest, ChatMessage
 from airflow_provider_minimax.testing.emulator._faults import Fault
 from airflow_provider_minimax.testing.emulator._http import (
@@ -24,6 +28,7 @@ from airflow_provider_minimax.testing.emulator._state import EmulatorState
 from airflow_provider_minimax.testing.emulator._text import (
     REPLY_PREFIX,
     Reply,
+    count_tokens,
     digest,
     make_reply,
     pieces,
@@ -55,6 +60,9 @@ _IGNORED_KEYS = frozenset(
 # Keys of a previous assistant message that clients send back verbatim in a multi-turn chat.
 _IGNORED_MESSAGE_KEYS = frozenset({"reasoning_details", "refusal", "annotations", "audio", "function_call"})
 _STRUCTURED = ("json_schema", "json_object")
+_DATA_URL = re.compile(
+    r"data:(" + "|".join(re.escape(mime) for mime in ACCEPTED_TYPES) + r");base64,(.*)", re.DOTALL
+)
 
 
 @router.post("/v1/chat/completions")
@@ -90,15 +98,16 @@ async def _serve(
     await state.occupy()
     broken = fault.variant if fault is not None and fault.kind == "invalid_json_content" else None
     message, reply = _answer(parsed, body.get("seed"), broken)
+    usage = _usage(reply, _cached_tokens(parsed, state))
     cid = "chatcmpl-" + digest(json.dumps(body, sort_keys=True))[:24]
     head = {"id": cid, "created": int(time.time()), "model": parsed.model}
     finish = "tool_calls" if message.get("tool_calls") else reply.finish_reason
     if parsed.stream:
         cut = fault.after_chunks if fault is not None and fault.kind == "stream_cut" else None
-        usage = bool((parsed.stream_options or {}).get("include_usage"))
-        return sse_response(_chunks(head, message, finish, reply, usage), request, state, cut)
+        wanted = bool((parsed.stream_options or {}).get("include_usage"))
+        return sse_response(_chunks(head, message, finish, usage if wanted else None), request, state, cut)
     choice = {"index": 0, "message": message, "finish_reason": finish}
-    return JSONResponse({**head, "object": "chat.completion", "choices": [choice], "usage": _usage(reply)})
+    return JSONResponse({**head, "object": "chat.completion", "choices": [choice], "usage": usage})
 
 
 def _validate(body: dict[str, Any], state: EmulatorState) -> ChatCompletionRequest | Response:
@@ -119,6 +128,9 @@ def _validate(body: dict[str, Any], state: EmulatorState) -> ChatCompletionReque
         code = {"missing": "missingRequiredParameter", "extra_forbidden": "unknownParameter"}
         message = f"{path or 'request'}: {str(err['msg']).removeprefix('Value error, ')}"
         return STYLE.response(400, code.get(err["type"], "invalidValue"), message, path or None)
+    bad_image = _check_images(parsed)
+    if bad_image is not None:
+        return STYLE.response(400, "invalidValue", *bad_image)
     if state.config.strict_model and parsed.model.lower() != CHAT_MODEL:
         return STYLE.response(400, "modelNotFound", f"Unknown model {parsed.model!r}.", "model")
     fmt = parsed.response_format
@@ -131,12 +143,74 @@ def _validate(body: dict[str, Any], state: EmulatorState) -> ChatCompletionReque
     return parsed
 
 
+def _check_images(req: ChatCompletionRequest) -> tuple[str, str] | None:
+    """The (message, parameter) of the first bad content part: an unknown type, a URL that is
+    neither http(s) nor a base64 ``data:`` URL of an accepted image type matching its bytes."""
+    for i, message in enumerate(req.messages):
+        if not isinstance(message.content, list):
+            continue
+        for j, part in enumerate(message.content):
+            where = f"messages[{i}].content[{j}]"
+            kind = part.get("type")
+            if kind == "text" and isinstance(part.get("text"), str):
+                continue
+            if kind != "image_url":
+                return f"{where}: unsupported content part type {kind!r} (text, image_url).", where
+            url = (part.get("image_url") or {}).get("url")
+            problem = _image_url_problem(url)
+            if problem is not None:
+                return f"{where}.image_url.url: {problem}", f"{where}.image_url.url"
+    return None
+
+
+def _image_url_problem(url: Any) -> str | None:
+    if not isinstance(url, str):
+        return "must be a string."
+    if url.lower().startswith(("http://", "https://")):
+        return None
+    match = _DATA_URL.fullmatch(url)
+    if match is None:
+        return "must be an http(s) URL or data:image/<png|jpeg|webp|gif>;base64,<data>."
+    try:
+        data = base64.b64decode(match.group(2), validate=True)
+    except (binascii.Error, ValueError):
+        return "the data URL is not valid base64."
+    if sniff_mime(data[:12]) != match.group(1):
+        return f"the data URL says {match.group(1)} but its bytes are not a {match.group(1)} image."
+    return None
+
+
+def _image_bytes(url: str) -> bytes:
+    """The bytes an image part stands for: a data URL's image, or the URL itself (never fetched)."""
+    match = _DATA_URL.fullmatch(url)
+    return base64.b64decode(match.group(2)) if match else url.encode()
+
+
 def _text_of(message: ChatMessage) -> str:
-    """The text of a message; image parts count as a placeholder."""
+    """The text of a message; an image counts as a placeholder naming its bytes' digest."""
     if isinstance(message.content, str):
         return message.content
     parts = message.content or []
-    return " ".join(str(p.get("text", "")) if p.get("type") == "text" else "[image]" for p in parts)
+    return " ".join(
+        str(p.get("text", "")) if p.get("type") == "text" else f"[image {_image_ref(p)}]" for p in parts
+    )
+
+
+def _image_ref(part: dict[str, Any]) -> str:
+    return digest(_image_bytes(str((part.get("image_url") or {}).get("url", ""))))[:8]
+
+
+def _seen_images(message: ChatMessage) -> str:
+    """What the emulator "sees" in a message's images: type, size and a digest of the bytes."""
+    seen = []
+    for part in message.content if isinstance(message.content, list) else []:
+        if part.get("type") != "image_url":
+            continue
+        url = str((part.get("image_url") or {}).get("url", ""))
+        match = _DATA_URL.fullmatch(url)
+        kind = f"a {match.group(1).removeprefix('image/').upper()} image" if match else "an image URL"
+        seen.append(f"{kind} of {len(_image_bytes(url))} bytes [img {_image_ref(part)}]")
+    return f" I see {', '.join(seen)}." if seen else ""
 
 
 def _answer(req: ChatCompletionRequest, seed: Any, broken: str | None) -> tuple[dict[str, Any], Reply]:
@@ -159,6 +233,10 @@ def _answer(req: ChatCompletionRequest, seed: Any, broken: str | None) -> tuple[
         text = _json_answer(req, last_user, prompt, seed, broken)
     elif req.messages[-1].role == "tool":
         text = _tool_summary(req.messages)
+    else:
+        user = next((m for m in reversed(turns) if m.role == "user"), None)
+        seen = _seen_images(user) if user is not None else ""
+        text = reply_text(last_user, prompt, seed) + seen if seen else None
     reply = make_reply(last_user=last_user, prompt=prompt, seed=seed, max_tokens=req.max_tokens, text=text)
     message: dict[str, Any] = {"role": "assistant"}
     if req.reasoning_split:
@@ -217,18 +295,31 @@ def _json_answer(
     return json.dumps({"answer": reply_text(last_user, prompt, seed)})
 
 
-def _usage(reply: Reply) -> dict[str, Any]:
-    """OpenAI usage, with the reasoning tokens broken out."""
+def _cached_tokens(req: ChatCompletionRequest, state: EmulatorState) -> int:
+    """Automatic prompt caching: a system prompt seen before is read from the cache."""
+    system = "\n".join(_text_of(m) for m in req.messages if m.role == "system")
+    if not system:
+        return 0
+    key = digest(system)
+    if key in state.cached_prefixes:
+        return count_tokens(system)
+    state.cached_prefixes.add(key)
+    return 0
+
+
+def _usage(reply: Reply, cached_tokens: int) -> dict[str, Any]:
+    """OpenAI usage, with cached prompt tokens and reasoning tokens broken out."""
     return {
         "prompt_tokens": reply.prompt_tokens,
         "completion_tokens": reply.completion_tokens,
         "total_tokens": reply.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": min(cached_tokens, reply.prompt_tokens)},
         "completion_tokens_details": {"reasoning_tokens": reply.thinking_tokens},
     }
 
 
 def _chunks(
-    head: dict[str, Any], message: dict[str, Any], finish: str, reply: Reply, include_usage: bool
+    head: dict[str, Any], message: dict[str, Any], finish: str, usage: dict[str, Any] | None
 ) -> list[dict[str, Any]]:
     """The ``chat.completion.chunk`` events of a streamed answer, usage chunk last when asked."""
     deltas: list[dict[str, Any]] = [{"reasoning_details": [d]} for d in message.get("reasoning_details", [])]
@@ -239,8 +330,8 @@ def _chunks(
     base = {**head, "object": "chat.completion.chunk"}
     events = [{**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
     events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
-    if include_usage:
-        events.append({**base, "choices": [], "usage": _usage(reply)})
+    if usage is not None:
+        events.append({**base, "choices": [], "usage": usage})
     return events
 
 

@@ -111,6 +111,8 @@ class EmulatorState:
         self.webhook_sink: dict[str, list[Any]] = {}
         self.webhook_attempts: Counter[str] = Counter()
         self.background: set[asyncio.Task[None]] = set()
+        # Digests of system prompts already seen: a repeat is a prompt-cache hit (cached_tokens).
+        self.cached_prefixes: set[str] = set()
         self._lanes: list[float] = []
         self._semaphore: tuple[int, asyncio.Semaphore] | None = None
 
