@@ -34,6 +34,10 @@ class LineageMixin:
     #: Set by ``execute`` (and kept up to date while it runs); None before.
     minimax_spend: Spend | None = None
 
+    def lineage_spend(self) -> Spend | None:
+        """What the task spent, for its run facet."""
+        return self.minimax_spend
+
     def lineage_datasets(self) -> tuple[list[str | ObjectStoragePath], list[str | ObjectStoragePath]]:
         """The files the task read and wrote: (inputs, outputs)."""
         return [], []
@@ -58,4 +62,4 @@ class LineageMixin:
         except ImportError:  # apache-airflow-providers-openlineage is not installed.
             return None
         inputs, outputs = self.lineage_datasets()
-        return operator_lineage(self.minimax_spend, inputs, outputs)
+        return operator_lineage(self.lineage_spend(), inputs, outputs)

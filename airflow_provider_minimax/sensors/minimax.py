@@ -21,6 +21,7 @@ from airflow_provider_minimax.batch.rows import task_usage
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import MiniMaxTaskFailedError
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
+from airflow_provider_minimax.lineage import LineageMixin
 from airflow_provider_minimax.models import split_think
 from airflow_provider_minimax.polling import (
     abbreviate,
@@ -29,7 +30,7 @@ from airflow_provider_minimax.polling import (
     outcome_from_event,
     polling_error,
 )
-from airflow_provider_minimax.results import Usage
+from airflow_provider_minimax.results import Spend, Usage
 from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ class MiniMaxTasksFailedError(MiniMaxTaskFailedError, AirflowFailException):
         super().__init__(message, **kwargs)
 
 
-class MiniMaxTaskSensor(BaseSensorOperator):
+class MiniMaxTaskSensor(LineageMixin, BaseSensorOperator):
     """Wait for async MiniMax tasks submitted elsewhere (e.g. with a webhook) and return their results.
 
     Poking calls getResponse once per poke (free). Deferrable, it checks once, then waits in the
@@ -101,6 +102,8 @@ class MiniMaxTaskSensor(BaseSensorOperator):
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.max_consecutive_failures = max_consecutive_failures
+        #: What the last successful check returned (the XCom value), for lineage.
+        self.results_json: dict[str, dict[str, Any]] | None = None
 
     @cached_property
     def hook(self) -> MiniMaxHook:
@@ -173,7 +176,22 @@ class MiniMaxTaskSensor(BaseSensorOperator):
                 code=first.code,
                 task_uuid=first_uuid if len(errors) == 1 else None,
             )
-        return {u: result_json(u, items, self.number_results) for u, items in results.items()}
+        self.results_json = {u: result_json(u, items, self.number_results) for u, items in results.items()}
+        return self.results_json
+
+    def lineage_spend(self) -> Spend | None:
+        """What the awaited tasks spent (submitted elsewhere: this sensor made no model call)."""
+        found = self.results_json
+        if found is None:
+            return None
+        costs = [v["cost"] for v in found.values() if v["cost"] is not None]
+        return Spend.start(self.hook.settings, None).model_copy(
+            update={
+                "usage": sum((Usage.model_validate(v["usage"]) for v in found.values()), Usage()),
+                "cost": sum(costs) if costs else None,
+                "task_uuids": list(found),
+            }
+        )
 
 
 def parse_task_uuids(value: str | Sequence[str]) -> list[str]:
