@@ -12,9 +12,14 @@ from typing import Any
 from airflow.sdk import Asset, Param, dag, task
 from pydantic import BaseModel, Field
 
+from airflow_provider_minimax.operators.chat import MiniMaxChatOperator
+
 #: Downstream DAGs schedule on this; each event's ``extra`` names the run's index file.
 SUMMARIES = Asset(name="minimax_document_summaries", group="minimax")
 DOCUMENTS_DIR = Path(__file__).parent / "data" / "documents"
+#: Scanned pages (PNG/JPEG/WebP/GIF): read by the model's vision, no OCR step.
+SCANS_DIR = Path(__file__).parent / "data" / "scans"
+SCAN_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
 #: Param, then Airflow Variable ``minimax_output_dir``, then a temp dir.
 OUTPUT_ROOT = (
     "{{ params.output_dir or var.value.get('minimax_output_dir', '"
@@ -78,6 +83,7 @@ def split_to_budget(text: str, budget: int) -> list[str]:
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
     params={
         "documents_dir": Param(str(DOCUMENTS_DIR), type="string", description="Folder of .md/.txt files"),
+        "scans_dir": Param(str(SCANS_DIR), type="string", description="Folder of scanned pages (images)"),
         "output_dir": Param("", type="string", description="Where to write; empty: Variable or temp dir"),
         "chunk_tokens": Param(
             1000,
@@ -94,7 +100,9 @@ Reads every `.md` / `.txt` file of `documents_dir` (English and Chinese samples 
 `dags/data/documents/`), splits long ones into chunks of at most `chunk_tokens` estimated
 tokens, summarises each chunk (**map**, one mapped task per chunk), then combines each
 document's notes into a structured `DocumentSummary` (**reduce**, one mapped task per
-document). Writes `<output>/summaries/<date>/<document>.md` plus `index.md`, and emits an event
+document). Scanned pages in `scans_dir` (a sample delivery note ships in `dags/data/scans/`)
+are read by the model's vision (`images=`, one mapped task per page) and summarised alongside.
+Writes `<output>/summaries/<date>/<document>.md` plus `index.md`, and emits an event
 on the `minimax_document_summaries` Asset whose `extra` holds the index path, so downstream
 DAGs (see `minimax_summaries_digest`) run when fresh summaries exist.
 
@@ -141,11 +149,23 @@ def minimax_document_summarisation() -> None:
         return f"Document {chunk['document']!r}, {part}:\n\n{chunk['text']}"
 
     @task
-    def notes_by_document(chunks: list[dict[str, Any]], notes: list[str]) -> list[dict[str, Any]]:
-        """Group the chunk notes per document, in chunk order (mapped results keep map order)."""
+    def list_scans(params: dict[str, Any] | None = None) -> list[str]:
+        """The scanned pages to read, as paths (an empty folder maps to no task)."""
+        assert params is not None
+        folder = Path(params["scans_dir"])
+        return sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in SCAN_SUFFIXES)
+
+    @task
+    def notes_by_document(
+        chunks: list[dict[str, Any]], notes: list[str], scans: list[str], scan_notes: list[str]
+    ) -> list[dict[str, Any]]:
+        """Group the chunk notes per document, in chunk order (mapped results keep map order);
+        each scanned page is a document of its own."""
         grouped: dict[str, list[str]] = {}
         for chunk, note in zip(chunks, notes, strict=True):
             grouped.setdefault(chunk["document"], []).append(note)
+        for scan, note in zip(scans, scan_notes, strict=True):
+            grouped[f"scan-{Path(scan).stem}"] = [note]
         return [{"document": name, "notes": parts} for name, parts in grouped.items()]
 
     @task.minimax(
@@ -190,7 +210,19 @@ def minimax_document_summarisation() -> None:
 
     chunks = chunk_documents()
     notes = summarise_chunk.expand(chunk=chunks)
-    documents = notes_by_document(chunks, notes)
+    scans = list_scans()
+    # Vision: one mapped task per page, the page file sent inline with the prompt.
+    scan_notes = MiniMaxChatOperator.partial(
+        task_id="read_scanned_page",
+        conn_id="minimax_chat",
+        pool="minimax",
+        max_tokens=1024,
+        prompt=(
+            "This is a scanned page. Transcribe what it says, then take terse notes with every fact, "
+            "figure, date and decision on it, in the language of the page."
+        ),
+    ).expand(images=scans)
+    documents = notes_by_document(chunks, notes, scans, scan_notes.output)
     summaries = reduce_document.expand(document=documents)
     write_summaries(documents, summaries, out_dir=RUN_DIR)
 

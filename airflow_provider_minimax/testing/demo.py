@@ -19,12 +19,15 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic.alias_generators import to_snake
+
 from airflow_provider_minimax.connection import DEFAULT_BASE_URLS
+from airflow_provider_minimax.results import Usage
 
 #: The example DAGs in the order the demo runs them (the digest reads the summaries' asset event).
 EXAMPLE_DAGS = (
@@ -37,6 +40,15 @@ EXAMPLE_DAGS = (
 POOL = ("minimax", 4, "Concurrent MiniMax requests (rate limit)")
 TASK_CONN_ID = "minimax_default"
 CHAT_CONN_ID = "minimax_chat"
+#: Which API each demo connection speaks, to total the spend per API.
+CONN_APIS = {TASK_CONN_ID: "task", CHAT_CONN_ID: "chat"}
+#: USD per million tokens on the demo's chat connection, so its cost is estimated (the gateway
+#: reports none); MiniMax M2 list prices, the emulator's task-API prices too.
+CHAT_PRICES = {
+    "price_per_million_input_tokens": 0.30,
+    "price_per_million_cached_input_tokens": 0.03,
+    "price_per_million_output_tokens": 1.20,
+}
 OUTPUT_VARIABLE = "minimax_output_dir"
 
 
@@ -59,11 +71,11 @@ class Endpoints:
         """``AIRFLOW_CONN_*`` variables for the task connection and the chat connection."""
         return {
             f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(
-                {"conn_type": "minimax", "host": host, "password": self.api_key, "extra": {"api": api}}
+                {"conn_type": "minimax", "host": host, "password": self.api_key, "extra": extra}
             )
-            for conn_id, host, api in (
-                (TASK_CONN_ID, self.task_base_url, "task"),
-                (CHAT_CONN_ID, self.chat_base_url, "chat"),
+            for conn_id, host, extra in (
+                (TASK_CONN_ID, self.task_base_url, {"api": "task"}),
+                (CHAT_CONN_ID, self.chat_base_url, {"api": "chat", **CHAT_PRICES}),
             )
         }
 
@@ -116,26 +128,34 @@ def airflow(args: Sequence[str], env: Mapping[str, str], log: Path, timeout: flo
             return 124
 
 
-def usage_of(value: Any) -> tuple[int, float]:
-    """Tokens and cost reported in one XCom value (a result, a list of results or a manifest).
+def figures(value: Any) -> Iterator[tuple[dict[str, Any], float | None]]:
+    """Each (usage, cost) reported in one XCom value (a result, a list of results or a manifest).
 
     A dict with ``usage`` is one reported figure and is not looked into further, so a manifest's
-    totals are not added to its rows' figures.
+    totals are not added to its rows' figures. Usage keys come out in snake_case.
 
     :param value: the decoded XCom value
     """
     if isinstance(value, dict):
         if isinstance(value.get("usage"), dict):
-            usage = value["usage"]
-            tokens = usage.get("total_tokens", usage.get("totalTokens", 0)) or 0
-            cost = value.get("cost") or 0.0
-            return int(tokens), float(cost)
-        parts = [usage_of(v) for v in value.values()]
+            yield {to_snake(k): v for k, v in value["usage"].items()}, value.get("cost")
+            return
+        children: Iterable[Any] = value.values()
     elif isinstance(value, list):
-        parts = [usage_of(v) for v in value]
+        children = value
     else:
-        return 0, 0.0
-    return sum(p[0] for p in parts), sum(p[1] for p in parts)
+        return
+    for child in children:
+        yield from figures(child)
+
+
+def usage_of(value: Any) -> tuple[int, float]:
+    """Total tokens and cost reported in one XCom value (see :func:`figures`).
+
+    :param value: the decoded XCom value
+    """
+    found = list(figures(value))
+    return sum(int(u.get("total_tokens") or 0) for u, _ in found), sum(c or 0.0 for _, c in found)
 
 
 def _xcom_figure(key: str, value: Any) -> Any:
@@ -145,6 +165,62 @@ def _xcom_figure(key: str, value: Any) -> Any:
     if key == "cost":
         return {"usage": {}, "cost": value}
     return value
+
+
+def spend_by_api(db: Path) -> dict[str, tuple[Usage, float | None]]:
+    """Tokens by kind and cost over every demo run, per API (the task's rendered ``conn_id`` says which).
+
+    :param db: the SQLite metadata database
+    """
+    totals: dict[str, tuple[Usage, float | None]] = {}
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn_ids = {
+            key: json.loads(fields).get("conn_id")
+            for *key, fields in conn.execute(
+                "SELECT dag_id, run_id, task_id, map_index, rendered_fields "
+                "FROM rendered_task_instance_fields"
+            )
+        }
+        rows = conn.execute(
+            "SELECT dag_id, run_id, task_id, map_index, key, value FROM xcom WHERE key IN (?, ?, ?)",
+            ("return_value", "usage", "cost"),
+        )
+        for dag_id, run_id, task_id, map_index, key, value in rows:
+            api = CONN_APIS.get(conn_ids.get((dag_id, run_id, task_id, map_index)) or "")
+            if api is None:
+                continue
+            with contextlib.suppress(TypeError, ValueError):
+                for usage, cost in figures(_xcom_figure(key, json.loads(value))):
+                    summed, spent = totals.get(api, (Usage(), None))
+                    known = [c for c in (spent, cost) if c is not None]
+                    totals[api] = summed + Usage.model_validate(usage), sum(known) if known else None
+    return totals
+
+
+def api_table(totals: Mapping[str, tuple[Usage, float | None]]) -> str:
+    """Tokens by kind and cost per API; the chat API's cost is estimated from the connection's prices.
+
+    :param totals: from :func:`spend_by_api`
+    """
+
+    def count(n: int | None) -> str:
+        return "-" if n is None else f"{n:,}"
+
+    rows = [("API", "prompt", "cached", "completion", "thinking", "reasoning", "total", "cost (USD)")]
+    for api, (u, cost) in sorted(totals.items()):
+        money = "n/a" if cost is None else f"{'~' if api == 'chat' else ''}{cost:.4f}"
+        rows.append(
+            (
+                api,
+                *map(count, (u.prompt_tokens, u.cached_tokens, u.completion_tokens, u.thinking_tokens)),
+                *map(count, (u.reasoning_tokens, u.total_tokens)),
+                money,
+            )
+        )
+    return (
+        aligned(rows, text_columns=1)
+        + "\n(~: estimated from the chat connection's price_per_million_* extras)"
+    )
 
 
 @dataclass
@@ -226,15 +302,26 @@ def table(reports: Sequence[RunReport]) -> str:
             f"{sum(r.seconds for r in reports):.1f}",
         )
     )
+    lines = aligned(rows, text_columns=2).splitlines()
+    lines.insert(len(lines) - 1, lines[1])
+    return "\n".join(lines)
+
+
+def aligned(rows: Sequence[Sequence[str]], text_columns: int) -> str:
+    """Rows as aligned columns under a rule: the first ``text_columns`` left-aligned, figures right.
+
+    :param rows: the header row, then the data rows
+    :param text_columns: how many leading columns hold text
+    """
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    # Names and states left-aligned, figures right-aligned.
-    cells = [
-        [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i < text_columns else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
         for row in rows
     ]
-    lines = ["  ".join(row) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.insert(len(lines) - 1, lines[1])
     return "\n".join(lines)
 
 
@@ -291,8 +378,11 @@ def run_demo(dags_folder: Path, workdir: Path, dag_ids: Sequence[str]) -> int:
             print(f"{report.state} in {report.seconds:.1f} s")
             reports.append(report)
         stats = emulator.stats() if emulator is not None else None
+        by_api = spend_by_api(home / "airflow.db")
     print()
     print(table(reports))
+    print()
+    print(api_table(by_api))
     print()
     if stats is not None:
         print(

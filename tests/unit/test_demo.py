@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from airflow_provider_minimax.testing.demo import Endpoints, RunReport, table, usage_of
+from airflow_provider_minimax.results import Usage
+from airflow_provider_minimax.testing.demo import (
+    CHAT_PRICES,
+    Endpoints,
+    RunReport,
+    api_table,
+    table,
+    usage_of,
+)
 
 
 def test_usage_of_counts_each_reported_figure_once() -> None:
@@ -39,6 +47,28 @@ def test_connections_carry_the_key_but_repr_does_not() -> None:
     target = Endpoints("http://127.0.0.1:1/v1", "http://127.0.0.1:1/v1", "secret-key", "emulator")
     conns = {name: json.loads(value) for name, value in target.connections().items()}
     assert conns["AIRFLOW_CONN_MINIMAX_DEFAULT"]["extra"] == {"api": "task"}
-    assert conns["AIRFLOW_CONN_MINIMAX_CHAT"]["extra"] == {"api": "chat"}
+    assert conns["AIRFLOW_CONN_MINIMAX_CHAT"]["extra"] == {"api": "chat", **CHAT_PRICES}
     assert {c["password"] for c in conns.values()} == {"secret-key"}
     assert "secret-key" not in repr(target)
+
+
+def test_api_table_shows_tokens_by_kind_and_marks_the_estimated_cost() -> None:
+    totals = {
+        "task": (Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15, thinking_tokens=2), 0.25),
+        "chat": (Usage(prompt_tokens=20, completion_tokens=6, total_tokens=26, cached_tokens=8), 0.5),
+    }
+    lines = api_table(totals).splitlines()
+
+    assert lines[0].split() == [
+        "API",
+        "prompt",
+        "cached",
+        "completion",
+        "thinking",
+        "reasoning",
+        "total",
+        "cost",
+        "(USD)",
+    ]
+    assert lines[2].split() == ["chat", "20", "8", "6", "-", "-", "26", "~0.5000"]
+    assert lines[3].split() == ["task", "10", "-", "5", "2", "-", "15", "0.2500"]
