@@ -158,6 +158,11 @@ def usage_of(value: Any) -> tuple[int, float]:
     return sum(int(u.get("total_tokens") or 0) for u, _ in found), sum(c or 0.0 for _, c in found)
 
 
+def _decoded(value: Any) -> Any:
+    """An XCom value from SQLite: JSON text, except a bare number, which SQLite hands back as one."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
 def _xcom_figure(key: str, value: Any) -> Any:
     """An XCom as :func:`usage_of` reads it: the chat operator pushes ``usage`` and ``cost`` apart."""
     if key == "usage":
@@ -175,8 +180,8 @@ def spend_by_api(db: Path) -> dict[str, tuple[Usage, float | None]]:
     totals: dict[str, tuple[Usage, float | None]] = {}
     with contextlib.closing(sqlite3.connect(db)) as conn:
         conn_ids = {
-            key: json.loads(fields).get("conn_id")
-            for *key, fields in conn.execute(
+            (dag_id, run_id, task_id, map_index): json.loads(fields).get("conn_id")
+            for dag_id, run_id, task_id, map_index, fields in conn.execute(
                 "SELECT dag_id, run_id, task_id, map_index, rendered_fields "
                 "FROM rendered_task_instance_fields"
             )
@@ -190,7 +195,7 @@ def spend_by_api(db: Path) -> dict[str, tuple[Usage, float | None]]:
             if api is None:
                 continue
             with contextlib.suppress(TypeError, ValueError):
-                for usage, cost in figures(_xcom_figure(key, json.loads(value))):
+                for usage, cost in figures(_xcom_figure(key, _decoded(value))):
                     summed, spent = totals.get(api, (Usage(), None))
                     known = [c for c in (spent, cost) if c is not None]
                     totals[api] = summed + Usage.model_validate(usage), sum(known) if known else None
@@ -206,17 +211,11 @@ def api_table(totals: Mapping[str, tuple[Usage, float | None]]) -> str:
     def count(n: int | None) -> str:
         return "-" if n is None else f"{n:,}"
 
-    rows = [("API", "prompt", "cached", "completion", "thinking", "reasoning", "total", "cost (USD)")]
+    rows = [["API", "prompt", "cached", "completion", "thinking", "reasoning", "total", "cost (USD)"]]
     for api, (u, cost) in sorted(totals.items()):
+        kinds = (u.prompt_tokens, u.cached_tokens, u.completion_tokens, u.thinking_tokens, u.reasoning_tokens)
         money = "n/a" if cost is None else f"{'~' if api == 'chat' else ''}{cost:.4f}"
-        rows.append(
-            (
-                api,
-                *map(count, (u.prompt_tokens, u.cached_tokens, u.completion_tokens, u.thinking_tokens)),
-                *map(count, (u.reasoning_tokens, u.total_tokens)),
-                money,
-            )
-        )
+        rows.append([api, *map(count, (*kinds, u.total_tokens)), money])
     return (
         aligned(rows, text_columns=1)
         + "\n(~: estimated from the chat connection's price_per_million_* extras)"
@@ -277,7 +276,7 @@ def read_run(db: Path, dag_id: str, seconds: float) -> RunReport:
             (dag_id, run_id, "return_value", "usage", "cost"),
         ):
             with contextlib.suppress(TypeError, ValueError):
-                t, c = usage_of(_xcom_figure(key, json.loads(value)))
+                t, c = usage_of(_xcom_figure(key, _decoded(value)))
                 tokens, cost = tokens + t, cost + c
     return RunReport(dag_id, state or "none", states, tokens, cost, seconds)
 

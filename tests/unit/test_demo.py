@@ -72,3 +72,28 @@ def test_api_table_shows_tokens_by_kind_and_marks_the_estimated_cost() -> None:
     ]
     assert lines[2].split() == ["chat", "20", "8", "6", "-", "-", "26", "~0.5000"]
     assert lines[3].split() == ["task", "10", "-", "5", "2", "-", "15", "0.2500"]
+
+
+def test_spend_by_api_follows_each_tasks_connection(tmp_path: Path) -> None:
+    db = tmp_path / "airflow.db"
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE xcom (dag_id, run_id, task_id, map_index, key, value JSON)")
+        conn.execute("CREATE TABLE rendered_task_instance_fields (dag_id, run_id, task_id, map_index, rendered_fields)")
+        for task_id, conn_id in (("chat", "minimax_chat"), ("task", "minimax_default"), ("other", "x")):
+            fields = json.dumps({"conn_id": conn_id})
+            conn.execute("INSERT INTO rendered_task_instance_fields VALUES ('d', 'r', ?, -1, ?)", (task_id, fields))
+        usage = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12, "cached_tokens": 4}
+        rows = [
+            ("chat", "usage", json.dumps(usage)),
+            ("chat", "cost", 0.5),  # SQLite hands a bare JSON number back as a float
+            ("task", "return_value", json.dumps({"text": "t", "usage": {"total_tokens": 7}, "cost": 0.25})),
+            ("other", "cost", 9.0),
+        ]
+        conn.executemany("INSERT INTO xcom VALUES ('d', 'r', ?, -1, ?, ?)", rows)
+        conn.commit()
+
+    totals = spend_by_api(db)
+
+    assert totals["chat"] == (Usage(**usage), 0.5)
+    assert totals["task"] == (Usage(total_tokens=7), 0.25)
+    assert set(totals) == {"chat", "task"}
