@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from airflow_provider_minimax.decorators.minimax import MiniMaxDecoratedOperator
 from airflow_provider_minimax.exceptions import MiniMaxValidationError
 from airflow_provider_minimax.images import MAX_IMAGE_BYTES
 from airflow_provider_minimax.operators.batch import MiniMaxBatchOperator
@@ -215,3 +216,19 @@ def test_batch_image_field_on_the_task_api_says_to_use_a_chat_connection(
         run_batch("minimax_default", [{"sku": "a", "photo": "https://example.com/a.png"}])
 
     assert list(minimax_connection.state.log) == []
+
+
+def test_the_decorator_takes_images(minimax_connection: EmulatorHandle, page: Path) -> None:
+    op = MiniMaxDecoratedOperator(
+        task_id="ask",
+        conn_id="minimax_chat",
+        images=str(page),
+        python_callable=lambda: "What is on this page?",
+        op_args=[],
+        op_kwargs={},
+    )
+
+    answer = op.execute({"ti": RecordingTI()})  # type: ignore[arg-type]
+
+    assert "I see a PNG image" in answer
+    assert len(image_urls(chat_bodies(minimax_connection)[0])) == 1

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections import Counter
+from contextlib import closing
+from pathlib import Path
 
 from airflow_provider_minimax.results import Usage
 from airflow_provider_minimax.testing.demo import (
@@ -11,6 +14,7 @@ from airflow_provider_minimax.testing.demo import (
     Endpoints,
     RunReport,
     api_table,
+    spend_by_api,
     table,
     usage_of,
 )
@@ -78,10 +82,14 @@ def test_spend_by_api_follows_each_tasks_connection(tmp_path: Path) -> None:
     db = tmp_path / "airflow.db"
     with closing(sqlite3.connect(db)) as conn:
         conn.execute("CREATE TABLE xcom (dag_id, run_id, task_id, map_index, key, value JSON)")
-        conn.execute("CREATE TABLE rendered_task_instance_fields (dag_id, run_id, task_id, map_index, rendered_fields)")
+        conn.execute(
+            "CREATE TABLE rendered_task_instance_fields (dag_id, run_id, task_id, map_index, rendered_fields)"
+        )
         for task_id, conn_id in (("chat", "minimax_chat"), ("task", "minimax_default"), ("other", "x")):
             fields = json.dumps({"conn_id": conn_id})
-            conn.execute("INSERT INTO rendered_task_instance_fields VALUES ('d', 'r', ?, -1, ?)", (task_id, fields))
+            conn.execute(
+                "INSERT INTO rendered_task_instance_fields VALUES ('d', 'r', ?, -1, ?)", (task_id, fields)
+            )
         usage = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12, "cached_tokens": 4}
         rows = [
             ("chat", "usage", json.dumps(usage)),
