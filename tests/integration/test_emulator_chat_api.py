@@ -20,6 +20,7 @@ from airflow_provider_minimax.testing.emulator import (
     NO_CREDIT_API_KEY,
     REPLY_PREFIX,
     EmulatorHandle,
+    count_tokens,
     instance_for,
 )
 from airflow_provider_minimax.testing.images import png
@@ -111,6 +112,21 @@ def test_completion_shape_with_think_block(client: httpx.Client) -> None:
     assert reasoning
     usage = body["usage"]
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_a_repeated_system_prompt_is_read_from_the_prompt_cache(client: httpx.Client) -> None:
+    system = "You are a terse assistant. " * 8
+    ask = {"model": "minimax-m2.7", "messages": [{"role": "system", "content": system}]}
+
+    def usage(question: str) -> dict[str, Any]:
+        body = {**ask, "messages": [*ask["messages"], {"role": "user", "content": question}]}
+        return dict(client.post("/v1/chat/completions", json=body).json()["usage"])
+
+    first, second = usage("one?"), usage("two?")
+
+    assert first["prompt_tokens_details"] == {"cached_tokens": 0}
+    assert second["prompt_tokens_details"] == {"cached_tokens": count_tokens(system)}
+    assert second["completion_tokens_details"]["reasoning_tokens"] > 0
 
 
 def test_response_parses_with_the_provider_model(client: httpx.Client) -> None:
