@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 FACET_NAME = "minimax"
 #: Past this many taskUUIDs the facet carries only their count (a batch may have thousands).
 MAX_TASK_UUIDS = 100
+#: The facet's JSON schema ships in the package as ``schemas/MiniMaxRunFacet.json`` (its ``$id``).
 SCHEMA_URL = "https://www.minimax.io/schemas/openlineage/MiniMaxRunFacet.json#/$defs/MiniMaxRunFacet"
 
 

@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from airflow.providers.openlineage.extractors import OperatorLineage
 from openlineage.client.serde import Serde
 from pydantic import BaseModel
 
+from airflow_provider_minimax import lineage_facets
 from airflow_provider_minimax.decorators.minimax import MiniMaxDecoratedOperator
 from airflow_provider_minimax.exceptions import MiniMaxOutputValidationError
 from airflow_provider_minimax.lineage import LineageMixin, prompt_hash
@@ -204,3 +206,14 @@ def test_without_the_openlineage_provider_operators_run_and_report_nothing(
     assert isinstance(op, LineageMixin)
     assert op.get_openlineage_facets_on_complete(None) is None
     assert op.get_openlineage_facets_on_failure(None) is None
+
+
+def test_the_shipped_schema_describes_every_field_of_the_facet() -> None:
+    schema = json.loads(
+        (Path(lineage_facets.__file__).parent / "schemas" / "MiniMaxRunFacet.json").read_text()
+    )
+    properties = schema["$defs"]["MiniMaxRunFacet"]["allOf"][1]["properties"]
+
+    assert set(properties) == {f.name for f in attrs.fields(MiniMaxRunFacet) if not f.name.startswith("_")}
+    assert lineage_facets.SCHEMA_URL.startswith(schema["$id"])
+    assert set(properties["usage"]["properties"]) == set(Usage.model_fields)
