@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 import pytest
 from airflow.providers.openlineage.extractors import OperatorLineage
+from airflow.providers.openlineage.extractors.base import DefaultExtractor
 from openlineage.client.serde import Serde
 from pydantic import BaseModel
 
@@ -78,6 +79,16 @@ def test_chat_operator_facet(minimax_connection: EmulatorHandle) -> None:
     assert facet["promptTemplateHash"] == prompt_hash("Be brief", SECRET_PROMPT, None)
     assert facet["_schemaURL"].endswith("#/$defs/MiniMaxRunFacet")
     assert lineage.inputs == [] and lineage.outputs == []
+
+
+def test_the_openlineage_providers_extractor_picks_the_facet_up(minimax_connection: EmulatorHandle) -> None:
+    op = MiniMaxChatOperator(task_id="t", conn_id="minimax_chat", prompt=SECRET_PROMPT)
+    run(op)
+
+    extractor = DefaultExtractor(op)
+
+    assert facet_of(extractor.extract_on_complete(None))["calls"] == 1
+    assert facet_of(extractor.extract_on_failure(None))["calls"] == 1
 
 
 def test_chat_operator_on_the_task_api_reports_the_task_uuid_and_cost(
