@@ -93,7 +93,7 @@ def minimax_task(
     :param python_callable: the function to decorate.
     :param multiple_outputs: with ``output_type``, push each field of the answer as its own XCom.
     :param kwargs: :class:`MiniMaxChatOperator` parameters (``conn_id``, ``system_prompt``,
-        ``output_type``, ``tools``, ``stream``...) and any BaseOperator argument.
+        ``images``, ``output_type``, ``tools``, ``stream``...) and any BaseOperator argument.
     """
     return task_decorator_factory(
         python_callable=python_callable,

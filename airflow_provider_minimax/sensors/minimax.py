@@ -59,9 +59,9 @@ class MiniMaxTaskSensor(LineageMixin, BaseSensorOperator):
 
     Returns (XCom) ``{task_uuid: result}``, each ``result`` shaped like the XCom of
     ``MiniMaxTextInferenceOperator``: ``{"text", "finish_reason", "usage": {"prompt_tokens",
-    "completion_tokens", "total_tokens"}, "cost", "task_uuid"}``. With ``number_results > 1``,
-    ``text`` and ``finish_reason`` are lists and ``usage``/``cost`` are summed; ``cost`` is None
-    when the task was submitted without includeCost.
+    "completion_tokens", "total_tokens", "thinking_tokens", ...}, "cost", "task_uuid"}``. With
+    ``number_results > 1``, ``text`` and ``finish_reason`` are lists and ``usage``/``cost`` are
+    summed; ``cost`` is None when the task was submitted without includeCost.
 
     When a task failed it raises :class:`MiniMaxTasksFailedError` naming the UUIDs and the API's
     codes (with ``soft_fail`` the task is skipped instead, as for any sensor).
