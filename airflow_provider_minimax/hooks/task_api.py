@@ -1,0 +1,283 @@
+"""The task API calls of the hook: textInference and getResponse tasks, sync, async and streamed."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, TypeVar
+
+import httpx
+
+from airflow_provider_minimax.connection import MiniMaxConnectionSettings
+from airflow_provider_minimax.exceptions import MiniMaxValidationError
+from airflow_provider_minimax.hooks.request_building import Messages, build, normalise_messages, split_system
+from airflow_provider_minimax.hooks.responses import (
+    CONFLICT_CODE,
+    api_error,
+    parse_task_response,
+    raise_for_task_stream_status,
+    task_chunk,
+)
+from airflow_provider_minimax.hooks.transport import MiniMaxBaseHook, aevents, events
+from airflow_provider_minimax.models import (
+    GetResponseTask,
+    TextInferenceChunk,
+    TextInferenceSettings,
+    TextInferenceTask,
+    split_think,
+)
+from airflow_provider_minimax.results import GenerateResult, TaskBatchResult, Usage
+
+T = TypeVar("T")
+TaskLike = TextInferenceTask | GetResponseTask
+
+
+class TaskApiMixin(MiniMaxBaseHook):
+    """The task API half of :class:`~airflow_provider_minimax.hooks.minimax.MiniMaxHook`."""
+
+    def new_text_inference(
+        self,
+        messages: Messages,
+        *,
+        system_prompt: str | None = None,
+        task_uuid: str | None = None,
+        delivery_method: str = "sync",
+        model: str | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
+        number_results: int | None = None,
+        seed: int | None = None,
+        include_cost: bool = True,
+        include_usage: bool = True,
+        webhook_url: str | None = None,
+        **extra: Any,
+    ) -> TextInferenceTask:
+        """Build a validated ``textInference`` task; bad input raises before any HTTP call.
+
+        :param messages: a prompt, or message dicts (``system`` messages become the system prompt).
+        :param system_prompt: the system prompt.
+        :param task_uuid: the taskUUID; a random v4 UUID when omitted.
+        :param delivery_method: ``sync``, ``async`` or ``stream``.
+        :param model: the model; the connection's default when omitted.
+        :param temperature: 0..1, step 0.01.
+        :param top_p: 0..1, step 0.01.
+        :param max_tokens: 1..196608.
+        :param number_results: 1..4.
+        :param seed: 0..4294967295.
+        :param include_cost: ask for the cost.
+        :param include_usage: ask for token usage.
+        :param webhook_url: where the API POSTs the finished result.
+        :param extra: further task fields (``tools``, ``tool_choice``, ``routing``...).
+        """
+        turns, system = split_system(normalise_messages(messages), system_prompt)
+        sampling = {
+            "system_prompt": system,
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_tokens": max_tokens,
+        }
+        settings = build(TextInferenceSettings, "textInference settings", **sampling)
+        return build(
+            TextInferenceTask,
+            "textInference task",
+            task_uuid=task_uuid or str(uuid.uuid4()),
+            model=model or self._default_model("task"),
+            delivery_method=delivery_method,
+            webhook_url=webhook_url,
+            include_cost=include_cost or None,
+            include_usage=include_usage or None,
+            number_results=number_results,
+            seed=seed,
+            messages=turns,
+            settings=settings if settings.model_dump(exclude_none=True) else None,
+            **extra,
+        )
+
+    def _task_bodies(
+        self, tasks: Sequence[TaskLike], settings: MiniMaxConnectionSettings
+    ) -> list[list[dict[str, Any]]]:
+        return [
+            [task.to_wire() for task in chunk] for chunk in _chunks(tasks, settings.max_tasks_per_request)
+        ]
+
+    def submit_tasks(self, tasks: Sequence[TaskLike], *, max_retries: int | None = None) -> TaskBatchResult:
+        """Send tasks as JSON arrays, chunked; partial success keeps every success.
+
+        A ``conflictTaskUUID`` answer lands in ``already_accepted``: poll that UUID.
+
+        :param tasks: validated tasks (textInference and/or getResponse).
+        :param max_retries: retries for transient failures, for this call.
+        """
+        settings = self.settings
+        outcome = TaskBatchResult()
+        for body in self._task_bodies(tasks, settings):
+            outcome.extend(_submit_outcome(self._send(settings.base_url, body, _batch, max_retries)))
+        return outcome
+
+    async def asubmit_tasks(
+        self, tasks: Sequence[TaskLike], *, max_retries: int | None = None
+    ) -> TaskBatchResult:
+        """Async :meth:`submit_tasks`; chunks are sent concurrently over the pooled client.
+
+        :param tasks: validated tasks (textInference and/or getResponse).
+        :param max_retries: retries for transient failures, for this call.
+        """
+        settings = await self.aget_settings()
+        replies = await asyncio.gather(
+            *(
+                self._asend(settings.base_url, body, _batch, max_retries)
+                for body in self._task_bodies(tasks, settings)
+            )
+        )
+        outcome = TaskBatchResult()
+        for reply in replies:
+            outcome.extend(_submit_outcome(reply))
+        return outcome
+
+    @staticmethod
+    def _polls(task_uuids: Sequence[str]) -> list[GetResponseTask]:
+        return [build(GetResponseTask, "getResponse task", task_uuid=u) for u in dict.fromkeys(task_uuids)]
+
+    def get_responses(self, task_uuids: Sequence[str], *, max_retries: int | None = None) -> TaskBatchResult:
+        """Poll several async tasks with ``getResponse``, many UUIDs per request.
+
+        :param task_uuids: the tasks to poll.
+        :param max_retries: retries for transient failures, for this call.
+        """
+        return self.submit_tasks(self._polls(task_uuids), max_retries=max_retries)
+
+    async def aget_responses(
+        self, task_uuids: Sequence[str], *, max_retries: int | None = None
+    ) -> TaskBatchResult:
+        """Async :meth:`get_responses`.
+
+        :param task_uuids: the tasks to poll.
+        :param max_retries: retries for transient failures, for this call.
+        """
+        return await self.asubmit_tasks(self._polls(task_uuids), max_retries=max_retries)
+
+    def text_inference(
+        self, messages: Messages, *, max_retries: int | None = None, **params: Any
+    ) -> TaskBatchResult:
+        """Run one textInference with sync delivery and return its result(s).
+
+        :param messages: a prompt or message dicts.
+        :param max_retries: retries for transient failures, for this call.
+        :param params: any :meth:`new_text_inference` parameter.
+        """
+        task = self.new_text_inference(messages, delivery_method="sync", **params)
+        outcome = self.submit_tasks([task], max_retries=max_retries)
+        if task.task_uuid in outcome.already_accepted:
+            # A retried submit whose first answer was lost (read timeout, dropped connection):
+            # the task ran and was paid for, so fetch its result instead of failing.
+            outcome = self.get_responses([task.task_uuid], max_retries=max_retries)
+        return _single_task(outcome, task.task_uuid)
+
+    async def atext_inference(
+        self, messages: Messages, *, max_retries: int | None = None, **params: Any
+    ) -> TaskBatchResult:
+        """Async :meth:`text_inference`.
+
+        :param messages: a prompt or message dicts.
+        :param max_retries: retries for transient failures, for this call.
+        :param params: any :meth:`new_text_inference` parameter.
+        """
+        await self.aget_settings()
+        task = self.new_text_inference(messages, delivery_method="sync", **params)
+        outcome = await self.asubmit_tasks([task], max_retries=max_retries)
+        if task.task_uuid in outcome.already_accepted:
+            outcome = await self.aget_responses([task.task_uuid], max_retries=max_retries)
+        return _single_task(outcome, task.task_uuid)
+
+    def stream_text_inference(
+        self, messages: Messages, *, max_retries: int | None = None, **params: Any
+    ) -> Iterator[TextInferenceChunk]:
+        """Stream one textInference token by token (SSE).
+
+        :param messages: a prompt or message dicts.
+        :param params: any :meth:`new_text_inference` parameter but ``number_results``.
+        """
+        task = self.new_text_inference(messages, delivery_method="stream", **params)
+        response = self._open_stream(
+            self.settings.base_url, [task.to_wire()], raise_for_task_stream_status, max_retries
+        )
+        yield from events(response, task_chunk)
+
+    async def astream_text_inference(
+        self, messages: Messages, *, max_retries: int | None = None, **params: Any
+    ) -> AsyncIterator[TextInferenceChunk]:
+        """Async :meth:`stream_text_inference`.
+
+        :param messages: a prompt or message dicts.
+        :param params: any :meth:`new_text_inference` parameter but ``number_results``.
+        """
+        settings = await self.aget_settings()
+        task = self.new_text_inference(messages, delivery_method="stream", **params)
+        response = await self._aopen_stream(
+            settings.base_url, [task.to_wire()], raise_for_task_stream_status, max_retries
+        )
+        async for chunk in aevents(response, task_chunk):
+            yield chunk
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _submit_outcome(envelope: TaskBatchResult) -> TaskBatchResult:
+    """Count ``conflictTaskUUID`` as accepted: the first submit of that UUID went through."""
+    conflicts = [e for e in envelope.errors if e.code == CONFLICT_CODE and e.task_uuid]
+    envelope.already_accepted.extend(str(e.task_uuid) for e in conflicts)
+    envelope.errors = [e for e in envelope.errors if e.code != CONFLICT_CODE]
+    return envelope
+
+
+def _batch(response: httpx.Response) -> TaskBatchResult:
+    envelope = parse_task_response(response)
+    outcome = TaskBatchResult(results=envelope.data, errors=envelope.errors)
+    if response.status_code >= 400:
+        outcome.note_http_status(response.status_code)
+    return outcome
+
+
+def _single_task(outcome: TaskBatchResult, task_uuid: str) -> TaskBatchResult:
+    """Raise the task's own error when a one-task request failed."""
+    error = outcome.error_for(task_uuid)
+    if error is not None:
+        raise api_error(error, outcome.http_status_for(task_uuid))
+    if task_uuid in outcome.already_accepted or not any(r.is_success for r in outcome.results_for(task_uuid)):
+        raise MiniMaxValidationError(
+            f"taskUUID {task_uuid} was already submitted and has no result yet; poll it with get_responses()",
+            code=CONFLICT_CODE,
+            task_uuid=task_uuid,
+        )
+    return outcome
+
+
+def result_from_task(outcome: TaskBatchResult) -> GenerateResult:
+    """The first textInference result of a sync call, as a protocol-neutral result.
+
+    :param outcome: what :meth:`MiniMaxHook.text_inference` returned.
+    """
+    item = outcome.results[0]
+    usage = item.usage
+    # M2.7 may think inline on this API too: strip a leading <think> block like the chat API does.
+    text, inline_reasoning = split_think(item.text)
+    return GenerateResult(
+        text=text,
+        reasoning="\n".join(item.reasoning_content) if item.reasoning_content else inline_reasoning,
+        usage=Usage(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+        )
+        if usage
+        else Usage(),
+        cost=item.cost,
+        finish_reason=item.finish_reason,
+        task_uuid=item.task_uuid,
+        raw_content=item.text,
+    )
