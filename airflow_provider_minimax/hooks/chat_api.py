@@ -11,7 +11,7 @@ from airflow_provider_minimax.hooks.responses import (
     parse_chat_response,
     raise_for_chat_stream_status,
 )
-from airflow_provider_minimax.hooks.transport import MiniMaxBaseHook, aevents, events
+from airflow_provider_minimax.hooks.transport import MiniMaxBaseHook, StreamShape
 from airflow_provider_minimax.models import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from airflow_provider_minimax.results import GenerateResult, Usage
 
@@ -25,6 +25,7 @@ class ChatApiMixin(MiniMaxBaseHook):
         *,
         system_prompt: str | None = None,
         model: str | None = None,
+        extra_body: dict[str, Any] | None = None,
         **params: Any,
     ) -> ChatCompletionRequest:
         """Build a validated chat completions request; bad input raises before any HTTP call.
@@ -32,8 +33,10 @@ class ChatApiMixin(MiniMaxBaseHook):
         :param messages: a prompt, or OpenAI message dicts.
         :param system_prompt: a system message put first.
         :param model: the model; the connection's default when omitted.
+        :param extra_body: fields sent as they are, unchecked (as in the openai client); any other
+            unknown keyword argument is refused, so that a typo (``max_token``) is not ignored.
         :param params: ``max_tokens`` (<= 16384), ``temperature``, ``top_p``, ``tools``,
-            ``tool_choice``, ``response_format``, ``reasoning_split``...
+            ``tool_choice``, ``response_format``, ``reasoning_split``, ``seed``, ``stop``...
         """
         turns = normalise_messages(messages)
         if system_prompt is not None:
@@ -44,6 +47,7 @@ class ChatApiMixin(MiniMaxBaseHook):
             "chat completions request",
             model=model or self._default_model("chat"),
             messages=turns,
+            extra_body=extra_body,
             **fields,
         )
 
@@ -56,9 +60,11 @@ class ChatApiMixin(MiniMaxBaseHook):
         :param max_retries: retries for transient failures, for this call.
         :param params: any :meth:`new_chat_request` parameter.
         """
+        settings = self.settings
+        self._require_api(settings, "chat", "chat_completion() (the chat API)")
         request = self.new_chat_request(messages, **params)
         return self._send(
-            self.settings.chat_completions_url, request.to_wire(), parse_chat_response, max_retries
+            settings.chat_completions_url, request.to_wire(), parse_chat_response, max_retries, api="chat"
         )
 
     async def achat_completion(
@@ -71,9 +77,10 @@ class ChatApiMixin(MiniMaxBaseHook):
         :param params: any :meth:`new_chat_request` parameter.
         """
         settings = await self.aget_settings()
+        self._require_api(settings, "chat", "achat_completion() (the chat API)")
         request = self.new_chat_request(messages, **params)
         return await self._asend(
-            settings.chat_completions_url, request.to_wire(), parse_chat_response, max_retries
+            settings.chat_completions_url, request.to_wire(), parse_chat_response, max_retries, api="chat"
         )
 
     def _stream_body(self, messages: Messages, params: dict[str, Any]) -> dict[str, Any]:
@@ -89,11 +96,10 @@ class ChatApiMixin(MiniMaxBaseHook):
         :param max_retries: retries before the first event, for this call.
         :param params: any :meth:`new_chat_request` parameter.
         """
+        settings = self.settings
+        self._require_api(settings, "chat", "stream_chat_completion() (the chat API)")
         body = self._stream_body(messages, params)
-        response = self._open_stream(
-            self.settings.chat_completions_url, body, raise_for_chat_stream_status, max_retries
-        )
-        yield from events(response, chat_chunk)
+        yield from self._stream(settings.chat_completions_url, body, _STREAM, max_retries, api="chat")
 
     async def astream_chat_completion(
         self, messages: Messages, *, max_retries: int | None = None, **params: Any
@@ -105,12 +111,22 @@ class ChatApiMixin(MiniMaxBaseHook):
         :param params: any :meth:`new_chat_request` parameter.
         """
         settings = await self.aget_settings()
+        self._require_api(settings, "chat", "astream_chat_completion() (the chat API)")
         body = self._stream_body(messages, params)
-        response = await self._aopen_stream(
-            settings.chat_completions_url, body, raise_for_chat_stream_status, max_retries
-        )
-        async for chunk in aevents(response, chat_chunk):
+        async for chunk in self._astream(
+            settings.chat_completions_url, body, _STREAM, max_retries, api="chat"
+        ):
             yield chunk
+
+
+_STREAM = StreamShape(
+    raise_for_chat_stream_status,
+    chat_chunk,
+    is_final=lambda chunk: any(choice.finish_reason for choice in chunk.choices),
+    text_length=lambda chunk: sum(
+        len(choice.delta.content or "") for choice in chunk.choices if choice.index == 0
+    ),
+)
 
 
 def result_from_chat(completion: ChatCompletion) -> GenerateResult:

@@ -104,14 +104,19 @@ class MiniMaxHook(TaskApiMixin, ChatApiMixin):
         """
         try:
             settings = self.settings
-        except MiniMaxError as err:
+        except Exception as err:  # a missing connection or a bad field: the form shows the reason
             return False, str(err)
         try:
             if settings.api == "task":
-                self.get_responses([str(uuid.uuid4())], max_retries=0)
+                probe = str(uuid.uuid4())
+                error = self.get_responses([probe], max_retries=0).error_for(probe)
+                if error is None:  # an unknown taskUUID must come back as an error: nothing else answered
+                    return False, f"MiniMax at {settings.base_url} did not answer as the task API"
             else:
                 body = {"model": settings.model, "messages": []}
-                self._send(settings.chat_completions_url, body, parse_chat_response, max_retries=0)
+                self._send(
+                    settings.chat_completions_url, body, parse_chat_response, max_retries=0, api="chat"
+                )
         except (MiniMaxAuthError, MiniMaxCreditError) as err:
             return False, f"Reached MiniMax, but the key was refused: {err}"
         except MiniMaxConnectionError as err:
@@ -125,4 +130,6 @@ class MiniMaxHook(TaskApiMixin, ChatApiMixin):
             if passed:
                 return True, f"Connected to the MiniMax {settings.api} API; the key is valid."
             return False, f"MiniMax at {settings.base_url} did not answer as the {settings.api} API: {err}"
+        except Exception as err:  # never raise into the connection form
+            return False, f"Testing the connection failed: {type(err).__name__}: {err}"
         return True, f"Connected to the MiniMax {settings.api} API; the key is valid."

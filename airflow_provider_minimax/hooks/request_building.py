@@ -58,7 +58,19 @@ def normalise_messages(messages: Messages) -> list[dict[str, Any]]:
     """
     if isinstance(messages, str):
         return [{"role": "user", "content": messages}]
-    return [dict(message) for message in messages]
+    if isinstance(messages, bytes | Mapping) or not isinstance(messages, Sequence):
+        raise MiniMaxValidationError(
+            f"messages must be a prompt string or a list of message dicts, got {type(messages).__name__}",
+            parameter="messages",
+        )
+    for index, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise MiniMaxValidationError(
+                f"messages[{index}] must be a message dict with 'role' and 'content', "
+                f"got {type(message).__name__}",
+                parameter=f"messages[{index}]",
+            )
+    return [dict(message) for message in messages if isinstance(message, Mapping)]
 
 
 def split_system(

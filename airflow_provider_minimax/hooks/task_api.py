@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -15,11 +15,12 @@ from airflow_provider_minimax.hooks.request_building import Messages, build, nor
 from airflow_provider_minimax.hooks.responses import (
     CONFLICT_CODE,
     api_error,
+    malformed,
     parse_task_response,
     raise_for_task_stream_status,
     task_chunk,
 )
-from airflow_provider_minimax.hooks.transport import MiniMaxBaseHook, aevents, events
+from airflow_provider_minimax.hooks.transport import MiniMaxBaseHook, StreamShape
 from airflow_provider_minimax.models import (
     GetResponseTask,
     TextInferenceChunk,
@@ -98,8 +99,10 @@ class TaskApiMixin(MiniMaxBaseHook):
     def _task_bodies(
         self, tasks: Sequence[TaskLike], settings: MiniMaxConnectionSettings
     ) -> list[list[dict[str, Any]]]:
+        self._require_api(settings, "task", "submit_tasks() (the task API)")
+        unique = _unique_tasks(tasks)
         return [
-            [task.to_wire() for task in chunk] for chunk in _chunks(tasks, settings.max_tasks_per_request)
+            [task.to_wire() for task in chunk] for chunk in _chunks(unique, settings.max_tasks_per_request)
         ]
 
     def submit_tasks(self, tasks: Sequence[TaskLike], *, max_retries: int | None = None) -> TaskBatchResult:
@@ -113,7 +116,9 @@ class TaskApiMixin(MiniMaxBaseHook):
         settings = self.settings
         outcome = TaskBatchResult()
         for body in self._task_bodies(tasks, settings):
-            outcome.extend(_submit_outcome(self._send(settings.base_url, body, _batch, max_retries)))
+            outcome.extend(
+                _submit_outcome(self._send(settings.base_url, body, _batch, max_retries, api="task"))
+            )
         return outcome
 
     async def asubmit_tasks(
@@ -127,7 +132,7 @@ class TaskApiMixin(MiniMaxBaseHook):
         settings = await self.aget_settings()
         replies = await asyncio.gather(
             *(
-                self._asend(settings.base_url, body, _batch, max_retries)
+                self._asend(settings.base_url, body, _batch, max_retries, api="task")
                 for body in self._task_bodies(tasks, settings)
             )
         )
@@ -137,23 +142,25 @@ class TaskApiMixin(MiniMaxBaseHook):
         return outcome
 
     @staticmethod
-    def _polls(task_uuids: Sequence[str]) -> list[GetResponseTask]:
-        return [build(GetResponseTask, "getResponse task", task_uuid=u) for u in dict.fromkeys(task_uuids)]
+    def _polls(task_uuids: str | Iterable[str]) -> list[GetResponseTask]:
+        return [build(GetResponseTask, "getResponse task", task_uuid=u) for u in _uuid_list(task_uuids)]
 
-    def get_responses(self, task_uuids: Sequence[str], *, max_retries: int | None = None) -> TaskBatchResult:
+    def get_responses(
+        self, task_uuids: str | Iterable[str], *, max_retries: int | None = None
+    ) -> TaskBatchResult:
         """Poll several async tasks with ``getResponse``, many UUIDs per request.
 
-        :param task_uuids: the tasks to poll.
+        :param task_uuids: the tasks to poll: UUIDs, or one string holding a UUID or a comma list.
         :param max_retries: retries for transient failures, for this call.
         """
         return self.submit_tasks(self._polls(task_uuids), max_retries=max_retries)
 
     async def aget_responses(
-        self, task_uuids: Sequence[str], *, max_retries: int | None = None
+        self, task_uuids: str | Iterable[str], *, max_retries: int | None = None
     ) -> TaskBatchResult:
         """Async :meth:`get_responses`.
 
-        :param task_uuids: the tasks to poll.
+        :param task_uuids: the tasks to poll: UUIDs, or one string holding a UUID or a comma list.
         :param max_retries: retries for transient failures, for this call.
         """
         return await self.asubmit_tasks(self._polls(task_uuids), max_retries=max_retries)
@@ -199,11 +206,10 @@ class TaskApiMixin(MiniMaxBaseHook):
         :param messages: a prompt or message dicts.
         :param params: any :meth:`new_text_inference` parameter but ``number_results``.
         """
+        settings = self.settings
+        self._require_api(settings, "task", "stream_text_inference() (the task API)")
         task = self.new_text_inference(messages, delivery_method="stream", **params)
-        response = self._open_stream(
-            self.settings.base_url, [task.to_wire()], raise_for_task_stream_status, max_retries
-        )
-        yield from events(response, task_chunk)
+        yield from self._stream(settings.base_url, [task.to_wire()], _STREAM, max_retries, api="task")
 
     async def astream_text_inference(
         self, messages: Messages, *, max_retries: int | None = None, **params: Any
@@ -214,12 +220,61 @@ class TaskApiMixin(MiniMaxBaseHook):
         :param params: any :meth:`new_text_inference` parameter but ``number_results``.
         """
         settings = await self.aget_settings()
+        self._require_api(settings, "task", "astream_text_inference() (the task API)")
         task = self.new_text_inference(messages, delivery_method="stream", **params)
-        response = await self._aopen_stream(
-            settings.base_url, [task.to_wire()], raise_for_task_stream_status, max_retries
-        )
-        async for chunk in aevents(response, task_chunk):
+        async for chunk in self._astream(
+            settings.base_url, [task.to_wire()], _STREAM, max_retries, api="task"
+        ):
             yield chunk
+
+
+_STREAM = StreamShape(
+    raise_for_task_stream_status,
+    task_chunk,
+    is_final=lambda chunk: chunk.finish_reason is not None,
+    text_length=lambda chunk: len(chunk.delta.text or ""),
+)
+
+
+def _unique_tasks(tasks: Iterable[TaskLike]) -> list[TaskLike]:
+    """Check what ``submit_tasks`` was given: built tasks only, one request per taskUUID.
+
+    The same task twice is sent once; two different requests under one taskUUID are refused,
+    since the API would answer the second with the first one's result.
+    """
+    if isinstance(tasks, str | bytes | Mapping) or not isinstance(tasks, Iterable):
+        raise MiniMaxValidationError(
+            f"tasks must be a list of tasks, got {type(tasks).__name__}", parameter="tasks"
+        )
+    unique: dict[str, TaskLike] = {}
+    for index, task in enumerate(tasks):
+        if not isinstance(task, TextInferenceTask | GetResponseTask):
+            raise MiniMaxValidationError(
+                f"tasks[{index}] must be a TextInferenceTask or GetResponseTask (build one with "
+                f"new_text_inference()), got {type(task).__name__}",
+                parameter=f"tasks[{index}]",
+            )
+        first = unique.setdefault(task.task_uuid, task)
+        if first != task:
+            raise MiniMaxValidationError(
+                f"tasks[{index}] reuses taskUUID {task.task_uuid} for a different request; "
+                "each request needs its own taskUUID",
+                parameter=f"tasks[{index}]",
+                task_uuid=task.task_uuid,
+            )
+    return list(unique.values())
+
+
+def _uuid_list(task_uuids: str | Iterable[str]) -> list[str]:
+    """The UUIDs to poll, without repeats; one string is one UUID or a comma list, never its characters."""
+    if isinstance(task_uuids, str):
+        task_uuids = task_uuids.split(",")
+    elif isinstance(task_uuids, bytes | Mapping) or not isinstance(task_uuids, Iterable):
+        raise MiniMaxValidationError(
+            f"task_uuids must be a UUID string or a list of them, got {type(task_uuids).__name__}",
+            parameter="task_uuids",
+        )
+    return list(dict.fromkeys(u.strip() if isinstance(u, str) else u for u in task_uuids))
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -248,7 +303,12 @@ def _single_task(outcome: TaskBatchResult, task_uuid: str) -> TaskBatchResult:
     error = outcome.error_for(task_uuid)
     if error is not None:
         raise api_error(error, outcome.http_status_for(task_uuid))
-    if task_uuid in outcome.already_accepted or not any(r.is_success for r in outcome.results_for(task_uuid)):
+    results = outcome.results_for(task_uuid)
+    if task_uuid not in outcome.already_accepted and not results:
+        raise malformed(
+            "task", None, f"the answer holds neither a result nor an error for taskUUID {task_uuid}"
+        )
+    if not any(r.is_success for r in results):
         raise MiniMaxValidationError(
             f"taskUUID {task_uuid} was already submitted and has no result yet; poll it with get_responses()",
             code=CONFLICT_CODE,
