@@ -397,9 +397,12 @@ class ChatCompletionRequest(_OpenAIModel):
         kind = value.get("type")
         if kind not in ("text", "json_object", "json_schema"):
             raise ValueError(f"type must be 'text', 'json_object' or 'json_schema', got {kind!r}")
-        schema = value.get("json_schema")
+        spec = value.get("json_schema")
         if kind == "json_schema" and not (
-            isinstance(schema, dict) and isinstance(schema.get("name"), str) and schema["name"].strip()
+            isinstance(spec, dict)
+            and isinstance(spec.get("name"), str)
+            and spec["name"].strip()
+            and isinstance(spec.get("schema"), dict)
         ):
             raise ValueError("a 'json_schema' format needs json_schema: {'name': ..., 'schema': {...}}")
         return value

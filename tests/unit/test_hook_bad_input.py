@@ -171,6 +171,14 @@ BAD_CALLS: list[tuple[str, str, Call, str]] = [
         "response_format",
     ),
     (
+        "chat-format-schema-without-schema",
+        "chat",
+        lambda h: h.chat_completion(
+            "hi", response_format={"type": "json_schema", "json_schema": {"name": "x"}}
+        ),
+        "response_format",
+    ),
+    (
         "chat-format-schema-nameless",
         "chat",
         lambda h: h.chat_completion(

@@ -34,24 +34,8 @@ from airflow_provider_minimax.testing.emulator._text import (
 STYLE = ErrorStyle("chat")
 router = APIRouter()
 # Standard OpenAI request keys the contract does not list: accepted and ignored, not refused.
-_IGNORED_KEYS = frozenset(
-    {
-        "n",
-        "stop",
-        "user",
-        "presence_penalty",
-        "frequency_penalty",
-        "logit_bias",
-        "logprobs",
-        "top_logprobs",
-        "parallel_tool_calls",
-        "metadata",
-        "store",
-        "service_tier",
-        "seed",
-        "max_completion_tokens",
-    }
-)
+# Like a real OpenAI-protocol server, keys it does not use are ignored, not refused.
+_KNOWN_KEYS = frozenset(ChatCompletionRequest.model_fields) - {"extra_body"}
 # Keys of a previous assistant message that clients send back verbatim in a multi-turn chat.
 _IGNORED_MESSAGE_KEYS = frozenset({"reasoning_details", "refusal", "annotations", "audio", "function_call"})
 _STRUCTURED = ("json_schema", "json_object")
@@ -103,7 +87,7 @@ async def _serve(
 
 def _validate(body: dict[str, Any], state: EmulatorState) -> ChatCompletionRequest | Response:
     """Parse the request with the wire model; the 400/422 response when it is refused."""
-    clean = {k: v for k, v in body.items() if k not in _IGNORED_KEYS}
+    clean = {k: v for k, v in body.items() if k in _KNOWN_KEYS}
     if "max_tokens" not in clean and "max_completion_tokens" in body:
         clean["max_tokens"] = body["max_completion_tokens"]
     if isinstance(clean.get("messages"), list):
@@ -111,6 +95,13 @@ def _validate(body: dict[str, Any], state: EmulatorState) -> ChatCompletionReque
             {k: v for k, v in m.items() if k not in _IGNORED_MESSAGE_KEYS} if isinstance(m, dict) else m
             for m in clean["messages"]
         ]
+    fmt = clean.get("response_format")
+    if fmt is not None:
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        schema = (fmt.get("json_schema") or {}).get("schema") if kind == "json_schema" else {}
+        if kind not in ("text", *_STRUCTURED) or not isinstance(schema, dict):
+            message = "response_format must be text, json_object, or json_schema with json_schema.schema."
+            return STYLE.response(422, "unprocessableEntity", message, "response_format")
     try:
         parsed = ChatCompletionRequest.model_validate(clean)
     except ValidationError as exc:
@@ -121,13 +112,6 @@ def _validate(body: dict[str, Any], state: EmulatorState) -> ChatCompletionReque
         return STYLE.response(400, code.get(err["type"], "invalidValue"), message, path or None)
     if state.config.strict_model and parsed.model.lower() != CHAT_MODEL:
         return STYLE.response(400, "modelNotFound", f"Unknown model {parsed.model!r}.", "model")
-    fmt = parsed.response_format
-    if fmt is not None:
-        kind = fmt.get("type")
-        schema = (fmt.get("json_schema") or {}).get("schema") if kind == "json_schema" else {}
-        if kind not in ("text", *_STRUCTURED) or not isinstance(schema, dict):
-            message = "response_format must be text, json_object, or json_schema with json_schema.schema."
-            return STYLE.response(422, "unprocessableEntity", message, "response_format")
     return parsed
 
 
