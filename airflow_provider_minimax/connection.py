@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 CONN_TYPE = "minimax"
 DEFAULT_CONN_ID = "minimax_default"
+Api = Literal["task", "chat"]
 DEFAULT_BASE_URLS: dict[str, str] = {
     "task": "https://api.runware.ai/v1",
     "chat": "https://llm.bytespike.ai/v1",
@@ -50,7 +51,7 @@ class MiniMaxConnectionSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     conn_id: str
-    api: Literal["task", "chat"] = "task"
+    api: Api = "task"
     base_url: str
     api_key: SecretStr
     model: str

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from airflow_provider_minimax.hooks.events import StreamShape
 from airflow_provider_minimax.hooks.request_building import Messages, build, normalise_messages
 from airflow_provider_minimax.hooks.responses import (
     chat_chunk,
     parse_chat_response,
     raise_for_chat_stream_status,
 )
-from airflow_provider_minimax.hooks.transport import MiniMaxBaseHook, StreamShape
+from airflow_provider_minimax.hooks.transport import MiniMaxBaseHook
 from airflow_provider_minimax.models import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from airflow_provider_minimax.results import GenerateResult, Usage
 

@@ -1,8 +1,9 @@
 """MiniMaxHook: the task API and the chat completions API, sync and async, behind one retry policy.
 
 The hook is assembled from one module per concept: :mod:`.transport` (connection, clients, the
-retried send, SSE events), :mod:`.task_api`, :mod:`.chat_api`, :mod:`.request_building` and
-:mod:`.responses` (reading answers into models or typed errors).
+retried send), :mod:`.task_api`, :mod:`.chat_api`, :mod:`.request_building` (input checks),
+:mod:`.responses` (answers into models or typed errors), :mod:`.call_budget` (deadline, idle
+limit, body cap), :mod:`.events` (SSE answers) and :mod:`.failures` (transport failures).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import httpx
 
 from airflow_provider_minimax.connection import MiniMaxConnectionSettings
 from airflow_provider_minimax.exceptions import MiniMaxValidationError
+from airflow_provider_minimax.hooks.events import StreamShape
 from airflow_provider_minimax.hooks.request_building import Messages, build, normalise_messages, split_system
 from airflow_provider_minimax.hooks.responses import (
     CONFLICT_CODE,
@@ -20,7 +21,7 @@ from airflow_provider_minimax.hooks.responses import (
     raise_for_task_stream_status,
     task_chunk,
 )
-from airflow_provider_minimax.hooks.transport import MiniMaxBaseHook, StreamShape
+from airflow_provider_minimax.hooks.transport import MiniMaxBaseHook
 from airflow_provider_minimax.models import (
     GetResponseTask,
     TextInferenceChunk,

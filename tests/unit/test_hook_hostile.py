@@ -32,7 +32,7 @@ from airflow_provider_minimax.exceptions import (
     MiniMaxRedirectError,
     MiniMaxResponseTooLargeError,
 )
-from airflow_provider_minimax.hooks import transport
+from airflow_provider_minimax.hooks import call_budget
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 
 
@@ -55,7 +55,7 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(transport, "monotonic", fake)
+    monkeypatch.setattr(call_budget, "monotonic", fake)
     return fake
 
 
