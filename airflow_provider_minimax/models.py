@@ -375,6 +375,8 @@ class ChatCompletionRequest(_OpenAIModel):
     presence_penalty: Annotated[float, NotABool] | None = None
     frequency_penalty: Annotated[float, NotABool] | None = None
     logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Count | None = None
     user: str | None = None
     extra_body: dict[str, Any] | None = Field(default=None, exclude=True)
 

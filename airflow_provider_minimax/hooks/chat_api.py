@@ -62,7 +62,7 @@ class ChatApiMixin(MiniMaxBaseHook):
         :param params: any :meth:`new_chat_request` parameter.
         """
         settings = self.settings
-        self._require_api(settings, "chat", "chat_completion() (the chat API)")
+        self._require_api(settings, "chat")
         request = self.new_chat_request(messages, **params)
         return self._send(
             settings.chat_completions_url, request.to_wire(), parse_chat_response, max_retries, api="chat"
@@ -78,7 +78,7 @@ class ChatApiMixin(MiniMaxBaseHook):
         :param params: any :meth:`new_chat_request` parameter.
         """
         settings = await self.aget_settings()
-        self._require_api(settings, "chat", "achat_completion() (the chat API)")
+        self._require_api(settings, "chat")
         request = self.new_chat_request(messages, **params)
         return await self._asend(
             settings.chat_completions_url, request.to_wire(), parse_chat_response, max_retries, api="chat"
@@ -98,7 +98,7 @@ class ChatApiMixin(MiniMaxBaseHook):
         :param params: any :meth:`new_chat_request` parameter.
         """
         settings = self.settings
-        self._require_api(settings, "chat", "stream_chat_completion() (the chat API)")
+        self._require_api(settings, "chat")
         body = self._stream_body(messages, params)
         yield from self._stream(settings.chat_completions_url, body, _STREAM, max_retries, api="chat")
 
@@ -112,7 +112,7 @@ class ChatApiMixin(MiniMaxBaseHook):
         :param params: any :meth:`new_chat_request` parameter.
         """
         settings = await self.aget_settings()
-        self._require_api(settings, "chat", "astream_chat_completion() (the chat API)")
+        self._require_api(settings, "chat")
         body = self._stream_body(messages, params)
         async for chunk in self._astream(
             settings.chat_completions_url, body, _STREAM, max_retries, api="chat"

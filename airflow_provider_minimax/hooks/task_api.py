@@ -100,7 +100,7 @@ class TaskApiMixin(MiniMaxBaseHook):
     def _task_bodies(
         self, tasks: Sequence[TaskLike], settings: MiniMaxConnectionSettings
     ) -> list[list[dict[str, Any]]]:
-        self._require_api(settings, "task", "submit_tasks() (the task API)")
+        self._require_api(settings, "task")
         unique = _unique_tasks(tasks)
         return [
             [task.to_wire() for task in chunk] for chunk in _chunks(unique, settings.max_tasks_per_request)
@@ -208,7 +208,7 @@ class TaskApiMixin(MiniMaxBaseHook):
         :param params: any :meth:`new_text_inference` parameter but ``number_results``.
         """
         settings = self.settings
-        self._require_api(settings, "task", "stream_text_inference() (the task API)")
+        self._require_api(settings, "task")
         task = self.new_text_inference(messages, delivery_method="stream", **params)
         yield from self._stream(settings.base_url, [task.to_wire()], _STREAM, max_retries, api="task")
 
@@ -221,7 +221,7 @@ class TaskApiMixin(MiniMaxBaseHook):
         :param params: any :meth:`new_text_inference` parameter but ``number_results``.
         """
         settings = await self.aget_settings()
-        self._require_api(settings, "task", "astream_text_inference() (the task API)")
+        self._require_api(settings, "task")
         task = self.new_text_inference(messages, delivery_method="stream", **params)
         async for chunk in self._astream(
             settings.base_url, [task.to_wire()], _STREAM, max_retries, api="task"

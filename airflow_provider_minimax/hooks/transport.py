@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     from airflow.sdk import Connection
 
 T = TypeVar("T")
+_API_CALLS: dict[str, str] = {
+    "task": "text_inference, submit_tasks, get_responses and stream_text_inference",
+    "chat": "chat_completion and stream_chat_completion",
+}
 
 
 class MiniMaxBaseHook(BaseHook):
@@ -179,12 +183,14 @@ class MiniMaxBaseHook(BaseHook):
     ) -> None:
         await self.aclose()
 
-    def _require_api(self, settings: MiniMaxConnectionSettings, api: Api, what: str) -> None:
+    @staticmethod
+    def _require_api(settings: MiniMaxConnectionSettings, api: Api) -> None:
         """Refuse a call the connection's API does not offer, before any HTTP call."""
         if settings.api != api:
             raise MiniMaxConfigurationError(
-                f"{what} needs a connection with api '{api}', but connection {settings.conn_id!r} "
-                f"has api '{settings.api}'; set the connection's extra field 'api' or use another connection",
+                f"{_API_CALLS[api]} are {api}-API calls: they need a connection with api '{api}', but "
+                f"connection {settings.conn_id!r} has api '{settings.api}'; set the connection's extra "
+                "field 'api' or use another connection (generate() works with either)",
                 parameter="api",
             )
 

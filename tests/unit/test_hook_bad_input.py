@@ -269,7 +269,7 @@ def test_api_mismatch_says_which_api_is_needed(
     monkeypatch: pytest.MonkeyPatch, router: respx.MockRouter
 ) -> None:
     hook, _ = make_hook(monkeypatch, api="chat")
-    with pytest.raises(MiniMaxConfigurationError, match="needs a connection with api 'task'"):
+    with pytest.raises(MiniMaxConfigurationError, match="need a connection with api 'task'"):
         hook.text_inference("hi")
 
 
