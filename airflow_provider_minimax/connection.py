@@ -35,7 +35,7 @@ class MiniMaxConnectionSettings(BaseModel):
     :param api_key: the API key (the connection's password), never printed.
     :param model: the default model for calls that name none.
     :param timeout: seconds to wait for one read (or connect) of an HTTP response.
-    :param total_timeout: seconds one hook call may take in all: every attempt, retry wait and
+    :param total_timeout: seconds one API request may take in all: every attempt, retry wait and
         byte of the answer (a whole stream included).
     :param stream_idle_timeout: seconds a stream may go without an event; ``: ping`` comments
         do not count.
