@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import ssl
@@ -480,3 +481,71 @@ async def test_hook_as_an_async_context_manager_closes_its_clients(monkeypatch: 
         client = await hook.aclient()
         sync_client = hook.client
     assert client.is_closed and sync_client.is_closed
+
+
+# ------------------------------------------------------------------------ any body ends typed (§3)
+
+ODD_BODIES: list[bytes] = [
+    json.dumps(value).encode()
+    for value in (
+        None,
+        0,
+        "text",
+        [],
+        [None],
+        [{}],
+        {},
+        {"data": None},
+        {"data": "oops"},
+        {"data": [None]},
+        {"data": [{"taskUUID": 5}]},
+        {"errors": "oops"},
+        {"errors": [None]},
+        {"error": "oops"},
+        {"error": {"message": {"nested": True}, "code": []}},
+        {"choices": [None]},
+        {"choices": [{"message": None}]},
+        {"choices": [{"message": {"content": 5}}]},
+        {"choices": [{"message": {"tool_calls": "x"}}]},
+        {"choices": [], "base_resp": "oops"},
+        {"base_resp": {"status_code": "x"}},
+        {"usage": "lots"},
+    )
+] + [b"", b"{", b"\xff\xfe\x00", b"<html>502</html>"]
+
+
+@pytest.mark.parametrize("status", [200, 400, 429, 500])
+@pytest.mark.parametrize("body", ODD_BODIES)
+@pytest.mark.parametrize(
+    ("api", "method", "url"),
+    [("task", "text_inference", TASK_URL), ("chat", "chat_completion", CHAT_COMPLETIONS_URL)],
+)
+def test_any_answer_ends_as_a_result_or_a_typed_error(
+    monkeypatch: pytest.MonkeyPatch,
+    router: respx.MockRouter,
+    api: str,
+    method: str,
+    url: str,
+    body: bytes,
+    status: int,
+) -> None:
+    hook, _ = make_hook(monkeypatch, api=api, max_retries=1)
+    router.post(url).respond(status, content=body, headers={"content-type": "application/json"})
+    kwargs = {"task_uuid": v4(1)} if api == "task" else {}
+    with contextlib.suppress(MiniMaxError):  # anything else (pydantic, httpx, KeyError...) fails the test
+        getattr(hook, method)("hi", **kwargs)
+
+
+@pytest.mark.parametrize("body", ODD_BODIES)
+@pytest.mark.parametrize(
+    ("api", "method", "url"),
+    [("task", "stream_text_inference", TASK_URL), ("chat", "stream_chat_completion", CHAT_COMPLETIONS_URL)],
+)
+def test_any_stream_chunk_ends_as_a_chunk_or_a_typed_error(
+    monkeypatch: pytest.MonkeyPatch, router: respx.MockRouter, api: str, method: str, url: str, body: bytes
+) -> None:
+    hook, _ = make_hook(monkeypatch, api=api)
+    content = b"data: " + body.replace(b"\n", b"") + b"\n\ndata: [DONE]\n\n"
+    router.post(url).respond(200, content=content, headers={"content-type": "text/event-stream"})
+    with pytest.raises(MiniMaxError):  # no odd chunk is a final chunk: each ends in an error
+        list(getattr(hook, method)("hi"))
