@@ -177,11 +177,12 @@ class TaskApiMixin(MiniMaxBaseHook):
         """
         task = self.new_text_inference(messages, delivery_method="sync", **params)
         outcome = self.submit_tasks([task], max_retries=max_retries)
-        if task.task_uuid in outcome.already_accepted:
+        accepted_before = task.task_uuid in outcome.already_accepted
+        if accepted_before:
             # A retried submit whose first answer was lost (read timeout, dropped connection):
             # the task ran and was paid for, so fetch its result instead of failing.
             outcome = self.get_responses([task.task_uuid], max_retries=max_retries)
-        return _single_task(outcome, task.task_uuid)
+        return _single_task(outcome, task.task_uuid, accepted_before)
 
     async def atext_inference(
         self, messages: Messages, *, max_retries: int | None = None, **params: Any
@@ -195,9 +196,10 @@ class TaskApiMixin(MiniMaxBaseHook):
         await self.aget_settings()
         task = self.new_text_inference(messages, delivery_method="sync", **params)
         outcome = await self.asubmit_tasks([task], max_retries=max_retries)
-        if task.task_uuid in outcome.already_accepted:
+        accepted_before = task.task_uuid in outcome.already_accepted
+        if accepted_before:
             outcome = await self.aget_responses([task.task_uuid], max_retries=max_retries)
-        return _single_task(outcome, task.task_uuid)
+        return _single_task(outcome, task.task_uuid, accepted_before)
 
     def stream_text_inference(
         self, messages: Messages, *, max_retries: int | None = None, **params: Any
@@ -299,13 +301,19 @@ def _batch(response: httpx.Response) -> TaskBatchResult:
     return outcome
 
 
-def _single_task(outcome: TaskBatchResult, task_uuid: str) -> TaskBatchResult:
-    """Raise the task's own error when a one-task request failed."""
+def _single_task(outcome: TaskBatchResult, task_uuid: str, accepted_before: bool) -> TaskBatchResult:
+    """Raise the task's own error when a one-task request failed.
+
+    :param outcome: the answer to the submit, or to the poll that followed a conflict.
+    :param task_uuid: the task.
+    :param accepted_before: the submit met ``conflictTaskUUID``: a task the poll leaves out
+        is still unknown there, not a broken answer.
+    """
     error = outcome.error_for(task_uuid)
     if error is not None:
         raise api_error(error, outcome.http_status_for(task_uuid))
     results = outcome.results_for(task_uuid)
-    if task_uuid not in outcome.already_accepted and not results:
+    if not (results or accepted_before or task_uuid in outcome.already_accepted):
         raise malformed(
             "task", None, f"the answer holds neither a result nor an error for taskUUID {task_uuid}"
         )

@@ -32,6 +32,7 @@ from airflow_provider_minimax.exceptions import (
     MiniMaxRateLimitError,
     MiniMaxRedirectError,
     MiniMaxResponseTooLargeError,
+    MiniMaxValidationError,
 )
 from airflow_provider_minimax.hooks import call_budget
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
@@ -227,6 +228,19 @@ def test_task_answer_without_our_result_is_a_typed_error(
     with pytest.raises(MiniMaxMalformedResponseError) as caught:
         _call(hook, "text_inference", is_async, "hi", task_uuid=v4(1))
     assert v4(1) in str(caught.value)
+
+
+def test_poll_leaving_out_a_task_accepted_before_reads_as_not_finished(
+    monkeypatch: pytest.MonkeyPatch, router: respx.MockRouter
+) -> None:
+    hook, _ = make_hook(monkeypatch, max_retries=0)
+    conflict = {"errors": [{"code": "conflictTaskUUID", "taskUUID": v4(1)}]}
+    router.post(TASK_URL).mock(
+        side_effect=[httpx.Response(400, json=conflict), httpx.Response(200, json={"data": []})]
+    )
+    with pytest.raises(MiniMaxValidationError, match="no result yet") as caught:
+        hook.text_inference("hi", task_uuid=v4(1))
+    assert caught.value.code == "conflictTaskUUID"
 
 
 @pytest.mark.parametrize(

@@ -33,8 +33,7 @@ from airflow_provider_minimax.testing.emulator._text import (
 
 STYLE = ErrorStyle("chat")
 router = APIRouter()
-# Standard OpenAI request keys the contract does not list: accepted and ignored, not refused.
-# Like a real OpenAI-protocol server, keys it does not use are ignored, not refused.
+# Keys the wire model does not know are ignored, not refused, as a real OpenAI-protocol server does.
 _KNOWN_KEYS = frozenset(ChatCompletionRequest.model_fields) - {"extra_body"}
 # Keys of a previous assistant message that clients send back verbatim in a multi-turn chat.
 _IGNORED_MESSAGE_KEYS = frozenset({"reasoning_details", "refusal", "annotations", "audio", "function_call"})
