@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
 import json
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from airflow_provider_minimax.exceptions import MiniMaxConfigurationError
-from airflow_provider_minimax.models import CHAT_MODEL, TASK_MODEL
+from airflow_provider_minimax.models import CHAT_MODEL, TASK_MODEL, NotABool
 from airflow_provider_minimax.results import Prices
 
 if TYPE_CHECKING:
@@ -17,11 +18,13 @@ if TYPE_CHECKING:
 
 CONN_TYPE = "minimax"
 DEFAULT_CONN_ID = "minimax_default"
+Api = Literal["task", "chat"]
 DEFAULT_BASE_URLS: dict[str, str] = {
     "task": "https://api.runware.ai/v1",
     "chat": "https://llm.bytespike.ai/v1",
 }
 DEFAULT_MODELS: dict[str, str] = {"task": TASK_MODEL, "chat": CHAT_MODEL}
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class MiniMaxConnectionSettings(BaseModel):
@@ -32,9 +35,16 @@ class MiniMaxConnectionSettings(BaseModel):
     :param base_url: the API's base URL (the connection's host).
     :param api_key: the API key (the connection's password), never printed.
     :param model: the default model for calls that name none.
-    :param timeout: seconds to wait for one HTTP response.
+    :param timeout: seconds to wait for one read (or connect) of an HTTP response.
+    :param total_timeout: seconds one API request may take in all: every attempt, retry wait and
+        byte of the answer (a whole stream included).
+    :param stream_idle_timeout: seconds a stream may go without an event; ``: ping`` comments
+        do not count.
+    :param max_response_bytes: the largest decoded answer body read, in bytes.
     :param max_retries: retries after the first attempt for transient failures.
     :param retry_max_wait: the cap of one backoff wait, in seconds.
+    :param chat_retry_on_read_timeout: resend a chat request whose answer timed out or was cut
+        after it was sent (it may have been processed and billed: the chat API has no idempotency key).
     :param max_tasks_per_request: how many tasks one task-API request carries at most.
     :param max_connections: the size of the HTTP connection pool.
     :param price_per_million_input_tokens: chat API: USD per million prompt tokens, to estimate
@@ -47,18 +57,22 @@ class MiniMaxConnectionSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     conn_id: str
-    api: Literal["task", "chat"] = "task"
+    api: Api = "task"
     base_url: str
     api_key: SecretStr
     model: str
-    timeout: float = Field(default=120.0, gt=0)
-    max_retries: int = Field(default=4, ge=0, le=20)
-    retry_max_wait: float = Field(default=30.0, gt=0)
-    max_tasks_per_request: int = Field(default=100, ge=1, le=1000)
-    max_connections: int = Field(default=64, ge=1, le=1000)
-    price_per_million_input_tokens: float | None = Field(default=None, ge=0)
-    price_per_million_cached_input_tokens: float | None = Field(default=None, ge=0)
-    price_per_million_output_tokens: float | None = Field(default=None, ge=0)
+    timeout: Annotated[float, NotABool] = Field(default=120.0, gt=0)
+    total_timeout: Annotated[float, NotABool] = Field(default=600.0, gt=0)
+    stream_idle_timeout: Annotated[float, NotABool] = Field(default=120.0, gt=0)
+    max_response_bytes: Annotated[int, NotABool] = Field(default=32 * 1024 * 1024, ge=1024)
+    max_retries: Annotated[int, NotABool] = Field(default=4, ge=0, le=20)
+    retry_max_wait: Annotated[float, NotABool] = Field(default=30.0, gt=0)
+    chat_retry_on_read_timeout: bool = True
+    max_tasks_per_request: Annotated[int, NotABool] = Field(default=100, ge=1, le=1000)
+    max_connections: Annotated[int, NotABool] = Field(default=64, ge=1, le=1000)
+    price_per_million_input_tokens: Annotated[float, NotABool] | None = Field(default=None, ge=0)
+    price_per_million_cached_input_tokens: Annotated[float, NotABool] | None = Field(default=None, ge=0)
+    price_per_million_output_tokens: Annotated[float, NotABool] | None = Field(default=None, ge=0)
 
     @property
     def prices(self) -> Prices:
@@ -93,20 +107,19 @@ class MiniMaxConnectionSettings(BaseModel):
             raise MiniMaxConfigurationError(
                 f"Connection {conn_id!r}: field 'api' must be 'task' or 'chat', got {api!r}"
             )
-        if not conn.password:
-            raise MiniMaxConfigurationError(
-                f"Connection {conn_id!r}: field 'password' (the MiniMax API key) is empty; "
-                "set it in the connection or in AIRFLOW_CONN_" + conn_id.upper()
-            )
+        api_key = _api_key(conn_id, conn.password)
         base_url = _base_url(conn_id, conn, api)
-        known = set(cls.model_fields) - {"conn_id", "api", "base_url", "api_key", "model"}
-        tuning = {key: value for key, value in extra.items() if key in known and value not in (None, "")}
+        tuning_fields = set(cls.model_fields) - {"conn_id", "api", "base_url", "api_key", "model"}
+        _refuse_unknown(conn_id, extra, {"api", "model", *tuning_fields})
+        tuning = {
+            key: value for key, value in extra.items() if key in tuning_fields and value not in (None, "")
+        }
         try:
             return cls(
                 conn_id=conn_id,
                 api=api,
                 base_url=base_url,
-                api_key=SecretStr(conn.password),
+                api_key=SecretStr(api_key),
                 model=str(extra.get("model") or DEFAULT_MODELS[api]),
                 **tuning,
             )
@@ -132,14 +145,45 @@ def _extra_dict(conn_id: str, extra: str | dict[str, Any] | None) -> dict[str, A
     return parsed
 
 
+def _api_key(conn_id: str, password: str | None) -> str:
+    """The key without the whitespace copy-paste adds; a key an HTTP header cannot carry is refused.
+
+    The message never shows the key: a header-illegal key would otherwise surface in httpx's error.
+    """
+    key = (password or "").strip()
+    if not key:
+        raise MiniMaxConfigurationError(
+            f"Connection {conn_id!r}: field 'password' (the MiniMax API key) is empty; "
+            "set it in the connection or in AIRFLOW_CONN_" + conn_id.upper()
+        )
+    if not all("!" <= char <= "~" for char in key):
+        raise MiniMaxConfigurationError(
+            f"Connection {conn_id!r}: field 'password' (the MiniMax API key) contains whitespace, "
+            "control or non-ASCII characters; paste the key again"
+        )
+    return key
+
+
+def _refuse_unknown(conn_id: str, extra: dict[str, Any], known: set[str]) -> None:
+    """Refuse an ``extra`` key no setting reads: a typo (``tiemout``) would otherwise be ignored."""
+    for key in extra:
+        if key not in known:
+            near = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"known fields: {', '.join(sorted(known))}"
+            raise MiniMaxConfigurationError(
+                f"Connection {conn_id!r}: field 'extra.{key}' is not a known setting; {hint}"
+            )
+
+
 def _base_url(conn_id: str, conn: Connection, api: str) -> str:
     """The base URL from ``host``; a URI-form connection splits it into schema/host/port/path."""
     host = (conn.host or "").strip()
     if not host:
         return DEFAULT_BASE_URLS[api]
     if "://" not in host:
-        # AIRFLOW_CONN_X='minimax://:KEY@api.example.com:8443/v1' arrives as host + port + schema.
-        scheme = "http" if host in {"localhost", "127.0.0.1", "::1"} else "https"
+        # AIRFLOW_CONN_X='minimax://:KEY@api.example.com:8443/v1' arrives as host + port + schema;
+        # the JSON form may carry them in host ("127.0.0.1:8080/v1"): one scheme rule for both.
+        scheme = "http" if _host_name(host) in _LOOPBACK_HOSTS else "https"
         port = f":{conn.port}" if conn.port else ""
         path = f"/{conn.schema.strip('/')}" if conn.schema else ""
         host = f"{scheme}://{host}{port}{path}"
@@ -153,3 +197,11 @@ def _base_url(conn_id: str, conn: Connection, api: str) -> str:
             f"{DEFAULT_BASE_URLS[api]!r}, got {host!r}"
         )
     return str(url).rstrip("/")
+
+
+def _host_name(host: str) -> str:
+    """The bare host name of ``host[:port][/path]``."""
+    try:
+        return httpx.URL(f"http://{host}").host
+    except httpx.InvalidURL:
+        return host

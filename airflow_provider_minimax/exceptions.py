@@ -118,3 +118,32 @@ class MiniMaxTimeoutError(MiniMaxError):
 
 class MiniMaxOutputValidationError(MiniMaxError):
     """The model's answer never matched the requested ``output_type`` after every re-ask."""
+
+
+class MiniMaxDeadlineError(MiniMaxTimeoutError):
+    """One call ran past its ``total_timeout``, or a stream sent no event for ``stream_idle_timeout``.
+
+    Not retried: the deadline bounds the whole call, retries included.
+    """
+
+
+class MiniMaxMalformedResponseError(MiniMaxError):
+    """A 2xx answer whose body does not have the contract's shape (wrong types, no ``choices``, no result).
+
+    Not retried: the request may have been processed and billed.
+    """
+
+
+class MiniMaxResponseTooLargeError(MiniMaxError):
+    """An answer's decoded body passed the connection's ``max_response_bytes``."""
+
+
+class MiniMaxRedirectError(MiniMaxConfigurationError):
+    """The API answered with a redirect; the base URL is probably wrong (``location`` says where to).
+
+    :param location: the ``Location`` header of the redirect.
+    """
+
+    def __init__(self, message: str, *, location: str | None = None, **kwargs: object) -> None:
+        self.location = location
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]

@@ -29,6 +29,8 @@ TASK_MAX_TOKENS = 196_608
 CHAT_MAX_TOKENS = 16_384
 MAX_SYSTEM_PROMPT_CHARS = 200_000
 TERMINAL_STATUSES = frozenset({"success", "error"})
+#: What an image part may point at: a web URL or inline base64 image data.
+_IMAGE_URL = re.compile(r"^(https?://[^/\s]+\S*|data:image/[\w.+-]+;base64,\S+)$", re.IGNORECASE)
 
 
 def _two_decimals(value: float) -> float:
@@ -49,6 +51,20 @@ def _uuid4_shaped(value: str) -> str:
     return str(parsed)
 
 
+def _not_a_bool(value: Any) -> Any:
+    """Refuse ``True``/``False`` where a number is expected: pydantic would read them as 1 and 0."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, not a boolean (got {value})")
+    return value
+
+
+def _not_blank(value: str) -> str:
+    """Refuse text that is only whitespace: it would be sent and billed for nothing."""
+    if not value.strip():
+        raise ValueError("must not be empty or only whitespace")
+    return value
+
+
 def _none_as_empty(value: Any) -> Any:
     """Read ``null`` as an empty list: gateways send ``"choices": null`` beside a ``base_resp`` error."""
     return [] if value is None else value
@@ -62,7 +78,10 @@ def _http_url(value: str) -> str:
     return value
 
 
-UnitInterval = Annotated[float, Field(ge=0, le=1), AfterValidator(_two_decimals)]
+NotABool = BeforeValidator(_not_a_bool)
+UnitInterval = Annotated[float, NotABool, Field(ge=0, le=1), AfterValidator(_two_decimals)]
+Count = Annotated[int, NotABool]
+Text = Annotated[str, AfterValidator(_not_blank)]
 WebhookURL = Annotated[str, AfterValidator(_http_url)]
 TaskUUID = Annotated[str, AfterValidator(_uuid4_shaped)]
 
@@ -92,16 +111,16 @@ class TaskMessage(_CamelModel):
     """One turn of a textInference conversation."""
 
     role: Literal["user", "assistant"]
-    content: str = Field(min_length=1)
+    content: Text
 
 
 class TextInferenceSettings(_CamelModel):
     """Sampling settings nested under ``settings`` in a textInference task."""
 
-    system_prompt: str | None = Field(default=None, min_length=1, max_length=MAX_SYSTEM_PROMPT_CHARS)
+    system_prompt: Text | None = Field(default=None, min_length=1, max_length=MAX_SYSTEM_PROMPT_CHARS)
     temperature: UnitInterval | None = None
     top_p: UnitInterval | None = None
-    max_tokens: int | None = Field(default=None, ge=1, le=TASK_MAX_TOKENS)
+    max_tokens: Count | None = Field(default=None, ge=1, le=TASK_MAX_TOKENS)
 
 
 class TextInferenceTask(_CamelModel):
@@ -114,8 +133,8 @@ class TextInferenceTask(_CamelModel):
     webhook_url: WebhookURL | None = Field(default=None, alias="webhookURL")
     include_cost: bool | None = None
     include_usage: bool | None = None
-    number_results: int | None = Field(default=None, ge=1, le=4)
-    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    number_results: Count | None = Field(default=None, ge=1, le=4)
+    seed: Count | None = Field(default=None, ge=0, le=MAX_SEED)
     messages: list[TaskMessage] = Field(min_length=1)
     settings: TextInferenceSettings | None = None
     tools: list[dict[str, Any]] | None = None
@@ -301,11 +320,29 @@ class ChatMessage(_OpenAIModel):
     tool_calls: list[ChatToolCall] | None = None
     tool_call_id: str | None = None
 
+    @field_validator("content")
+    @classmethod
+    def _parts_are_usable(
+        cls, content: str | list[dict[str, Any]] | None
+    ) -> str | list[dict[str, Any]] | None:
+        for index, part in enumerate(content if isinstance(content, list) else []):
+            if part.get("type") == "text" and not str(part.get("text") or "").strip():
+                raise ValueError(f"part {index}: a text part needs non-blank text")
+            if part.get("type") == "image_url":
+                image = part.get("image_url")
+                url = image.get("url") if isinstance(image, dict) else image
+                if not isinstance(url, str) or not _IMAGE_URL.match(url):
+                    raise ValueError(
+                        f"part {index}: image_url.url must be an http(s) or data:image/ URL, got {url!r}"
+                    )
+        return content
+
     @model_validator(mode="after")
     def _content_present(self) -> ChatMessage:
         if self.role == "assistant" and self.tool_calls:
             return self
-        if self.content is None or (isinstance(self.content, str | list) and len(self.content) == 0):
+        blank = isinstance(self.content, str) and not self.content.strip()
+        if self.content is None or blank or (isinstance(self.content, list) and len(self.content) == 0):
             raise ValueError(f"a {self.role!r} message needs non-empty content")
         if self.role == "tool" and not self.tool_call_id:
             raise ValueError("a 'tool' message needs tool_call_id")
@@ -315,14 +352,13 @@ class ChatMessage(_OpenAIModel):
 class ChatCompletionRequest(_OpenAIModel):
     """A chat completions request, validated against the contract's bounds.
 
-    Other OpenAI parameters (``stop``, ``seed``, ``n``, ``parallel_tool_calls``...) pass through.
+    Unknown fields are refused so that a typo is not silently ignored by the server; fields the
+    contract does not name go in ``extra_body``, sent as they are (as in the openai client).
     """
-
-    model_config = ConfigDict(extra="allow")
 
     model: str = Field(default=CHAT_MODEL, min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1, le=CHAT_MAX_TOKENS)
+    max_tokens: Count | None = Field(default=None, ge=1, le=CHAT_MAX_TOKENS)
     temperature: UnitInterval | None = None
     top_p: UnitInterval | None = None
     tools: list[dict[str, Any]] | None = None
@@ -331,6 +367,63 @@ class ChatCompletionRequest(_OpenAIModel):
     stream: bool | None = None
     stream_options: dict[str, Any] | None = None
     reasoning_split: bool | None = None
+    # Further OpenAI-protocol parameters.
+    seed: Count | None = None
+    stop: str | list[str] | None = None
+    n: Count | None = Field(default=None, ge=1)
+    parallel_tool_calls: bool | None = None
+    presence_penalty: Annotated[float, NotABool] | None = None
+    frequency_penalty: Annotated[float, NotABool] | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Count | None = None
+    user: str | None = None
+    extra_body: dict[str, Any] | None = Field(default=None, exclude=True)
+
+    @field_validator("tools")
+    @classmethod
+    def _tools_name_their_function(cls, tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        for index, tool in enumerate(tools or []):
+            function = tool.get("function")
+            name = function.get("name") if isinstance(function, dict) else None
+            if tool.get("type", "function") != "function" or not isinstance(name, str) or not name.strip():
+                spec = "{'type': 'function', 'function': {'name': ..., 'parameters': {...}}}"
+                raise ValueError(f"tool {index} must be {spec}")
+        return tools
+
+    @field_validator("response_format")
+    @classmethod
+    def _known_response_format(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return value
+        kind = value.get("type")
+        if kind not in ("text", "json_object", "json_schema"):
+            raise ValueError(f"type must be 'text', 'json_object' or 'json_schema', got {kind!r}")
+        spec = value.get("json_schema")
+        if kind == "json_schema" and not (
+            isinstance(spec, dict)
+            and isinstance(spec.get("name"), str)
+            and spec["name"].strip()
+            and isinstance(spec.get("schema"), dict)
+        ):
+            raise ValueError("a 'json_schema' format needs json_schema: {'name': ..., 'schema': {...}}")
+        return value
+
+    @model_validator(mode="after")
+    def _tool_messages_answer_a_call(self) -> ChatCompletionRequest:
+        called: set[str] = set()
+        for index, message in enumerate(self.messages):
+            called.update(call.id for call in message.tool_calls or ())
+            if message.role == "tool" and message.tool_call_id not in called:
+                raise ValueError(
+                    f"messages[{index}].tool_call_id {message.tool_call_id!r} answers no tool call of an "
+                    "earlier assistant message"
+                )
+        return self
+
+    def to_wire(self) -> dict[str, Any]:
+        """Serialize to the JSON the API expects, ``extra_body`` merged in."""
+        return {**super().to_wire(), **(self.extra_body or {})}
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -16,10 +16,11 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     Retrying,
-    retry_if_exception_type,
     stop_after_attempt,
+    stop_any,
     wait_random_exponential,
 )
+from tenacity.stop import stop_base
 
 from airflow_provider_minimax.exceptions import MiniMaxTransientError
 
@@ -31,8 +32,13 @@ RETRYABLE_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
     httpx.NetworkError,
     httpx.RemoteProtocolError,
 )
+#: Of those, the ones that come after the request was sent: the server may have processed it.
+SENT_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
+    httpx.ReadTimeout,
+    httpx.ReadError,
+    httpx.RemoteProtocolError,
+)
 RETRYABLE_STATUSES = frozenset({408, 429})
-_RETRYABLE = retry_if_exception_type((MiniMaxTransientError, *RETRYABLE_TRANSPORT_ERRORS))
 
 
 def is_retryable_status(status_code: int) -> bool:
@@ -63,6 +69,16 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, (when - current).total_seconds())
 
 
+class _StopBeforeDeadline(stop_base):
+    """Stop when the next wait would reach the call's deadline: no sleep outlives the call."""
+
+    def __init__(self, time_left: Callable[[], float] | None) -> None:
+        self._time_left = time_left
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self._time_left is not None and retry_state.upcoming_sleep >= self._time_left()
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with full jitter that honours ``Retry-After``.
@@ -70,13 +86,38 @@ class RetryPolicy:
     :param max_retries: retries after the first attempt (0 = try once).
     :param base_wait: the first backoff window in seconds.
     :param max_wait: the cap of the backoff window in seconds.
-    :param max_retry_after: the longest ``Retry-After`` we accept to wait, in seconds.
+    :param max_retry_after: the longest ``Retry-After`` we accept to wait, in seconds; a longer
+        one is not retried (see :meth:`waits_too_long`).
+    :param retry_sent: retry transport failures that came after the request was sent
+        (:data:`SENT_TRANSPORT_ERRORS`); off where a resend may be billed twice.
+    :param time_left: seconds left before the call's deadline; no wait runs past it.
+    :param on_resend: called before each retry of a request that had been sent.
     """
 
     max_retries: int = 4
     base_wait: float = 1.0
     max_wait: float = 30.0
     max_retry_after: float = 120.0
+    retry_sent: bool = True
+    time_left: Callable[[], float] | None = field(default=None, compare=False)
+    on_resend: Callable[[], None] | None = field(default=None, compare=False)
+
+    def waits_too_long(self, error: BaseException) -> bool:
+        """Whether the server asked for a longer wait than we accept: the caller must come back later.
+
+        :param error: the failure.
+        """
+        retry_after = getattr(error, "retry_after", None)
+        return retry_after is not None and retry_after > self.max_retry_after
+
+    def _should_retry(self, retry_state: RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if isinstance(error, MiniMaxTransientError):
+            return not self.waits_too_long(error)
+        if isinstance(error, SENT_TRANSPORT_ERRORS):
+            return self.retry_sent
+        return isinstance(error, RETRYABLE_TRANSPORT_ERRORS)
 
     def wait_seconds(self, retry_state: RetryCallState) -> float:
         """The wait before the next attempt: the server's ``Retry-After`` if given, else full jitter."""
@@ -98,9 +139,9 @@ class RetryPolicy:
     def _controller_options(self) -> dict[str, Any]:
         """What the sync and async controllers share: when to stop, how long to wait, what to retry."""
         return {
-            "stop": stop_after_attempt(self.max_retries + 1),
+            "stop": stop_any(stop_after_attempt(self.max_retries + 1), _StopBeforeDeadline(self.time_left)),
             "wait": self.wait_seconds,
-            "retry": _RETRYABLE,
+            "retry": self._should_retry,
             "before_sleep": self._log_retry,
             "reraise": True,
         }
@@ -108,6 +149,8 @@ class RetryPolicy:
     def _log_retry(self, retry_state: RetryCallState) -> None:
         outcome = retry_state.outcome
         error = outcome.exception() if outcome is not None else None
+        if isinstance(error, SENT_TRANSPORT_ERRORS) and self.on_resend is not None:
+            self.on_resend()
         status = getattr(error, "status_code", None) or type(error).__name__
         wait = retry_state.next_action.sleep if retry_state.next_action else 0.0
         log.warning(

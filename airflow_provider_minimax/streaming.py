@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
-
-import httpx
+from collections.abc import Callable, Iterable
 
 from airflow_provider_minimax.exceptions import MiniMaxConnectionError
 from airflow_provider_minimax.models import ChatCompletionChunk, TextInferenceChunk, split_think
@@ -14,7 +11,6 @@ from airflow_provider_minimax.results import GenerateResult, Usage
 _OPEN, _CLOSE = "<think>", "</think>"
 #: A line longer than this is logged in pieces, so a long unbroken answer (JSON) still shows progress.
 MAX_LINE_CHARS = 2_000
-C = TypeVar("C")
 
 
 class LineLog:
@@ -155,14 +151,6 @@ class StreamLog:
                 self.reasoning(text)
 
 
-def _guarded(chunks: Iterable[C], received: Callable[[], int]) -> Iterator[C]:
-    """Iterate chunks; a connection lost mid-way becomes an error that says how far the stream got."""
-    try:
-        yield from chunks
-    except httpx.TransportError as err:
-        raise stream_cut(received(), f"{type(err).__name__}: {err}") from None
-
-
 def stream_cut(received: int, reason: str) -> MiniMaxConnectionError:
     """The error for a stream that ended before its final chunk.
 
@@ -198,7 +186,7 @@ def collect_chat_stream(chunks: Iterable[ChatCompletionChunk], log: StreamLog) -
     finish: str | None = None
     usage: Usage | None = None
     model: str | None = None
-    for chunk in _guarded(chunks, lambda: sum(map(len, content))):
+    for chunk in chunks:
         model = chunk.model or model
         if chunk.usage is not None:
             usage = Usage.of_chat(chunk.usage)
@@ -232,7 +220,7 @@ def collect_task_stream(chunks: Iterable[TextInferenceChunk], log: StreamLog) ->
     usage: Usage | None = None
     cost: float | None = None
     task_uuid: str | None = None
-    for chunk in _guarded(chunks, lambda: sum(map(len, text))):
+    for chunk in chunks:
         task_uuid = chunk.task_uuid or task_uuid
         if chunk.delta.reasoning_content:
             reasoning.append(chunk.delta.reasoning_content)

@@ -13,7 +13,9 @@ from airflow_provider_minimax.exceptions import (
     MiniMaxCreditError,
     MiniMaxError,
     MiniMaxInvalidRequestError,
+    MiniMaxMalformedResponseError,
     MiniMaxRateLimitError,
+    MiniMaxRedirectError,
     MiniMaxServerError,
     MiniMaxTaskFailedError,
 )
@@ -199,23 +201,70 @@ def base_resp_error(status_code: int, status_msg: str) -> MiniMaxError:
     return chat_error(http_status, detail)
 
 
+def raise_for_redirect(response: httpx.Response) -> None:
+    """Raise a redirect as one error naming where it points; never followed (the key would go along).
+
+    :param response: the response, headers received.
+    """
+    if response.is_redirect:
+        location = response.headers["location"]
+        raise MiniMaxRedirectError(
+            f"MiniMax API at {response.request.url} answered HTTP {response.status_code}, a redirect to "
+            f"{location}; redirects are not followed: set the connection's host to the URL you mean",
+            status_code=response.status_code,
+            location=location,
+        )
+
+
+def malformed(api: str, status_code: int | None, problem: str) -> MiniMaxMalformedResponseError:
+    """The error for an answer that does not have the contract's shape.
+
+    :param api: ``task`` or ``chat``.
+    :param status_code: the HTTP status it came with.
+    :param problem: what is wrong with it.
+    """
+    return MiniMaxMalformedResponseError(
+        f"MiniMax {api} API answered with an unexpected shape: {problem}", status_code=status_code
+    )
+
+
+def _shape_problem(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return f"{where}: {first['msg']}"
+
+
+def _error_detail(raw: Any) -> ChatErrorDetail:
+    """An ``error`` object of any shape as a detail; its message is kept even when its fields are odd."""
+    try:
+        return ChatErrorDetail.model_validate(raw)
+    except ValidationError:
+        return ChatErrorDetail(message=str(raw)[:300])
+
+
 def parse_chat_response(response: httpx.Response) -> ChatCompletion:
     """Read a chat completions response; every failure, including a ``base_resp`` error, is raised.
+
+    A 2xx answer of the wrong shape (no ``choices``, wrong types) is a
+    :class:`MiniMaxMalformedResponseError`, never retried: the request may have been billed.
 
     :param response: a fully read response.
     """
     raise_for_chat_status(response)
+    status = response.status_code
     body = _json_body(response)
     if not isinstance(body, dict):
-        raise MiniMaxServerError(
-            f"MiniMax chat API answered HTTP {response.status_code} with a body that is not a JSON object",
-            status_code=response.status_code,
-        )
+        raise malformed("chat", status, "the body is not a JSON object")
     if isinstance(body.get("error"), dict):
-        raise chat_error(response.status_code, ChatErrorDetail.model_validate(body["error"]))
-    completion = ChatCompletion.model_validate(body)
+        raise chat_error(status, _error_detail(body["error"]))
+    try:
+        completion = ChatCompletion.model_validate(body)
+    except ValidationError as err:
+        raise malformed("chat", status, _shape_problem(err)) from None
     if completion.base_resp is not None and completion.base_resp.status_code != 0:
         raise base_resp_error(completion.base_resp.status_code, completion.base_resp.status_msg)
+    if not completion.choices:
+        raise malformed("chat", status, "the completion has no choices")
     return completion
 
 
@@ -229,7 +278,7 @@ def raise_for_chat_status(response: httpx.Response) -> None:
     body = _json_body(response)
     retry_after = parse_retry_after(response.headers.get("retry-after"))
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        raise chat_error(response.status_code, ChatErrorDetail.model_validate(body["error"]), retry_after)
+        raise chat_error(response.status_code, _error_detail(body["error"]), retry_after)
     raise _status_error(response, "chat", response.text)
 
 
@@ -272,7 +321,10 @@ def task_chunk(data: str) -> TextInferenceChunk:
 
     :param data: the event's data.
     """
-    chunk = TextInferenceChunk.model_validate_json(data)
+    try:
+        chunk = TextInferenceChunk.model_validate_json(data)
+    except ValidationError as err:
+        raise malformed("task", None, f"stream chunk {_shape_problem(err)}") from None
     if chunk.errors:
         raise api_error(chunk.errors[0], None)
     return chunk
@@ -283,7 +335,10 @@ def chat_chunk(data: str) -> ChatCompletionChunk:
 
     :param data: the event's data.
     """
-    chunk = ChatCompletionChunk.model_validate_json(data)
+    try:
+        chunk = ChatCompletionChunk.model_validate_json(data)
+    except ValidationError as err:
+        raise malformed("chat", None, f"stream chunk {_shape_problem(err)}") from None
     if chunk.error is not None:
         raise chat_error(None, chunk.error)
     if chunk.base_resp is not None and chunk.base_resp.status_code != 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -13,6 +14,7 @@ from airflow_provider_minimax.exceptions import (
     MiniMaxAuthError,
     MiniMaxConnectionError,
     MiniMaxCreditError,
+    MiniMaxDeadlineError,
     MiniMaxRateLimitError,
     MiniMaxTaskFailedError,
 )
@@ -228,6 +230,38 @@ def test_task_answer_lost_after_processing_is_fetched_not_paid_again(
     stats = minimax_emulator.stats()
     assert stats["tasks"] == {"success": 1}  # one task ran; the retried submit was refused as a conflict
     assert stats["poll_items"] == 1
+
+
+def _limited_connection(
+    monkeypatch: pytest.MonkeyPatch, emulator: EmulatorHandle, api: str, **extra: object
+) -> MiniMaxHook:
+    conn = json.loads(emulator.connection_json(api))
+    conn["extra"] = {**conn.get("extra", {}), **extra}
+    monkeypatch.setenv("AIRFLOW_CONN_MINIMAX_LIMITED", json.dumps(conn))
+    return MiniMaxHook("minimax_limited")
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("api", ["task", "chat"])
+def test_slow_drip_answer_ends_at_the_total_deadline(
+    monkeypatch: pytest.MonkeyPatch, minimax_emulator: EmulatorHandle, api: str, is_async: bool
+) -> None:
+    minimax_emulator.faults.add("slow_drip", api=api, delay=0.05)
+    hook = _limited_connection(monkeypatch, minimax_emulator, api, timeout=5, total_timeout=0.5)
+    with pytest.raises(MiniMaxDeadlineError, match="total_timeout"):
+        asyncio.run(hook.agenerate(PROMPT)) if is_async else hook.generate(PROMPT)
+
+
+@pytest.mark.parametrize("api", ["task", "chat"])
+async def test_stream_of_keep_alive_comments_ends_at_the_idle_limit(
+    monkeypatch: pytest.MonkeyPatch, minimax_emulator: EmulatorHandle, api: str
+) -> None:
+    minimax_emulator.faults.add("slow_drip", api=api, delay=0.05)
+    hook = _limited_connection(monkeypatch, minimax_emulator, api, stream_idle_timeout=0.5)
+    stream = hook.astream_chat_completion(PROMPT) if api == "chat" else hook.astream_text_inference(PROMPT)
+    with pytest.raises(MiniMaxDeadlineError, match="stream_idle_timeout"):
+        async for _ in stream:
+            pass
 
 
 def test_task_rate_limit_burst_longer_than_retries_raises(

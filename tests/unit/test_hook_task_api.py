@@ -602,6 +602,12 @@ def test_scoped_validation_error_keeps_its_http_status(hook: MiniMaxHook, router
     assert caught.value.task_uuid == v4(1)
 
 
+def _not_found(request: httpx.Request) -> httpx.Response:
+    """What the task API answers a getResponse for a taskUUID it does not know."""
+    probe = sent_json(request)[0]["taskUUID"]
+    return httpx.Response(200, json={"errors": [{"code": "taskFailedOrNotFound", "taskUUID": probe}]})
+
+
 @pytest.mark.parametrize(
     ("answer", "ok", "says"),
     [
@@ -612,13 +618,16 @@ def test_scoped_validation_error_keeps_its_http_status(hook: MiniMaxHook, router
             "refused",
             id="402",
         ),
-        pytest.param(httpx.Response(200, json={"data": []}), True, "valid", id="200"),
+        pytest.param(_not_found, True, "valid", id="200-not-found"),
+        pytest.param(httpx.Response(200, json={"data": []}), False, "did not answer", id="200-empty"),
+        pytest.param(httpx.Response(200, json=[]), False, "did not answer", id="200-bare-array"),
     ],
 )
 def test_test_connection_outcomes(
-    hook: MiniMaxHook, router: respx.MockRouter, answer: httpx.Response, ok: bool, says: str
+    hook: MiniMaxHook, router: respx.MockRouter, answer: Any, ok: bool, says: str
 ) -> None:
-    route = router.post(TASK_URL).mock(return_value=answer)
+    route = router.post(TASK_URL)
+    route.mock(side_effect=answer) if callable(answer) else route.mock(return_value=answer)
     result, message = hook.test_connection()
     assert (result, says in message) == (ok, True)
     assert route.call_count == 1

@@ -108,12 +108,7 @@ def test_retry_after_as_an_http_date_is_honoured(
 @pytest.mark.parametrize(
     ("header", "expected"),
     [
-        pytest.param("3600", 120.0, id="seconds-capped"),
-        pytest.param(
-            format_datetime(datetime.fromtimestamp(NOW + 86400, tz=timezone.utc), usegmt=True),
-            120.0,
-            id="date-capped",
-        ),
+        pytest.param("120", 120.0, id="seconds-at-the-cap"),
         pytest.param(
             format_datetime(datetime.fromtimestamp(NOW - 60, tz=timezone.utc), usegmt=True),
             0.0,
@@ -122,7 +117,7 @@ def test_retry_after_as_an_http_date_is_honoured(
         pytest.param("0", 0.0, id="zero"),
     ],
 )
-def test_retry_after_is_capped_and_never_negative(
+def test_retry_after_up_to_the_cap_is_waited_and_never_negative(
     monkeypatch: pytest.MonkeyPatch, router: respx.MockRouter, header: str, expected: float
 ) -> None:
     monkeypatch.setattr(retry_module, "time", SimpleNamespace(time=lambda: NOW))
@@ -131,6 +126,27 @@ def test_retry_after_is_capped_and_never_negative(
     router.post(TASK_URL).mock(side_effect=[*_burst(429, headers={"Retry-After": header}), OK])
     hook.text_inference("hi", task_uuid=v4(1))
     assert sleeper.waits == [expected]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        pytest.param("3600", id="seconds"),
+        pytest.param(
+            format_datetime(datetime.fromtimestamp(NOW + 86400, tz=timezone.utc), usegmt=True), id="date"
+        ),
+    ],
+)
+def test_retry_after_beyond_the_cap_is_raised_at_once_saying_when(
+    monkeypatch: pytest.MonkeyPatch, router: respx.MockRouter, header: str
+) -> None:
+    monkeypatch.setattr(retry_module, "time", SimpleNamespace(time=lambda: NOW))
+    hook, sleeper = make_hook(monkeypatch)
+    route = router.post(TASK_URL).mock(side_effect=[*_burst(429, headers={"Retry-After": header}), OK])
+    with pytest.raises(MiniMaxRateLimitError, match="try again after") as caught:
+        hook.text_inference("hi", task_uuid=v4(1))
+    assert caught.value.retry_after is not None and caught.value.retry_after > 120
+    assert (route.call_count, sleeper.waits) == (1, [])
 
 
 @pytest.mark.parametrize(

@@ -38,25 +38,8 @@ from airflow_provider_minimax.testing.emulator._text import (
 
 STYLE = ErrorStyle("chat")
 router = APIRouter()
-# Standard OpenAI request keys the contract does not list: accepted and ignored, not refused.
-_IGNORED_KEYS = frozenset(
-    {
-        "n",
-        "stop",
-        "user",
-        "presence_penalty",
-        "frequency_penalty",
-        "logit_bias",
-        "logprobs",
-        "top_logprobs",
-        "parallel_tool_calls",
-        "metadata",
-        "store",
-        "service_tier",
-        "seed",
-        "max_completion_tokens",
-    }
-)
+# Keys the wire model does not know are ignored, not refused, as a real OpenAI-protocol server does.
+_KNOWN_KEYS = frozenset(ChatCompletionRequest.model_fields) - {"extra_body"}
 # Keys of a previous assistant message that clients send back verbatim in a multi-turn chat.
 _IGNORED_MESSAGE_KEYS = frozenset({"reasoning_details", "refusal", "annotations", "audio", "function_call"})
 _STRUCTURED = ("json_schema", "json_object")
@@ -112,7 +95,7 @@ async def _serve(
 
 def _validate(body: dict[str, Any], state: EmulatorState) -> ChatCompletionRequest | Response:
     """Parse the request with the wire model; the 400/422 response when it is refused."""
-    clean = {k: v for k, v in body.items() if k not in _IGNORED_KEYS}
+    clean = {k: v for k, v in body.items() if k in _KNOWN_KEYS}
     if "max_tokens" not in clean and "max_completion_tokens" in body:
         clean["max_tokens"] = body["max_completion_tokens"]
     if isinstance(clean.get("messages"), list):
@@ -120,6 +103,17 @@ def _validate(body: dict[str, Any], state: EmulatorState) -> ChatCompletionReque
             {k: v for k, v in m.items() if k not in _IGNORED_MESSAGE_KEYS} if isinstance(m, dict) else m
             for m in clean["messages"]
         ]
+    fmt = clean.get("response_format")
+    if fmt is not None:
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        schema = (fmt.get("json_schema") or {}).get("schema") if kind == "json_schema" else {}
+        if kind not in ("text", *_STRUCTURED) or not isinstance(schema, dict):
+            message = "response_format must be text, json_object, or json_schema with json_schema.schema."
+            return STYLE.response(422, "unprocessableEntity", message, "response_format")
+    # Image parts first: the wire model's own check would name only the message's content.
+    bad_image = _check_images(clean.get("messages"))
+    if bad_image is not None:
+        return STYLE.response(400, "invalidValue", *bad_image)
     try:
         parsed = ChatCompletionRequest.model_validate(clean)
     except ValidationError as exc:
@@ -128,29 +122,25 @@ def _validate(body: dict[str, Any], state: EmulatorState) -> ChatCompletionReque
         code = {"missing": "missingRequiredParameter", "extra_forbidden": "unknownParameter"}
         message = f"{path or 'request'}: {str(err['msg']).removeprefix('Value error, ')}"
         return STYLE.response(400, code.get(err["type"], "invalidValue"), message, path or None)
-    bad_image = _check_images(parsed)
-    if bad_image is not None:
-        return STYLE.response(400, "invalidValue", *bad_image)
     if state.config.strict_model and parsed.model.lower() != CHAT_MODEL:
         return STYLE.response(400, "modelNotFound", f"Unknown model {parsed.model!r}.", "model")
-    fmt = parsed.response_format
-    if fmt is not None:
-        kind = fmt.get("type")
-        schema = (fmt.get("json_schema") or {}).get("schema") if kind == "json_schema" else {}
-        if kind not in ("text", *_STRUCTURED) or not isinstance(schema, dict):
-            message = "response_format must be text, json_object, or json_schema with json_schema.schema."
-            return STYLE.response(422, "unprocessableEntity", message, "response_format")
     return parsed
 
 
-def _check_images(req: ChatCompletionRequest) -> tuple[str, str] | None:
+def _check_images(messages: Any) -> tuple[str, str] | None:
     """The (message, parameter) of the first bad content part: an unknown type, a URL that is
-    neither http(s) nor a base64 ``data:`` URL of an accepted image type matching its bytes."""
-    for i, message in enumerate(req.messages):
-        if not isinstance(message.content, list):
+    neither http(s) nor a base64 ``data:`` URL of an accepted image type matching its bytes.
+
+    :param messages: the request's ``messages`` as sent (anything: the wire model checks the rest).
+    """
+    for i, message in enumerate(messages if isinstance(messages, list) else []):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
             continue
-        for j, part in enumerate(message.content):
+        for j, part in enumerate(content):
             where = f"messages[{i}].content[{j}]"
+            if not isinstance(part, dict):
+                continue
             kind = part.get("type")
             if kind == "text" and isinstance(part.get("text"), str):
                 continue

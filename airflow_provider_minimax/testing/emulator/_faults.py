@@ -17,6 +17,7 @@ FaultKind = Literal[
     "stream_cut",
     "invalid_json_content",
     "base_resp",
+    "slow_drip",
 ]
 ApiName = Literal["task", "chat", "any"]
 
@@ -35,7 +36,9 @@ class Fault(BaseModel):
     :param retry_after_format: ``seconds`` (``Retry-After: 2``) or ``http-date``
     :param code: error code of an ``http_error`` (defaults by status)
     :param message: error message of an ``http_error``
-    :param delay: seconds a ``delay`` fault waits before answering normally
+    :param delay: seconds a ``delay`` fault waits before answering normally; for ``slow_drip``, the
+        seconds between two pieces of a body that never ends (a space, or an SSE ``: ping`` comment
+        when the request asked for a stream)
     :param after_chunks: SSE events sent before a ``stream_cut`` drops the connection
     :param after_processing: ``http_error``/``drop_connection``/``malformed_json`` only after the
         request was fully processed (tasks accepted, then the answer is lost)

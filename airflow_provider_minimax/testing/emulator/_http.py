@@ -220,7 +220,26 @@ async def _before_processing(
         return None
     if fault.kind in ("http_error", "drop_connection", "malformed_json"):
         return fault_response(fault, request, style, streaming)
+    if fault.kind == "slow_drip":
+        return slow_drip(fault.delay, streaming)
     return None
+
+
+def slow_drip(delay: float, streaming: bool) -> StreamingResponse:
+    """A 200 whose body never ends: one piece every ``delay`` seconds, until the client gives up.
+
+    :param delay: seconds between two pieces
+    :param streaming: send SSE keep-alive comments instead of JSON whitespace
+    """
+    piece = ": ping\n\n" if streaming else " "
+
+    async def body() -> AsyncIterator[str]:
+        while True:
+            yield piece
+            await asyncio.sleep(delay)
+
+    media_type = "text/event-stream" if streaming else "application/json"
+    return StreamingResponse(body(), media_type=media_type)
 
 
 def _after_processing(

@@ -1,0 +1,115 @@
+"""What one hook call may spend: a total deadline, an idle limit for streams, a cap on answer bytes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from time import monotonic
+from typing import Any
+
+import httpx
+
+from airflow_provider_minimax.connection import MiniMaxConnectionSettings
+from airflow_provider_minimax.exceptions import MiniMaxDeadlineError, MiniMaxResponseTooLargeError
+
+
+class CallBudget:
+    """What one hook call may still spend: time until its deadline, time between stream events, body bytes.
+
+    :param settings: the connection's limits.
+    :param url: the URL called, for messages.
+    """
+
+    def __init__(self, settings: MiniMaxConnectionSettings, url: str) -> None:
+        self.settings = settings
+        self.url = url
+        self.deadline = monotonic() + settings.total_timeout
+        self.last_event: float | None = None  # set once a stream is open
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline."""
+        return self.deadline - monotonic()
+
+    def request(
+        self, client: httpx.Client | httpx.AsyncClient, url: str, body: Any, stream: bool
+    ) -> httpx.Request:
+        """The POST, its read timeout cut to what is left of the deadline.
+
+        :param client: the client that will send it.
+        :param url: the target.
+        :param body: the JSON body.
+        :param stream: ask for an event stream.
+        """
+        read = max(min(self.settings.timeout, self.remaining()), 0.001)
+        return client.build_request(
+            "POST",
+            url,
+            json=body,
+            headers={"Accept": "text/event-stream"} if stream else None,
+            timeout=httpx.Timeout(read, connect=min(read, 10.0)),
+        )
+
+    def stream_opened(self) -> None:
+        """Start the idle clock of a stream."""
+        self.last_event = monotonic()
+
+    def event_received(self) -> None:
+        """Reset the idle clock: a data event arrived (comments do not count)."""
+        self.last_event = monotonic()
+
+    def check(self) -> None:
+        """Raise once the deadline or the stream's idle limit has passed."""
+        now = monotonic()
+        settings = self.settings
+        if now >= self.deadline:
+            raise MiniMaxDeadlineError(
+                f"MiniMax call to {self.url} ran past its total_timeout of {settings.total_timeout:g} s "
+                "(connection extra 'total_timeout')"
+            )
+        if self.last_event is not None and now - self.last_event >= settings.stream_idle_timeout:
+            raise MiniMaxDeadlineError(
+                f"MiniMax stream from {self.url} sent no event for {settings.stream_idle_timeout:g} s "
+                "(connection extra 'stream_idle_timeout'; keep-alive comments do not count)"
+            )
+
+    def check_size(self, size: int) -> None:
+        """Raise once an answer's decoded body is past the cap.
+
+        :param size: decoded bytes read so far.
+        """
+        limit = self.settings.max_response_bytes
+        if size > limit:
+            raise MiniMaxResponseTooLargeError(
+                f"MiniMax answer from {self.url} is larger than {limit} bytes once decoded "
+                "(connection extra 'max_response_bytes')"
+            )
+
+
+class GuardedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A response body that checks the call's budget at every piece the network delivers.
+
+    Checking per raw piece (not per decoded chunk) stops a slow drip even when the pieces
+    decode to nothing yet (gzip), and a stream of keep-alive comments at its idle limit.
+
+    :param stream: the response's own byte stream.
+    :param budget: the call's budget.
+    """
+
+    def __init__(self, stream: httpx.SyncByteStream | httpx.AsyncByteStream, budget: CallBudget) -> None:
+        self._stream = stream
+        self._budget = budget
+
+    def __iter__(self) -> Iterator[bytes]:
+        for piece in self._stream:  # type: ignore[union-attr]
+            self._budget.check()
+            yield piece
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for piece in self._stream:  # type: ignore[union-attr]
+            self._budget.check()
+            yield piece
+
+    def close(self) -> None:
+        self._stream.close()  # type: ignore[union-attr]
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()  # type: ignore[union-attr]

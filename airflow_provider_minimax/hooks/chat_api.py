@@ -1,0 +1,145 @@
+"""The chat completions API calls of the hook (OpenAI protocol), sync, async and streamed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from airflow_provider_minimax.hooks.events import StreamShape
+from airflow_provider_minimax.hooks.request_building import Messages, build, normalise_messages
+from airflow_provider_minimax.hooks.responses import (
+    chat_chunk,
+    parse_chat_response,
+    raise_for_chat_stream_status,
+)
+from airflow_provider_minimax.hooks.transport import MiniMaxBaseHook
+from airflow_provider_minimax.models import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from airflow_provider_minimax.results import GenerateResult, Usage
+
+
+class ChatApiMixin(MiniMaxBaseHook):
+    """The chat completions half of :class:`~airflow_provider_minimax.hooks.minimax.MiniMaxHook`."""
+
+    def new_chat_request(
+        self,
+        messages: Messages,
+        *,
+        system_prompt: str | None = None,
+        model: str | None = None,
+        extra_body: dict[str, Any] | None = None,
+        **params: Any,
+    ) -> ChatCompletionRequest:
+        """Build a validated chat completions request; bad input raises before any HTTP call.
+
+        :param messages: a prompt, or OpenAI message dicts.
+        :param system_prompt: a system message put first.
+        :param model: the model; the connection's default when omitted.
+        :param extra_body: fields sent as they are, unchecked (as in the openai client); any other
+            unknown keyword argument is refused, so that a typo (``max_token``) is not ignored.
+        :param params: ``max_tokens`` (<= 16384), ``temperature``, ``top_p``, ``tools``,
+            ``tool_choice``, ``response_format``, ``reasoning_split``, ``seed``, ``stop``...
+        """
+        turns = normalise_messages(messages)
+        if system_prompt is not None:
+            turns.insert(0, {"role": "system", "content": system_prompt})
+        fields = {key: value for key, value in params.items() if value is not None}
+        return build(
+            ChatCompletionRequest,
+            "chat completions request",
+            model=model or self._default_model("chat"),
+            messages=turns,
+            extra_body=extra_body,
+            **fields,
+        )
+
+    def chat_completion(
+        self, messages: Messages, *, max_retries: int | None = None, **params: Any
+    ) -> ChatCompletion:
+        """Create one chat completion; ``.answer`` has the think block removed, ``.reasoning`` keeps it.
+
+        :param messages: a prompt, or OpenAI message dicts.
+        :param max_retries: retries for transient failures, for this call.
+        :param params: any :meth:`new_chat_request` parameter.
+        """
+        settings = self.settings
+        self._require_api(settings, "chat")
+        request = self.new_chat_request(messages, **params)
+        return self._send(
+            settings.chat_completions_url, request.to_wire(), parse_chat_response, max_retries, api="chat"
+        )
+
+    async def achat_completion(
+        self, messages: Messages, *, max_retries: int | None = None, **params: Any
+    ) -> ChatCompletion:
+        """Async :meth:`chat_completion`.
+
+        :param messages: a prompt, or OpenAI message dicts.
+        :param max_retries: retries for transient failures, for this call.
+        :param params: any :meth:`new_chat_request` parameter.
+        """
+        settings = await self.aget_settings()
+        self._require_api(settings, "chat")
+        request = self.new_chat_request(messages, **params)
+        return await self._asend(
+            settings.chat_completions_url, request.to_wire(), parse_chat_response, max_retries, api="chat"
+        )
+
+    def _stream_body(self, messages: Messages, params: dict[str, Any]) -> dict[str, Any]:
+        params.setdefault("stream_options", {"include_usage": True})
+        return self.new_chat_request(messages, stream=True, **params).to_wire()
+
+    def stream_chat_completion(
+        self, messages: Messages, *, max_retries: int | None = None, **params: Any
+    ) -> Iterator[ChatCompletionChunk]:
+        """Stream a chat completion; the last chunk carries usage (``stream_options.include_usage``).
+
+        :param messages: a prompt, or OpenAI message dicts.
+        :param max_retries: retries before the first event, for this call.
+        :param params: any :meth:`new_chat_request` parameter.
+        """
+        settings = self.settings
+        self._require_api(settings, "chat")
+        body = self._stream_body(messages, params)
+        yield from self._stream(settings.chat_completions_url, body, _STREAM, max_retries, api="chat")
+
+    async def astream_chat_completion(
+        self, messages: Messages, *, max_retries: int | None = None, **params: Any
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        """Async :meth:`stream_chat_completion`.
+
+        :param messages: a prompt, or OpenAI message dicts.
+        :param max_retries: retries before the first event, for this call.
+        :param params: any :meth:`new_chat_request` parameter.
+        """
+        settings = await self.aget_settings()
+        self._require_api(settings, "chat")
+        body = self._stream_body(messages, params)
+        async for chunk in self._astream(
+            settings.chat_completions_url, body, _STREAM, max_retries, api="chat"
+        ):
+            yield chunk
+
+
+_STREAM = StreamShape(
+    raise_for_chat_stream_status,
+    chat_chunk,
+    is_final=lambda chunk: any(choice.finish_reason for choice in chunk.choices),
+    text_length=lambda chunk: sum(
+        len(choice.delta.content or "") for choice in chunk.choices if choice.index == 0
+    ),
+)
+
+
+def result_from_chat(completion: ChatCompletion) -> GenerateResult:
+    """A chat completion as a protocol-neutral result (think block split off).
+
+    :param completion: the completion.
+    """
+    return GenerateResult(
+        text=completion.answer,
+        reasoning=completion.reasoning,
+        usage=Usage.of_chat(completion.usage),
+        finish_reason=completion.choices[0].finish_reason if completion.choices else None,
+        model=completion.model or None,
+        raw_content=completion.message.content,
+    )

@@ -1,0 +1,345 @@
+"""The task API calls of the hook: textInference and getResponse tasks, sync, async and streamed."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import httpx
+
+from airflow_provider_minimax.connection import MiniMaxConnectionSettings
+from airflow_provider_minimax.exceptions import MiniMaxValidationError
+from airflow_provider_minimax.hooks.events import StreamShape
+from airflow_provider_minimax.hooks.request_building import Messages, build, normalise_messages, split_system
+from airflow_provider_minimax.hooks.responses import (
+    CONFLICT_CODE,
+    api_error,
+    malformed,
+    parse_task_response,
+    raise_for_task_stream_status,
+    task_chunk,
+)
+from airflow_provider_minimax.hooks.transport import MiniMaxBaseHook
+from airflow_provider_minimax.models import (
+    GetResponseTask,
+    TextInferenceChunk,
+    TextInferenceSettings,
+    TextInferenceTask,
+    split_think,
+)
+from airflow_provider_minimax.results import GenerateResult, TaskBatchResult, Usage
+
+T = TypeVar("T")
+TaskLike = TextInferenceTask | GetResponseTask
+
+
+class TaskApiMixin(MiniMaxBaseHook):
+    """The task API half of :class:`~airflow_provider_minimax.hooks.minimax.MiniMaxHook`."""
+
+    def new_text_inference(
+        self,
+        messages: Messages,
+        *,
+        system_prompt: str | None = None,
+        task_uuid: str | None = None,
+        delivery_method: str = "sync",
+        model: str | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
+        number_results: int | None = None,
+        seed: int | None = None,
+        include_cost: bool = True,
+        include_usage: bool = True,
+        webhook_url: str | None = None,
+        **extra: Any,
+    ) -> TextInferenceTask:
+        """Build a validated ``textInference`` task; bad input raises before any HTTP call.
+
+        :param messages: a prompt, or message dicts (``system`` messages become the system prompt).
+        :param system_prompt: the system prompt.
+        :param task_uuid: the taskUUID; a random v4 UUID when omitted.
+        :param delivery_method: ``sync``, ``async`` or ``stream``.
+        :param model: the model; the connection's default when omitted.
+        :param temperature: 0..1, step 0.01.
+        :param top_p: 0..1, step 0.01.
+        :param max_tokens: 1..196608.
+        :param number_results: 1..4.
+        :param seed: 0..4294967295.
+        :param include_cost: ask for the cost.
+        :param include_usage: ask for token usage.
+        :param webhook_url: where the API POSTs the finished result.
+        :param extra: further task fields (``tools``, ``tool_choice``, ``routing``...).
+        """
+        turns, system = split_system(normalise_messages(messages), system_prompt)
+        sampling = {
+            "system_prompt": system,
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_tokens": max_tokens,
+        }
+        settings = build(TextInferenceSettings, "textInference settings", **sampling)
+        return build(
+            TextInferenceTask,
+            "textInference task",
+            task_uuid=task_uuid or str(uuid.uuid4()),
+            model=model or self._default_model("task"),
+            delivery_method=delivery_method,
+            webhook_url=webhook_url,
+            include_cost=include_cost or None,
+            include_usage=include_usage or None,
+            number_results=number_results,
+            seed=seed,
+            messages=turns,
+            settings=settings if settings.model_dump(exclude_none=True) else None,
+            **extra,
+        )
+
+    def _task_bodies(
+        self, tasks: Sequence[TaskLike], settings: MiniMaxConnectionSettings
+    ) -> list[list[dict[str, Any]]]:
+        self._require_api(settings, "task")
+        unique = _unique_tasks(tasks)
+        return [
+            [task.to_wire() for task in chunk] for chunk in _chunks(unique, settings.max_tasks_per_request)
+        ]
+
+    def submit_tasks(self, tasks: Sequence[TaskLike], *, max_retries: int | None = None) -> TaskBatchResult:
+        """Send tasks as JSON arrays, chunked; partial success keeps every success.
+
+        A ``conflictTaskUUID`` answer lands in ``already_accepted``: poll that UUID.
+
+        :param tasks: validated tasks (textInference and/or getResponse).
+        :param max_retries: retries for transient failures, for this call.
+        """
+        settings = self.settings
+        outcome = TaskBatchResult()
+        for body in self._task_bodies(tasks, settings):
+            outcome.extend(
+                _submit_outcome(self._send(settings.base_url, body, _batch, max_retries, api="task"))
+            )
+        return outcome
+
+    async def asubmit_tasks(
+        self, tasks: Sequence[TaskLike], *, max_retries: int | None = None
+    ) -> TaskBatchResult:
+        """Async :meth:`submit_tasks`; chunks are sent concurrently over the pooled client.
+
+        :param tasks: validated tasks (textInference and/or getResponse).
+        :param max_retries: retries for transient failures, for this call.
+        """
+        settings = await self.aget_settings()
+        replies = await asyncio.gather(
+            *(
+                self._asend(settings.base_url, body, _batch, max_retries, api="task")
+                for body in self._task_bodies(tasks, settings)
+            )
+        )
+        outcome = TaskBatchResult()
+        for reply in replies:
+            outcome.extend(_submit_outcome(reply))
+        return outcome
+
+    @staticmethod
+    def _polls(task_uuids: str | Iterable[str]) -> list[GetResponseTask]:
+        return [build(GetResponseTask, "getResponse task", task_uuid=u) for u in _uuid_list(task_uuids)]
+
+    def get_responses(
+        self, task_uuids: str | Iterable[str], *, max_retries: int | None = None
+    ) -> TaskBatchResult:
+        """Poll several async tasks with ``getResponse``, many UUIDs per request.
+
+        :param task_uuids: the tasks to poll: UUIDs, or one string holding a UUID or a comma list.
+        :param max_retries: retries for transient failures, for this call.
+        """
+        return self.submit_tasks(self._polls(task_uuids), max_retries=max_retries)
+
+    async def aget_responses(
+        self, task_uuids: str | Iterable[str], *, max_retries: int | None = None
+    ) -> TaskBatchResult:
+        """Async :meth:`get_responses`.
+
+        :param task_uuids: the tasks to poll: UUIDs, or one string holding a UUID or a comma list.
+        :param max_retries: retries for transient failures, for this call.
+        """
+        return await self.asubmit_tasks(self._polls(task_uuids), max_retries=max_retries)
+
+    def text_inference(
+        self, messages: Messages, *, max_retries: int | None = None, **params: Any
+    ) -> TaskBatchResult:
+        """Run one textInference with sync delivery and return its result(s).
+
+        :param messages: a prompt or message dicts.
+        :param max_retries: retries for transient failures, for this call.
+        :param params: any :meth:`new_text_inference` parameter.
+        """
+        task = self.new_text_inference(messages, delivery_method="sync", **params)
+        outcome = self.submit_tasks([task], max_retries=max_retries)
+        accepted_before = task.task_uuid in outcome.already_accepted
+        if accepted_before:
+            # A retried submit whose first answer was lost (read timeout, dropped connection):
+            # the task ran and was paid for, so fetch its result instead of failing.
+            outcome = self.get_responses([task.task_uuid], max_retries=max_retries)
+        return _single_task(outcome, task.task_uuid, accepted_before)
+
+    async def atext_inference(
+        self, messages: Messages, *, max_retries: int | None = None, **params: Any
+    ) -> TaskBatchResult:
+        """Async :meth:`text_inference`.
+
+        :param messages: a prompt or message dicts.
+        :param max_retries: retries for transient failures, for this call.
+        :param params: any :meth:`new_text_inference` parameter.
+        """
+        await self.aget_settings()
+        task = self.new_text_inference(messages, delivery_method="sync", **params)
+        outcome = await self.asubmit_tasks([task], max_retries=max_retries)
+        accepted_before = task.task_uuid in outcome.already_accepted
+        if accepted_before:
+            outcome = await self.aget_responses([task.task_uuid], max_retries=max_retries)
+        return _single_task(outcome, task.task_uuid, accepted_before)
+
+    def stream_text_inference(
+        self, messages: Messages, *, max_retries: int | None = None, **params: Any
+    ) -> Iterator[TextInferenceChunk]:
+        """Stream one textInference token by token (SSE).
+
+        :param messages: a prompt or message dicts.
+        :param params: any :meth:`new_text_inference` parameter but ``number_results``.
+        """
+        settings = self.settings
+        self._require_api(settings, "task")
+        task = self.new_text_inference(messages, delivery_method="stream", **params)
+        yield from self._stream(settings.base_url, [task.to_wire()], _STREAM, max_retries, api="task")
+
+    async def astream_text_inference(
+        self, messages: Messages, *, max_retries: int | None = None, **params: Any
+    ) -> AsyncIterator[TextInferenceChunk]:
+        """Async :meth:`stream_text_inference`.
+
+        :param messages: a prompt or message dicts.
+        :param params: any :meth:`new_text_inference` parameter but ``number_results``.
+        """
+        settings = await self.aget_settings()
+        self._require_api(settings, "task")
+        task = self.new_text_inference(messages, delivery_method="stream", **params)
+        async for chunk in self._astream(
+            settings.base_url, [task.to_wire()], _STREAM, max_retries, api="task"
+        ):
+            yield chunk
+
+
+_STREAM = StreamShape(
+    raise_for_task_stream_status,
+    task_chunk,
+    is_final=lambda chunk: chunk.finish_reason is not None,
+    text_length=lambda chunk: len(chunk.delta.text or ""),
+)
+
+
+def _unique_tasks(tasks: Iterable[TaskLike]) -> list[TaskLike]:
+    """Check what ``submit_tasks`` was given: built tasks only, one request per taskUUID.
+
+    The same task twice is sent once; two different requests under one taskUUID are refused,
+    since the API would answer the second with the first one's result.
+    """
+    if isinstance(tasks, str | bytes | Mapping) or not isinstance(tasks, Iterable):
+        raise MiniMaxValidationError(
+            f"tasks must be a list of tasks, got {type(tasks).__name__}", parameter="tasks"
+        )
+    unique: dict[str, TaskLike] = {}
+    for index, task in enumerate(tasks):
+        if not isinstance(task, TextInferenceTask | GetResponseTask):
+            raise MiniMaxValidationError(
+                f"tasks[{index}] must be a TextInferenceTask or GetResponseTask (build one with "
+                f"new_text_inference()), got {type(task).__name__}",
+                parameter=f"tasks[{index}]",
+            )
+        first = unique.setdefault(task.task_uuid, task)
+        if first != task:
+            raise MiniMaxValidationError(
+                f"tasks[{index}] reuses taskUUID {task.task_uuid} for a different request; "
+                "each request needs its own taskUUID",
+                parameter=f"tasks[{index}]",
+                task_uuid=task.task_uuid,
+            )
+    return list(unique.values())
+
+
+def _uuid_list(task_uuids: str | Iterable[str]) -> list[str]:
+    """The UUIDs to poll, without repeats; one string is one UUID or a comma list, never its characters."""
+    if isinstance(task_uuids, str):
+        task_uuids = task_uuids.split(",")
+    elif isinstance(task_uuids, bytes | Mapping) or not isinstance(task_uuids, Iterable):
+        raise MiniMaxValidationError(
+            f"task_uuids must be a UUID string or a list of them, got {type(task_uuids).__name__}",
+            parameter="task_uuids",
+        )
+    return list(dict.fromkeys(u.strip() if isinstance(u, str) else u for u in task_uuids))
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _submit_outcome(envelope: TaskBatchResult) -> TaskBatchResult:
+    """Count ``conflictTaskUUID`` as accepted: the first submit of that UUID went through."""
+    conflicts = [e for e in envelope.errors if e.code == CONFLICT_CODE and e.task_uuid]
+    envelope.already_accepted.extend(str(e.task_uuid) for e in conflicts)
+    envelope.errors = [e for e in envelope.errors if e.code != CONFLICT_CODE]
+    return envelope
+
+
+def _batch(response: httpx.Response) -> TaskBatchResult:
+    envelope = parse_task_response(response)
+    outcome = TaskBatchResult(results=envelope.data, errors=envelope.errors)
+    if response.status_code >= 400:
+        outcome.note_http_status(response.status_code)
+    return outcome
+
+
+def _single_task(outcome: TaskBatchResult, task_uuid: str, accepted_before: bool) -> TaskBatchResult:
+    """Raise the task's own error when a one-task request failed.
+
+    :param outcome: the answer to the submit, or to the poll that followed a conflict.
+    :param task_uuid: the task.
+    :param accepted_before: the submit met ``conflictTaskUUID``: a task the poll leaves out
+        is still unknown there, not a broken answer.
+    """
+    error = outcome.error_for(task_uuid)
+    if error is not None:
+        raise api_error(error, outcome.http_status_for(task_uuid))
+    results = outcome.results_for(task_uuid)
+    if not (results or accepted_before or task_uuid in outcome.already_accepted):
+        raise malformed(
+            "task", None, f"the answer holds neither a result nor an error for taskUUID {task_uuid}"
+        )
+    if not any(r.is_success for r in results):
+        raise MiniMaxValidationError(
+            f"taskUUID {task_uuid} was already submitted and has no result yet; poll it with get_responses()",
+            code=CONFLICT_CODE,
+            task_uuid=task_uuid,
+        )
+    return outcome
+
+
+def result_from_task(outcome: TaskBatchResult) -> GenerateResult:
+    """The first textInference result of a sync call, as a protocol-neutral result.
+
+    :param outcome: what :meth:`MiniMaxHook.text_inference` returned.
+    """
+    item = outcome.results[0]
+    # M2.7 may think inline on this API too: strip a leading <think> block like the chat API does.
+    text, inline_reasoning = split_think(item.text)
+    return GenerateResult(
+        text=text,
+        reasoning="\n".join(item.reasoning_content) if item.reasoning_content else inline_reasoning,
+        usage=Usage.of_task(item.usage),
+        cost=item.cost,
+        finish_reason=item.finish_reason,
+        task_uuid=item.task_uuid,
+        raw_content=item.text,
+    )

@@ -1,0 +1,368 @@
+"""The shared transport of both APIs: connection settings, pooled clients, one retried send per API.
+
+Every call runs under a :class:`~.call_budget.CallBudget` (a total deadline, an idle limit for
+streams, a cap on the decoded size of an answer); every failure leaves through
+:func:`~.failures.typed_error`, as one of our typed errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from functools import cache, cached_property
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+from airflow.sdk import BaseHook
+from typing_extensions import Self
+
+from airflow_provider_minimax import __version__
+from airflow_provider_minimax.connection import (
+    DEFAULT_CONN_ID,
+    DEFAULT_MODELS,
+    Api,
+    MiniMaxConnectionSettings,
+)
+from airflow_provider_minimax.exceptions import MiniMaxConfigurationError
+from airflow_provider_minimax.hooks.call_budget import CallBudget, GuardedStream
+from airflow_provider_minimax.hooks.events import StreamShape, aevents, events
+from airflow_provider_minimax.hooks.failures import typed_error
+from airflow_provider_minimax.hooks.responses import is_event_stream, raise_for_redirect
+from airflow_provider_minimax.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
+T = TypeVar("T")
+_API_CALLS: dict[str, str] = {
+    "task": "text_inference, submit_tasks, get_responses and stream_text_inference",
+    "chat": "chat_completion and stream_chat_completion",
+}
+
+
+class MiniMaxBaseHook(BaseHook):
+    """The connection and the HTTP plumbing both APIs share; :class:`MiniMaxHook` adds the API calls.
+
+    :param minimax_conn_id: the ``minimax`` connection to use.
+    :param max_retries: retries for transient failures; overrides the connection's value.
+    :param timeout: seconds per HTTP response; overrides the connection's value.
+    """
+
+    #: Sleep functions used between retries; tests replace them to avoid real waiting.
+    sleep: Callable[[float], None] = staticmethod(time.sleep)
+    asleep: Callable[[float], Awaitable[None]] = staticmethod(asyncio.sleep)
+
+    def __init__(
+        self,
+        minimax_conn_id: str = DEFAULT_CONN_ID,
+        *,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.minimax_conn_id = minimax_conn_id
+        self._max_retries = max_retries
+        self._timeout = timeout
+        self._settings: MiniMaxConnectionSettings | None = None
+        self._settings_loading: asyncio.Future[MiniMaxConnectionSettings] | None = None
+        self._async_client: httpx.AsyncClient | None = None
+        #: Chat requests resent after a read timeout or a cut answer: each may have been billed twice.
+        self.chat_resends_after_timeout = 0
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(minimax_conn_id={self.minimax_conn_id!r})"
+
+    # ---------------------------------------------------------------- connection settings
+
+    def _settings_from(self, conn: Connection) -> MiniMaxConnectionSettings:
+        settings = MiniMaxConnectionSettings.from_connection(conn)
+        overrides = {
+            key: value
+            for key, value in (("max_retries", self._max_retries), ("timeout", self._timeout))
+            if value is not None
+        }
+        return settings.model_copy(update=overrides) if overrides else settings
+
+    @property
+    def settings(self) -> MiniMaxConnectionSettings:
+        """The validated connection settings, read once."""
+        if self._settings is None:
+            self._settings = self._settings_from(self.get_connection(self.minimax_conn_id))
+        return self._settings
+
+    async def aget_settings(self) -> MiniMaxConnectionSettings:
+        """The validated connection settings, read once without blocking the event loop.
+
+        Concurrent first callers (many rows or triggers starting at once) share one read.
+        """
+        if self._settings is None:
+            if self._settings_loading is None:
+                self._settings_loading = asyncio.ensure_future(self._aread_settings())
+            loading = self._settings_loading
+            try:
+                # Shielded: one caller being cancelled must not cancel the read the others await.
+                self._settings = await asyncio.shield(loading)
+            finally:
+                if self._settings_loading is loading and loading.done():
+                    self._settings_loading = None  # a failed read is tried again by the next call
+        return self._settings
+
+    async def _aread_settings(self) -> MiniMaxConnectionSettings:
+        aget = getattr(BaseHook, "aget_connection", None)
+        if aget is not None:
+            conn = await aget(self.minimax_conn_id)
+        else:  # Airflow 3.0 has no async connection getter.
+            from asgiref.sync import sync_to_async
+
+            conn = await sync_to_async(self.get_connection)(self.minimax_conn_id)
+        return self._settings_from(conn)
+
+    def _default_model(self, api: str) -> str:
+        # Async callers load the settings first, so this never reads the connection on the event loop.
+        settings = self._settings or self.settings
+        return settings.model if settings.api == api else DEFAULT_MODELS[api]
+
+    # ---------------------------------------------------------------- clients
+
+    def _client_options(self, settings: MiniMaxConnectionSettings) -> dict[str, Any]:
+        return {
+            "headers": {
+                "Authorization": f"Bearer {settings.api_key.get_secret_value()}",
+                "User-Agent": f"airflow-provider-minimax/{__version__}",
+            },
+            "timeout": httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0)),
+            "limits": httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_connections,
+            ),
+            "verify": default_ssl_context(),
+        }
+
+    @cached_property
+    def client(self) -> httpx.Client:
+        """The pooled synchronous client."""
+        return httpx.Client(**self._client_options(self.settings))
+
+    async def aclient(self) -> httpx.AsyncClient:
+        """The pooled asynchronous client, created on first use in the running event loop."""
+        if self._async_client is None:
+            settings = await self.aget_settings()
+            await asyncio.to_thread(default_ssl_context)  # loads the CA bundle: never on the loop
+            if self._async_client is None:
+                self._async_client = httpx.AsyncClient(**self._client_options(settings))
+        return self._async_client
+
+    def close(self) -> None:
+        """Close the synchronous client's connections."""
+        if "client" in self.__dict__:
+            self.client.close()
+            del self.__dict__["client"]
+
+    async def aclose(self) -> None:
+        """Close both clients' connections."""
+        self.close()
+        if self._async_client is not None:
+            await self._async_client.aclose()
+            self._async_client = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    @staticmethod
+    def _require_api(settings: MiniMaxConnectionSettings, api: Api) -> None:
+        """Refuse a call the connection's API does not offer, before any HTTP call."""
+        if settings.api != api:
+            raise MiniMaxConfigurationError(
+                f"{_API_CALLS[api]} are {api}-API calls: they need a connection with api '{api}', but "
+                f"connection {settings.conn_id!r} has api '{settings.api}'; set the connection's extra "
+                "field 'api' or use another connection (generate() works with either)",
+                parameter="api",
+            )
+
+    def _policy(
+        self, settings: MiniMaxConnectionSettings, max_retries: int | None, api: Api, budget: CallBudget
+    ) -> RetryPolicy:
+        chat = api == "chat"
+        return RetryPolicy(
+            max_retries=settings.max_retries if max_retries is None else max_retries,
+            max_wait=settings.retry_max_wait,
+            retry_sent=settings.chat_retry_on_read_timeout or not chat,
+            time_left=budget.remaining,
+            on_resend=self._count_chat_resend if chat else None,
+        )
+
+    def _count_chat_resend(self) -> None:
+        self.chat_resends_after_timeout += 1
+
+    # ---------------------------------------------------------------- the one send per API
+
+    def _send(
+        self,
+        url: str,
+        body: Any,
+        parse: Callable[[httpx.Response], T],
+        max_retries: int | None = None,
+        *,
+        api: Api,
+    ) -> T:
+        """POST ``body`` and parse the answer, retrying transient failures within the call's budget."""
+        settings = self.settings
+        budget = CallBudget(settings, url)
+        policy = self._policy(settings, max_retries, api, budget)
+        try:
+            for attempt in policy.retrying(sleep=self.sleep):
+                with attempt:
+                    return parse(self._exchange(self.client, url, body, budget))
+            raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+        except Exception as err:
+            failure = typed_error(err, url, api, policy)
+        raise failure  # outside the handler: a scrubbed error must not keep the raw one as its context
+
+    async def _asend(
+        self,
+        url: str,
+        body: Any,
+        parse: Callable[[httpx.Response], T],
+        max_retries: int | None = None,
+        *,
+        api: Api,
+    ) -> T:
+        """POST ``body`` and parse the answer without blocking the loop, retrying transient failures."""
+        settings = await self.aget_settings()
+        client = await self.aclient()
+        budget = CallBudget(settings, url)
+        policy = self._policy(settings, max_retries, api, budget)
+        try:
+            async for attempt in policy.async_retrying(sleep=self.asleep):
+                with attempt:
+                    return parse(await self._aexchange(client, url, body, budget))
+            raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+        except Exception as err:
+            failure = typed_error(err, url, api, policy)
+        raise failure
+
+    @staticmethod
+    def _exchange(
+        client: httpx.Client, url: str, body: Any, budget: CallBudget, *, stream: bool = False
+    ) -> httpx.Response:
+        """One POST: an opened event stream when one was asked for and given, else the read answer."""
+        budget.check()
+        request = budget.request(client, url, body, stream)
+        response = client.send(request, stream=True)
+        response.stream = GuardedStream(response.stream, budget)
+        if stream and is_event_stream(response):
+            budget.stream_opened()
+            return response
+        try:
+            content = bytearray()
+            for piece in response.iter_bytes():
+                content += piece
+                budget.check_size(len(content))
+        finally:
+            response.close()
+        return _read(response, bytes(content))
+
+    @staticmethod
+    async def _aexchange(
+        client: httpx.AsyncClient, url: str, body: Any, budget: CallBudget, *, stream: bool = False
+    ) -> httpx.Response:
+        """Async :meth:`_exchange`."""
+        budget.check()
+        request = budget.request(client, url, body, stream)
+        response = await client.send(request, stream=True)
+        response.stream = GuardedStream(response.stream, budget)
+        if stream and is_event_stream(response):
+            budget.stream_opened()
+            return response
+        try:
+            content = bytearray()
+            async for piece in response.aiter_bytes():
+                content += piece
+                budget.check_size(len(content))
+        finally:
+            await response.aclose()
+        return _read(response, bytes(content))
+
+    def _stream(
+        self,
+        url: str,
+        body: Any,
+        shape: StreamShape[T],
+        max_retries: int | None,
+        *,
+        api: Api,
+    ) -> Iterator[T]:
+        """POST for an SSE answer and yield its chunks; retries cover only the time before the first event."""
+        settings = self.settings
+        budget = CallBudget(settings, url)
+        policy = self._policy(settings, max_retries, api, budget)
+        try:
+            for attempt in policy.retrying(sleep=self.sleep):
+                with attempt:
+                    response = self._exchange(self.client, url, body, budget, stream=True)
+                    if not is_event_stream(response):
+                        shape.check(response)
+            yield from events(response, shape, budget)
+            return
+        except Exception as err:
+            failure = typed_error(err, url, api, policy)
+        raise failure
+
+    async def _astream(
+        self,
+        url: str,
+        body: Any,
+        shape: StreamShape[T],
+        max_retries: int | None,
+        *,
+        api: Api,
+    ) -> AsyncIterator[T]:
+        """Async :meth:`_stream`."""
+        settings = await self.aget_settings()
+        client = await self.aclient()
+        budget = CallBudget(settings, url)
+        policy = self._policy(settings, max_retries, api, budget)
+        try:
+            async for attempt in policy.async_retrying(sleep=self.asleep):
+                with attempt:
+                    response = await self._aexchange(client, url, body, budget, stream=True)
+                    if not is_event_stream(response):
+                        shape.check(response)
+            async for chunk in aevents(response, shape, budget):
+                yield chunk
+            return
+        except Exception as err:
+            failure = typed_error(err, url, api, policy)
+        raise failure
+
+
+def _read(response: httpx.Response, content: bytes) -> httpx.Response:
+    """The answer with its body already decoded, for the pure parsers in :mod:`.responses`."""
+    raise_for_redirect(response)
+    headers = [
+        (name, value)
+        for name, value in response.headers.multi_items()
+        if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    return httpx.Response(response.status_code, headers=headers, content=content, request=response.request)
+
+
+@cache
+def default_ssl_context() -> ssl.SSLContext:
+    """The TLS context every client shares, built once per process (loading CA certificates takes ~0.1 s)."""
+    return httpx.create_ssl_context()
