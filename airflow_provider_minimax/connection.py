@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from airflow_provider_minimax.exceptions import MiniMaxConfigurationError
 from airflow_provider_minimax.models import CHAT_MODEL, TASK_MODEL, NotABool
 from airflow_provider_minimax.results import Prices
 
@@ -25,54 +24,100 @@ DEFAULT_BASE_URLS: dict[str, str] = {
 }
 DEFAULT_MODELS: dict[str, str] = {"task": TASK_MODEL, "chat": CHAT_MODEL}
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class MiniMaxConnectionSettings(BaseModel):
     """Everything the hook needs from a ``minimax`` connection, validated once.
 
+    Each field's title, description, default and bounds are also its entry in the connection
+    form (:func:`conn_fields`), so the form and the validation cannot drift apart.
+
     :param conn_id: the Airflow connection id, named in every configuration error.
-    :param api: which API the connection speaks: ``task`` or ``chat``.
-    :param base_url: the API's base URL (the connection's host).
-    :param api_key: the API key (the connection's password), never printed.
-    :param model: the default model for calls that name none.
-    :param timeout: seconds to wait for one read (or connect) of an HTTP response.
-    :param total_timeout: seconds one API request may take in all: every attempt, retry wait and
-        byte of the answer (a whole stream included).
-    :param stream_idle_timeout: seconds a stream may go without an event; ``: ping`` comments
-        do not count.
-    :param max_response_bytes: the largest decoded answer body read, in bytes.
-    :param max_retries: retries after the first attempt for transient failures.
-    :param retry_max_wait: the cap of one backoff wait, in seconds.
-    :param chat_retry_on_read_timeout: resend a chat request whose answer timed out or was cut
-        after it was sent (it may have been processed and billed: the chat API has no idempotency key).
-    :param max_tasks_per_request: how many tasks one task-API request carries at most.
-    :param max_connections: the size of the HTTP connection pool.
-    :param price_per_million_input_tokens: chat API: USD per million prompt tokens, to estimate
-        the cost (the gateway reports none).
-    :param price_per_million_cached_input_tokens: chat API: USD per million cached prompt tokens
-        (the input price when not set).
-    :param price_per_million_output_tokens: chat API: USD per million completion tokens.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     conn_id: str
-    api: Api = "task"
-    base_url: str
-    api_key: SecretStr
-    model: str
-    timeout: Annotated[float, NotABool] = Field(default=120.0, gt=0)
-    total_timeout: Annotated[float, NotABool] = Field(default=600.0, gt=0)
-    stream_idle_timeout: Annotated[float, NotABool] = Field(default=120.0, gt=0)
-    max_response_bytes: Annotated[int, NotABool] = Field(default=32 * 1024 * 1024, ge=1024)
-    max_retries: Annotated[int, NotABool] = Field(default=4, ge=0, le=20)
-    retry_max_wait: Annotated[float, NotABool] = Field(default=30.0, gt=0)
-    chat_retry_on_read_timeout: bool = True
-    max_tasks_per_request: Annotated[int, NotABool] = Field(default=100, ge=1, le=1000)
-    max_connections: Annotated[int, NotABool] = Field(default=64, ge=1, le=1000)
-    price_per_million_input_tokens: Annotated[float, NotABool] | None = Field(default=None, ge=0)
-    price_per_million_cached_input_tokens: Annotated[float, NotABool] | None = Field(default=None, ge=0)
-    price_per_million_output_tokens: Annotated[float, NotABool] | None = Field(default=None, ge=0)
+    api: Api = Field(
+        default="task",
+        title="API",
+        description="task: textInference/getResponse; chat: OpenAI chat completions",
+    )
+    base_url: str = Field(title="Base URL", description="The API's base URL, a full http(s) URL")
+    api_key: SecretStr = Field(title="API key", description="Sent as Authorization: Bearer; never printed")
+    model: str = Field(
+        title="Model",
+        description=f"Default: {DEFAULT_MODELS['task']} (task) or {DEFAULT_MODELS['chat']} (chat)",
+    )
+    timeout: Annotated[float, NotABool] = Field(
+        default=120.0,
+        gt=0,
+        title="Timeout (seconds)",
+        description="Seconds to wait for one read (or connect) of an HTTP response",
+    )
+    total_timeout: Annotated[float, NotABool] = Field(
+        default=600.0,
+        gt=0,
+        title="Total timeout (seconds)",
+        description="Seconds one API request may take in all: attempts, retry waits and the whole answer",
+    )
+    stream_idle_timeout: Annotated[float, NotABool] = Field(
+        default=120.0,
+        gt=0,
+        title="Stream idle timeout (seconds)",
+        description="Seconds a stream may go without an event (': ping' comments do not count)",
+    )
+    max_response_bytes: Annotated[int, NotABool] = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        title="Max response size (bytes)",
+        description="The largest decoded answer body read",
+    )
+    max_retries: Annotated[int, NotABool] = Field(
+        default=4, ge=0, le=20, title="Max retries", description="Retries on 408/429/5xx and network errors"
+    )
+    retry_max_wait: Annotated[float, NotABool] = Field(
+        default=30.0, gt=0, title="Max backoff wait (seconds)", description="The cap of one backoff wait"
+    )
+    chat_retry_on_read_timeout: bool = Field(
+        default=True,
+        title="Resend timed-out chat requests",
+        description="Resend a chat request whose answer timed out or was cut after it was sent "
+        "(it may be billed twice: the chat API has no idempotency key)",
+    )
+    max_tasks_per_request: Annotated[int, NotABool] = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        title="Tasks per request",
+        description="How many tasks (or getResponse polls) one task-API request carries",
+    )
+    max_connections: Annotated[int, NotABool] = Field(
+        default=64,
+        ge=1,
+        le=1000,
+        title="HTTP connection pool size",
+        description="The most HTTP connections open at once",
+    )
+    price_per_million_input_tokens: Annotated[float, NotABool] | None = Field(
+        default=None,
+        ge=0,
+        title="Input price (USD per million tokens)",
+        description="Chat API: the price of prompt tokens, to estimate the cost (the gateway reports none)",
+    )
+    price_per_million_cached_input_tokens: Annotated[float, NotABool] | None = Field(
+        default=None,
+        ge=0,
+        title="Cached input price (USD per million tokens)",
+        description="Chat API: the price of cached prompt tokens; the input price when empty",
+    )
+    price_per_million_output_tokens: Annotated[float, NotABool] | None = Field(
+        default=None,
+        ge=0,
+        title="Output price (USD per million tokens)",
+        description="Chat API: the price of completion tokens, to estimate the cost",
+    )
 
     @property
     def prices(self) -> Prices:
@@ -104,9 +149,7 @@ class MiniMaxConnectionSettings(BaseModel):
         extra = _extra_dict(conn_id, conn.extra)
         api = str(extra.get("api") or "task").strip().lower()
         if api not in DEFAULT_BASE_URLS:
-            raise MiniMaxConfigurationError(
-                f"Connection {conn_id!r}: field 'api' must be 'task' or 'chat', got {api!r}"
-            )
+            raise _error(conn_id, f"field 'api' must be 'task' or 'chat', got {api!r}")
         api_key = _api_key(conn_id, conn.password)
         base_url = _base_url(conn_id, conn, api)
         tuning_fields = set(cls.model_fields) - {"conn_id", "api", "base_url", "api_key", "model"}
@@ -128,7 +171,18 @@ class MiniMaxConnectionSettings(BaseModel):
                 f"field {'.'.join(map(str, e['loc']))!r}: {e['msg']} (got {e.get('input')!r})"
                 for e in err.errors()
             )
-            raise MiniMaxConfigurationError(f"Connection {conn_id!r}: {problems}") from None
+            raise _error(conn_id, problems) from None
+
+
+def _error(conn_id: str, problem: str) -> Exception:
+    """A configuration error naming the connection.
+
+    The import is deferred: Airflow reads this module's form (provider info) while it is still
+    importing itself, and the error class derives from Airflow's.
+    """
+    from airflow_provider_minimax.exceptions import MiniMaxConfigurationError
+
+    return MiniMaxConfigurationError(f"Connection {conn_id!r}: {problem}")
 
 
 def _extra_dict(conn_id: str, extra: str | dict[str, Any] | None) -> dict[str, Any]:
@@ -139,9 +193,9 @@ def _extra_dict(conn_id: str, extra: str | dict[str, Any] | None) -> dict[str, A
     try:
         parsed = json.loads(extra)
     except json.JSONDecodeError:
-        raise MiniMaxConfigurationError(f"Connection {conn_id!r}: field 'extra' is not valid JSON") from None
+        raise _error(conn_id, "field 'extra' is not valid JSON") from None
     if not isinstance(parsed, dict):
-        raise MiniMaxConfigurationError(f"Connection {conn_id!r}: field 'extra' must be a JSON object")
+        raise _error(conn_id, "field 'extra' must be a JSON object")
     return parsed
 
 
@@ -152,14 +206,16 @@ def _api_key(conn_id: str, password: str | None) -> str:
     """
     key = (password or "").strip()
     if not key:
-        raise MiniMaxConfigurationError(
-            f"Connection {conn_id!r}: field 'password' (the MiniMax API key) is empty; "
-            "set it in the connection or in AIRFLOW_CONN_" + conn_id.upper()
+        raise _error(
+            conn_id,
+            "field 'password' (the MiniMax API key) is empty; "
+            "set it in the connection or in AIRFLOW_CONN_" + conn_id.upper(),
         )
     if not all("!" <= char <= "~" for char in key):
-        raise MiniMaxConfigurationError(
-            f"Connection {conn_id!r}: field 'password' (the MiniMax API key) contains whitespace, "
-            "control or non-ASCII characters; paste the key again"
+        raise _error(
+            conn_id,
+            "field 'password' (the MiniMax API key) contains whitespace, "
+            "control or non-ASCII characters; paste the key again",
         )
     return key
 
@@ -170,9 +226,7 @@ def _refuse_unknown(conn_id: str, extra: dict[str, Any], known: set[str]) -> Non
         if key not in known:
             near = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f"did you mean {near[0]!r}?" if near else f"known fields: {', '.join(sorted(known))}"
-            raise MiniMaxConfigurationError(
-                f"Connection {conn_id!r}: field 'extra.{key}' is not a known setting; {hint}"
-            )
+            raise _error(conn_id, f"field 'extra.{key}' is not a known setting; {hint}")
 
 
 def _base_url(conn_id: str, conn: Connection, api: str) -> str:
@@ -190,11 +244,17 @@ def _base_url(conn_id: str, conn: Connection, api: str) -> str:
     try:
         url = httpx.URL(host)
     except httpx.InvalidURL as err:
-        raise MiniMaxConfigurationError(f"Connection {conn_id!r}: field 'host' is not a URL: {err}") from None
+        raise _error(conn_id, f"field 'host' is not a URL: {err}") from None
     if url.scheme not in {"http", "https"} or not url.host:
-        raise MiniMaxConfigurationError(
-            f"Connection {conn_id!r}: field 'host' must be a full http(s) URL such as "
-            f"{DEFAULT_BASE_URLS[api]!r}, got {host!r}"
+        raise _error(
+            conn_id,
+            f"field 'host' must be a full http(s) URL such as {DEFAULT_BASE_URLS[api]!r}, got {host!r}",
+        )
+    url_port = url.port or _DEFAULT_PORTS[url.scheme]
+    if conn.port and conn.port != url_port:
+        raise _error(
+            conn_id,
+            f"field 'port' ({conn.port}) must be the port of field 'host' {host!r} ({url_port}), or empty",
         )
     return str(url).rstrip("/")
 
@@ -205,3 +265,79 @@ def _host_name(host: str) -> str:
         return httpx.URL(f"http://{host}").host
     except httpx.InvalidURL:
         return host
+
+
+# ---------------------------------------------------------------------------- the connection form
+
+#: Settings read from the connection's ``extra`` (the form's Extra Fields): all but the id, host and key.
+EXTRA_FIELDS = tuple(
+    name for name in MiniMaxConnectionSettings.model_fields if name not in {"conn_id", "base_url", "api_key"}
+)
+_SCHEMA_KEYS = ("enum", "default", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+def conn_fields() -> dict[str, dict[str, Any]]:
+    """The form's extra fields (provider info ``conn-fields``), each from its settings model field."""
+    properties = MiniMaxConnectionSettings.model_json_schema()["properties"]
+    return {name: _form_field(properties[name]) for name in EXTRA_FIELDS}
+
+
+def _form_field(prop: dict[str, Any]) -> dict[str, Any]:
+    """One form field from a settings field's JSON schema (an optional field's non-null branch)."""
+    spec = {**prop, **next(s for s in prop.get("anyOf", [prop]) if s.get("type") != "null")}
+    return {
+        "label": spec["title"],
+        "description": spec["description"],
+        # Every field may be left empty: the settings model then applies its default.
+        "schema": {
+            "type": [spec["type"], "null"],
+            **{key: spec[key] for key in _SCHEMA_KEYS if spec.get(key) is not None},
+        },
+    }
+
+
+def ui_field_behaviour() -> dict[str, Any]:
+    """How the form shows the standard fields (provider info ``ui-field-behaviour``)."""
+    fields = MiniMaxConnectionSettings.model_fields
+    return {
+        "hidden-fields": ["login", "schema"],
+        "relabeling": {"host": fields["base_url"].title, "password": fields["api_key"].title},
+        "placeholders": {
+            "host": " or ".join(f"{url} ({api})" for api, url in DEFAULT_BASE_URLS.items()),
+            "password": "MiniMax API key",
+            # Shown because Airflow 3.3.1-3.3.2's Test button refuses a saved connection without a port.
+            "port": "Optional: the Base URL's port (443 for https)",
+        },
+    }
+
+
+def connection_form_widgets() -> dict[str, Any]:
+    """The extra fields as WTForms fields, for Airflow < 3.2 (it reads hook methods, not ``conn-fields``)."""
+    from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+    from flask_babel import lazy_gettext
+    from wtforms import BooleanField, IntegerField, StringField
+    from wtforms.validators import NumberRange, Optional, any_of
+
+    widgets: dict[str, Any] = {}
+    for name, field in conn_fields().items():
+        schema = field["schema"]
+        validators: list[Any] = [Optional()]
+        if "enum" in schema:
+            validators.append(any_of(schema["enum"]))
+        if "minimum" in schema or "maximum" in schema:
+            validators.append(NumberRange(min=schema.get("minimum"), max=schema.get("maximum")))
+        # Floats are typed as text: Airflow < 3.2 accepts no FloatField; the settings model parses them.
+        kind = {"integer": IntegerField, "boolean": BooleanField}.get(schema["type"][0], StringField)
+        widgets[name] = kind(
+            lazy_gettext(field["label"]),
+            description=field["description"],
+            default=schema.get("default"),
+            validators=validators,
+            widget=BS3TextFieldWidget(),
+        )
+    return widgets
+
+
+def legacy_ui_field_behaviour() -> dict[str, Any]:
+    """:func:`ui_field_behaviour` with the snake_case keys of ``BaseHook.get_ui_field_behaviour``."""
+    return {key.replace("-", "_"): value for key, value in ui_field_behaviour().items()}

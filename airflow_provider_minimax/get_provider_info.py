@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_minimax import __version__
+from airflow_provider_minimax.connection import CONN_TYPE, conn_fields, ui_field_behaviour
 
 _PACKAGE = "airflow_provider_minimax"
 
@@ -41,59 +42,9 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "hook-class-name": f"{_PACKAGE}.hooks.minimax.MiniMaxHook",
                 "hook-name": "MiniMax",
-                "connection-type": "minimax",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["login", "schema", "port"],
-                    "relabeling": {"host": "Base URL", "password": "API key"},
-                    "placeholders": {
-                        "host": "https://api.runware.ai/v1 (task) or https://llm.bytespike.ai/v1 (chat)",
-                        "password": "MiniMax API key",
-                        "extra": '{"api": "task", "timeout": 120, "max_retries": 4}',
-                    },
-                },
-                "conn-fields": {
-                    "api": {
-                        "label": "API",
-                        "description": "task: textInference/getResponse; chat: OpenAI chat completions",
-                        "schema": {
-                            "type": ["string", "null"],
-                            "enum": ["task", "chat", None],
-                            "default": "task",
-                        },
-                    },
-                    "model": {
-                        "label": "Model",
-                        "description": "Default: minimax:m2.7@highspeed (task) or minimax-m2.7 (chat)",
-                        "schema": {"type": ["string", "null"]},
-                    },
-                    "timeout": {
-                        "label": "Timeout (seconds)",
-                        "schema": {"type": ["number", "null"], "default": 120, "minimum": 1},
-                    },
-                    "max_retries": {
-                        "label": "Max retries",
-                        "description": "Retries on 408/429/5xx and network errors",
-                        "schema": {"type": ["integer", "null"], "default": 4, "minimum": 0, "maximum": 20},
-                    },
-                    "retry_max_wait": {
-                        "label": "Max backoff wait (seconds)",
-                        "schema": {"type": ["number", "null"], "default": 30, "minimum": 1},
-                    },
-                    "max_tasks_per_request": {
-                        "label": "Tasks per request",
-                        "description": "How many tasks (or getResponse polls) one task-API request carries",
-                        "schema": {
-                            "type": ["integer", "null"],
-                            "default": 100,
-                            "minimum": 1,
-                            "maximum": 1000,
-                        },
-                    },
-                    "max_connections": {
-                        "label": "HTTP connection pool size",
-                        "schema": {"type": ["integer", "null"], "default": 64, "minimum": 1, "maximum": 1000},
-                    },
-                },
+                "connection-type": CONN_TYPE,
+                "ui-field-behaviour": ui_field_behaviour(),
+                "conn-fields": conn_fields(),
             }
         ],
     }

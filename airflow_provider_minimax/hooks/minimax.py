@@ -11,7 +11,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from airflow_provider_minimax.connection import CONN_TYPE, DEFAULT_CONN_ID
+from airflow_provider_minimax.connection import (
+    CONN_TYPE,
+    DEFAULT_CONN_ID,
+    connection_form_widgets,
+    legacy_ui_field_behaviour,
+)
 from airflow_provider_minimax.exceptions import (
     MiniMaxAuthError,
     MiniMaxConnectionError,
@@ -63,11 +68,14 @@ class MiniMaxHook(TaskApiMixin, ChatApiMixin):
     hook_name = "MiniMax"
 
     @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Deprecated form hook, kept for Airflow < 3.2; provider info declares the form."""
-        from airflow_provider_minimax.get_provider_info import get_provider_info
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The form's extra fields for Airflow < 3.2; newer versions read provider info ``conn-fields``."""
+        return connection_form_widgets()
 
-        return dict(get_provider_info()["connection-types"][0]["ui-field-behaviour"])
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The form's standard fields for Airflow < 3.2; newer versions read ``ui-field-behaviour``."""
+        return legacy_ui_field_behaviour()
 
     def generate(
         self, messages: Messages, *, system_prompt: str | None = None, **settings: Any

@@ -14,7 +14,6 @@ from hook_testlib import CHAT_COMPLETIONS_URL, SECRET_KEY, TASK_URL, make_hook, 
 
 from airflow_provider_minimax.connection import MiniMaxConnectionSettings
 from airflow_provider_minimax.exceptions import MiniMaxAuthError, MiniMaxConfigurationError, MiniMaxError
-from airflow_provider_minimax.get_provider_info import get_provider_info
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 
 ENV = "AIRFLOW_CONN_MINIMAX_DEFAULT"
@@ -80,6 +79,20 @@ def _settings(monkeypatch: pytest.MonkeyPatch, value: str | dict[str, Any]) -> M
             "http://localhost:8765/v1",
             "minimax:m2.7@highspeed",
             id="uri-localhost-is-http",
+        ),
+        pytest.param(
+            {"conn_type": "minimax", "host": "http://127.0.0.1:8765/v1", "port": 8765, "password": "k"},
+            "task",
+            "http://127.0.0.1:8765/v1",
+            "minimax:m2.7@highspeed",
+            id="json-port-of-the-url",
+        ),
+        pytest.param(
+            {"conn_type": "minimax", "host": "https://x.test/v1", "port": 443, "password": "k"},
+            "task",
+            "https://x.test/v1",
+            "minimax:m2.7@highspeed",
+            id="json-https-default-port",
         ),
     ],
 )
@@ -178,6 +191,11 @@ BAD_CONNECTIONS: list[tuple[str, str | dict[str, Any], str]] = [
         "max_retries",
     ),
     ("zero-timeout", {"conn_type": "minimax", "password": "k", "extra": {"timeout": 0}}, "timeout"),
+    (
+        "port-not-the-urls",
+        {"conn_type": "minimax", "host": "https://x.test/v1", "port": 8443, "password": "k"},
+        "port",
+    ),
     ("text-timeout", "minimax://:k@?timeout=soon", "timeout"),
     (
         "too-many-tasks",
@@ -207,33 +225,6 @@ def test_unknown_connection_id_is_an_airflow_error(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("AIRFLOW_CONN_MINIMAX_NOWHERE", raising=False)
     with pytest.raises(Exception, match="minimax_nowhere"):
         MiniMaxHook("minimax_nowhere").settings  # noqa: B018
-
-
-# ------------------------------------------------------------------------ provider info
-
-
-def test_provider_info_declares_the_package_and_the_connection_form() -> None:
-    info = get_provider_info()
-    assert info["package-name"] == "airflow-provider-minimax"
-    (conn_type,) = info["connection-types"]
-    assert conn_type["connection-type"] == "minimax"
-    assert conn_type["hook-class-name"] == "airflow_provider_minimax.hooks.minimax.MiniMaxHook"
-    assert set(conn_type["ui-field-behaviour"]["hidden-fields"]) == {"login", "schema", "port"}
-    fields = conn_type["conn-fields"]
-    assert {"api", "model", "timeout", "max_retries"} <= set(fields)
-    assert fields["api"]["schema"]["enum"][:2] == ["task", "chat"]
-    # every conn-field is a tuning knob the connection settings actually read
-    assert set(fields) - {"api", "model"} <= set(MiniMaxConnectionSettings.model_fields)
-
-
-def test_provider_info_hook_matches_the_hook_class() -> None:
-    (conn_type,) = get_provider_info()["connection-types"]
-    assert (MiniMaxHook.conn_type, MiniMaxHook.default_conn_name, MiniMaxHook.conn_name_attr) == (
-        conn_type["connection-type"],
-        "minimax_default",
-        "minimax_conn_id",
-    )
-    assert MiniMaxHook.get_ui_field_behaviour()["hidden-fields"] == ["login", "schema", "port"]
 
 
 # ------------------------------------------------------------------------ the key never leaks
