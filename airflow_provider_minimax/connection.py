@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 from airflow_provider_minimax.models import CHAT_MODEL, TASK_MODEL, NotABool
 from airflow_provider_minimax.results import Prices
@@ -273,26 +275,36 @@ def _host_name(host: str) -> str:
 EXTRA_FIELDS = tuple(
     name for name in MiniMaxConnectionSettings.model_fields if name not in {"conn_id", "base_url", "api_key"}
 )
-_SCHEMA_KEYS = ("enum", "default", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+#: Field constraints (annotated-types) as JSON-schema bounds.
+_BOUNDS = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "exclusiveMaximum"}
 
 
 def conn_fields() -> dict[str, dict[str, Any]]:
     """The form's extra fields (provider info ``conn-fields``), each from its settings model field."""
     properties = MiniMaxConnectionSettings.model_json_schema()["properties"]
-    return {name: _form_field(properties[name]) for name in EXTRA_FIELDS}
-
-
-def _form_field(prop: dict[str, Any]) -> dict[str, Any]:
-    """One form field from a settings field's JSON schema (an optional field's non-null branch)."""
-    spec = {**prop, **next(s for s in prop.get("anyOf", [prop]) if s.get("type") != "null")}
     return {
-        "label": spec["title"],
-        "description": spec["description"],
+        name: _form_field(MiniMaxConnectionSettings.model_fields[name], properties[name])
+        for name in EXTRA_FIELDS
+    }
+
+
+def _form_field(field: FieldInfo, json_schema: dict[str, Any]) -> dict[str, Any]:
+    """One form field: title, help, default and bounds of the settings field, its JSON type and choices."""
+    # An optional field's JSON schema is a union with null: the form field takes the other branch.
+    value_schema = next(s for s in json_schema.get("anyOf", [json_schema]) if s.get("type") != "null")
+    bounds = {
+        key: getattr(constraint, attribute)
+        for constraint in field.metadata
+        for attribute, key in _BOUNDS.items()
+        if hasattr(constraint, attribute)
+    }
+    choices = {"enum": value_schema["enum"]} if "enum" in value_schema else {}
+    default = {"default": field.default} if field.default not in (None, PydanticUndefined) else {}
+    return {
+        "label": field.title,
+        "description": field.description,
         # Every field may be left empty: the settings model then applies its default.
-        "schema": {
-            "type": [spec["type"], "null"],
-            **{key: spec[key] for key in _SCHEMA_KEYS if spec.get(key) is not None},
-        },
+        "schema": {"type": [value_schema["type"], "null"], **choices, **default, **bounds},
     }
 
 
