@@ -51,6 +51,10 @@ def test_provider_info_declares_the_connection_type_and_its_hook() -> None:
     (conn_type,) = info["connection-types"]
     assert conn_type["connection-type"] == MiniMaxHook.conn_type == "minimax"
     assert conn_type["hook-class-name"] == f"{MiniMaxHook.__module__}.{MiniMaxHook.__qualname__}"
+    assert (MiniMaxHook.default_conn_name, MiniMaxHook.conn_name_attr) == (
+        "minimax_default",
+        "minimax_conn_id",
+    )
     assert conn_type["conn-fields"] == FORM
 
 
