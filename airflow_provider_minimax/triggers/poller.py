@@ -11,15 +11,18 @@ effect, so sharing changes nothing but the number of requests.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.models import GetResponseTask
 from airflow_provider_minimax.polling import (
+    TaskItems,
     TaskProgress,
     check_cadence,
     group_batch,
@@ -33,8 +36,14 @@ log = logging.getLogger(__name__)
 #: that started at different moments converge on shared requests (polled up to 25 % early).
 COALESCE_FRACTION = 0.25
 #: Resolve at most this many registrations per event-loop step, so waking many triggers at once
-#: never stalls the loop.
+#: never stalls the loop (each woken trigger builds its event in the next step).
 RESOLVE_SLICE = 64
+#: CPU time the poller spends on the loop between two yields to it (building polls, reading
+#: answers for thousands of waiters), so a 10,000-task tick never stalls the other triggers.
+SLICE_SECONDS = 0.005
+#: getResponse requests in flight at once in one tick: enough to overlap round trips; few enough
+#: that httpcore's pool (which re-scans every connection for each request) stays cheap.
+REQUESTS_IN_FLIGHT = 4
 #: What a registration's future holds when its deadline passed first.
 DEADLINE = object()
 
@@ -165,6 +174,7 @@ class TaskPoller:
             max_consecutive_failures=max_consecutive_failures,
         )
         self._registrations[registration] = None
+        heap_freezer.note_waiters(len(self._registrations))
         if self._task is None:
             self._task = self._loop.create_task(self._run(), name=f"minimax-poller-{self.conn_id}")
         elif registration.due < self._sleep_until and self._waiter is not None:
@@ -223,11 +233,9 @@ class TaskPoller:
 
     async def _poll(self, due: list[Registration]) -> None:
         """Poll every pending task of the due registrations at once and settle them."""
-        task_uuids = dict.fromkeys(u for r in due for u in r.progress.pending)
-        # UUIDs were checked once, at registration: skip re-validating thousands of them per tick.
-        polls = [GetResponseTask.model_construct(task_uuid=u) for u in task_uuids]
+        task_uuids = list(dict.fromkeys(u for r in due for u in r.progress.pending))
         try:
-            batch = await self.hook.asubmit_tasks(polls)
+            grouped = await self._fetch(task_uuids)
         except Exception as err:
             now = self._loop.time()
             transient = is_transient(err)
@@ -240,9 +248,9 @@ class TaskPoller:
                 else:
                     registration.reschedule(now)
             return
-        grouped = group_batch(batch)
         now = self._loop.time()
         finished: list[Registration] = []
+        pause = _Pacer()
         for registration in due:
             if registration.future.done():  # left while the request was in flight
                 continue
@@ -252,10 +260,36 @@ class TaskPoller:
                 finished.append(registration)
             else:
                 registration.reschedule(now)
+            if pause.due():
+                await asyncio.sleep(0)
         for count, registration in enumerate(finished, start=1):
             self._resolve(registration, None)
             if count % RESOLVE_SLICE == 0:
                 await asyncio.sleep(0)  # let the woken triggers run before waking more
+
+    async def _fetch(self, task_uuids: list[str]) -> dict[str, TaskItems]:
+        """The answers for ``task_uuids``, indexed by UUID: one request per ``max_tasks_per_request``,
+        at most :data:`REQUESTS_IN_FLIGHT` at once, each chunk built and read in its own loop step."""
+        size = (await self.hook.aget_settings()).max_tasks_per_request
+        chunks = iter([task_uuids[start : start + size] for start in range(0, len(task_uuids), size)])
+        grouped: dict[str, TaskItems] = {}
+
+        async def fetch_chunks(chunks: Iterator[list[str]]) -> None:
+            for chunk in chunks:  # a shared iterator: no chunk is taken twice
+                # UUIDs were checked once, at registration: skip re-validating them every tick.
+                polls = [GetResponseTask.model_construct(task_uuid=u) for u in chunk]
+                grouped.update(group_batch(await self.hook.asubmit_tasks(polls)))
+
+        workers = [
+            self._loop.create_task(fetch_chunks(chunks))
+            for _ in range(min(REQUESTS_IN_FLIGHT, len(task_uuids)))
+        ]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for worker in workers:  # one chunk failed: stop the others, the tick is retried whole
+                worker.cancel()
+        return grouped
 
     def _resolve(self, registration: Registration, error: BaseException | None) -> None:
         self._registrations.pop(registration, None)
@@ -270,6 +304,67 @@ def expire(future: asyncio.Future[object]) -> None:
     """
     if not future.done():
         future.set_result(DEADLINE)
+
+
+class HeapFreezer:
+    """Keeps full garbage collections short in a triggerer holding thousands of waiters.
+
+    A full collection walks every tracked object and stalls the event loop meanwhile: Airflow's
+    start-up heap alone is ~150,000 objects (~150 ms on a shared core), and each waiting trigger
+    adds ~20 more (its task, coroutine, async generator, future, timer...), ~200,000 at 10,000
+    waiters. Both are long-lived, which is what ``gc.freeze()`` is for (Airflow's scheduler-side
+    processes freeze before forking): the poller freezes the heap at its first registration, and
+    again each time its waiters reach a new high by :attr:`STEP`, so a full collection never
+    walks more than the objects of ~:attr:`STEP` waiters, and the number of freezes is bounded by
+    the largest count / :attr:`STEP`. Frozen objects are still freed by reference counting when
+    a trigger ends; only a reference cycle among them stays until the process ends (measured:
+    under one object per trigger). ``[minimax] freeze_gc = False``
+    (``AIRFLOW__MINIMAX__FREEZE_GC=false``) turns it off.
+    """
+
+    #: New waiters (over the highest count frozen so far) that make the next freeze.
+    STEP = 1000
+
+    def __init__(self) -> None:
+        self.enabled: bool | None = None  # read from the config on first use
+        self.next_freeze_at = 0  # waiters; 0: freeze at the first registration
+
+    def note_waiters(self, waiters: int) -> None:
+        """Freeze when ``waiters`` reached the next step (otherwise one comparison: it is called
+        on every registration, so a burst of new triggers is frozen as it grows).
+
+        :param waiters: registrations the poller holds now.
+        """
+        if waiters < self.next_freeze_at:
+            return
+        if self.enabled is None:
+            from airflow.sdk import conf
+
+            self.enabled = conf.getboolean("minimax", "freeze_gc", fallback=True)
+        self.next_freeze_at = waiters + self.STEP
+        if self.enabled:
+            gc.freeze()
+            log.debug("%d objects frozen out of garbage collection", gc.get_freeze_count())
+
+
+#: One per process: the heap is.
+heap_freezer = HeapFreezer()
+
+
+class _Pacer:
+    """Says when a loop of work on the event loop has run :data:`SLICE_SECONDS` and should yield."""
+
+    __slots__ = ("_until",)
+
+    def __init__(self) -> None:
+        self._until = time.perf_counter() + SLICE_SECONDS
+
+    def due(self) -> bool:
+        now = time.perf_counter()
+        if now < self._until:
+            return False
+        self._until = now + SLICE_SECONDS
+        return True
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

@@ -9,9 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-from hook_testlib import CONN_ID, set_connection, v4
+import respx
+from hook_testlib import CONN_ID, TASK_URL, set_connection, v4
 from poll_testlib import FAST, PollApi, mocked_poll_api
 
+from airflow_provider_minimax.triggers import poller as poller_module
 from airflow_provider_minimax.triggers.poller import DEADLINE, TaskPoller, expire
 
 
@@ -124,3 +126,47 @@ async def test_a_deadline_timer_settles_a_wait_and_the_poller_ignores_it(api):
     asyncio.get_running_loop().call_later(0.05, expire, registration.future)
     assert await registration.future is DEADLINE
     poller.unregister(registration)
+
+
+async def test_a_large_tick_sends_a_few_requests_at_a_time_and_polls_each_task_once(monkeypatch):
+    set_connection(monkeypatch, max_retries=0, max_tasks_per_request=10)
+    api, in_flight, most = PollApi(finish_after=1), 0, 0
+
+    async def slow_answer(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return api(request)
+
+    with respx.mock(assert_all_called=False) as router:
+        router.post(TASK_URL).mock(side_effect=slow_answer)
+        uuids = [v4(i) for i in range(95)]
+        assert await wait(TaskPoller.shared(CONN_ID), uuids) is None
+    assert most == poller_module.REQUESTS_IN_FLIGHT  # 10 requests in the tick, 4 at a time
+    assert sorted(u for r in api.requests for u in r) == sorted(uuids)
+
+
+@pytest.mark.parametrize(
+    ("counts", "freezes"),
+    [
+        ([1], 1),  # the first registration freezes the start-up heap
+        ([1, 2, 999, 1000], 1),  # then nothing until STEP more waiters
+        ([1, 1001, 1002, 1500, 2001], 3),  # each new high by STEP freezes once
+        ([1, 1001, 5, 900, 1001], 2),  # going down and up again to an old high does not
+    ],
+)
+def test_the_heap_is_frozen_at_start_and_per_step_of_new_waiters(monkeypatch, counts, freezes):
+    frozen: list[int] = []
+    monkeypatch.setattr(poller_module.gc, "freeze", lambda: frozen.append(1))
+    freezer = poller_module.HeapFreezer()
+    for count in counts:
+        freezer.note_waiters(count)
+    assert len(frozen) == freezes
+
+
+def test_freezing_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__MINIMAX__FREEZE_GC", "false")
+    monkeypatch.setattr(poller_module.gc, "freeze", lambda: pytest.fail("froze although turned off"))
+    poller_module.HeapFreezer().note_waiters(1)
