@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -84,16 +84,31 @@ def next_interval(interval: float, max_poll_interval: float) -> float:
     return min(interval * BACKOFF_FACTOR, max_poll_interval)
 
 
-def poll_delays(poll_interval: float, max_poll_interval: float) -> Iterator[float]:
-    """The waits before each poll, forever: ``poll_interval``, then x1.5 up to ``max_poll_interval``.
+def progress_delay(
+    progress: TaskProgress, elapsed: float, last_wait: float, poll_interval: float, max_poll_interval: float
+) -> float:
+    """The wait before the next poll, predicted from the tasks finished so far.
 
-    :param poll_interval: the wait before the first poll (~1 s by the contract).
-    :param max_poll_interval: the cap (~10 s by the contract).
+    Once some tasks finished, the rate they finish at predicts when the rest will be done: the
+    next poll is then (at most ``max_poll_interval`` away), so a batch's last tasks are seen about
+    one ``poll_interval`` after they finish instead of one grown back-off later, and no poll is
+    spent while little can have changed. Past the prediction (stragglers), and while nothing
+    finished yet, the waits grow x1.5 from ``poll_interval`` as usual.
+
+    :param progress: what is known about the tasks.
+    :param elapsed: seconds since the wait started.
+    :param last_wait: the wait that led to the poll just made.
+    :param poll_interval: the shortest wait.
+    :param max_poll_interval: the cap of the wait.
     """
-    interval = min(poll_interval, max_poll_interval)
-    while True:
-        yield interval
-        interval = next_interval(interval, max_poll_interval)
+    finished = len(progress.task_uuids) - len(progress.pending)
+    if finished <= 0 or elapsed <= 0:
+        return next_interval(last_wait, max_poll_interval)
+    eta = len(progress.pending) * elapsed / finished
+    if eta > poll_interval:
+        return min(max_poll_interval, eta)
+    # Due by now: one short wait for the last ones, then back off for stragglers.
+    return poll_interval if last_wait > poll_interval else next_interval(last_wait, max_poll_interval)
 
 
 # ------------------------------------------------------------------------------------ classification
@@ -268,7 +283,8 @@ def wait_for_tasks(
 ) -> TasksOutcome:
     """Poll in the worker (``deferrable=False``) at the trigger's cadence; same result shape as its event.
 
-    Only tasks still running are polled again. Transient failures (after the hook's retries)
+    Only tasks still running are polled again, at the pace their progress predicts
+    (:func:`progress_delay`). Transient failures (after the hook's retries)
     count against ``max_consecutive_failures``; any other failure ends the wait at once.
 
     :param hook: the hook to poll with.
@@ -285,7 +301,8 @@ def wait_for_tasks(
     check_cadence(poll_interval, max_poll_interval, number_results)
     progress = TaskProgress(task_uuids, number_results)
     failures = 0
-    for delay in poll_delays(poll_interval, max_poll_interval):
+    started, delay = clock(), min(poll_interval, max_poll_interval)
+    while True:
         remaining = end_time - clock()
         if remaining <= 0:
             break
@@ -299,6 +316,7 @@ def wait_for_tasks(
             if not is_transient(err) or failures >= max_consecutive_failures:
                 return progress.failed(err)
             log.warning("Polling MiniMax failed (%d of %d): %s", failures, max_consecutive_failures, err)
+            delay = next_interval(delay, max_poll_interval)
             continue
         failures = 0
         progress.update(group_batch(batch))
@@ -307,6 +325,7 @@ def wait_for_tasks(
         if progress.done:
             return progress.succeeded()
         log.info("%d MiniMax task(s) still running: %s", len(progress.pending), abbreviate(progress.pending))
+        delay = progress_delay(progress, clock() - started, delay, poll_interval, max_poll_interval)
     return progress.timed_out(end_time)
 
 

@@ -28,6 +28,7 @@ from airflow_provider_minimax.polling import (
     group_batch,
     is_transient,
     next_interval,
+    progress_delay,
 )
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,8 @@ class Registration:
 
     :param progress: the tasks and what is known about them.
     :param future: resolved by the poller.
-    :param due: loop time of the next poll.
-    :param wait: the wait that led to ``due``; the next one is x1.5, capped.
+    :param started: loop time of the registration.
+    :param poll_interval: the first (and shortest) wait.
     :param max_poll_interval: the cap of the wait.
     :param max_consecutive_failures: transient poll failures in a row tolerated.
     """
@@ -68,7 +69,9 @@ class Registration:
         "future",
         "max_consecutive_failures",
         "max_poll_interval",
+        "poll_interval",
         "progress",
+        "started",
         "wait",
     )
 
@@ -76,25 +79,32 @@ class Registration:
         self,
         progress: TaskProgress,
         future: asyncio.Future[object],
-        due: float,
-        wait: float,
+        started: float,
+        poll_interval: float,
         max_poll_interval: float,
         max_consecutive_failures: int,
     ) -> None:
         self.progress = progress
         self.future = future
-        self.due = due
-        self.wait = wait
+        self.started = started
+        self.poll_interval = self.wait = poll_interval
+        self.due = started + poll_interval
         self.max_poll_interval = max_poll_interval
         self.max_consecutive_failures = max_consecutive_failures
         self.failures = 0
 
-    def reschedule(self, now: float) -> None:
-        """Plan the next poll one (grown) wait after ``now``.
+    def reschedule(self, now: float, failed: bool = False) -> None:
+        """Plan the next poll: when progress predicts the rest done, or one grown wait after a failure.
 
         :param now: loop time the last poll ended.
+        :param failed: whether the last poll failed (nothing new was learnt).
         """
-        self.wait = next_interval(self.wait, self.max_poll_interval)
+        if failed:
+            self.wait = next_interval(self.wait, self.max_poll_interval)
+        else:
+            self.wait = progress_delay(
+                self.progress, now - self.started, self.wait, self.poll_interval, self.max_poll_interval
+            )
         self.due = now + self.wait
 
 
@@ -168,8 +178,8 @@ class TaskPoller:
         registration = Registration(
             TaskProgress(task_uuids, number_results),
             self._loop.create_future(),
-            due=now + poll_interval,
-            wait=poll_interval,
+            started=now,
+            poll_interval=poll_interval,
             max_poll_interval=max_poll_interval,
             max_consecutive_failures=max_consecutive_failures,
         )
@@ -246,7 +256,7 @@ class TaskPoller:
                 if not transient or registration.failures >= registration.max_consecutive_failures:
                     self._resolve(registration, err)
                 else:
-                    registration.reschedule(now)
+                    registration.reschedule(now, failed=True)
             return
         now = self._loop.time()
         finished: list[Registration] = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from typing import Any
 
@@ -14,11 +13,12 @@ from hook_testlib import TASK_URL, make_hook, task_result, v4
 from airflow_provider_minimax.exceptions import MiniMaxValidationError
 from airflow_provider_minimax.models import TaskResult
 from airflow_provider_minimax.polling import (
+    TaskProgress,
     check_cadence,
     classify,
     group_batch,
     normalise_task_uuids,
-    poll_delays,
+    progress_delay,
     task_state,
     wait_for_tasks,
 )
@@ -44,15 +44,23 @@ def failed(task_uuid: str, code: str = "inferenceError") -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("poll_interval", "cap", "expected"),
+    ("done", "total", "elapsed", "last_wait", "expected"),
     [
-        (1.0, 10.0, [1.0, 1.5, 2.25, 3.375, 5.0625, 7.59375, 10.0, 10.0]),
-        (2.0, 3.0, [2.0, 3.0, 3.0]),
-        (0.5, 0.5, [0.5, 0.5]),
+        (0, 10, 1.0, 1.0, 1.5),  # nothing finished yet: the x1.5 back-off
+        (0, 10, 9.0, 8.0, 10.0),  # ... capped
+        (2, 10, 2.0, 1.0, 8.0),  # 1 task/s, 8 left: poll when they should be done
+        (1, 100, 1.0, 1.0, 10.0),  # ... never later than the cap
+        (9, 10, 9.0, 2.0, 1.0),  # due within one poll_interval: poll after one
+        (9, 10, 9.0, 1.0, 1.5),  # past the prediction already: stragglers, back off again
     ],
 )
-def test_poll_delays_start_at_poll_interval_and_grow_by_half_up_to_the_cap(poll_interval, cap, expected):
-    assert list(itertools.islice(poll_delays(poll_interval, cap), len(expected))) == expected
+def test_progress_delay_polls_when_the_observed_rate_says_the_rest_is_done(
+    done, total, elapsed, last_wait, expected
+):
+    uuids = [v4(i) for i in range(total)]
+    progress = TaskProgress(uuids)
+    progress.pending = uuids[done:]
+    assert progress_delay(progress, elapsed, last_wait, 1.0, 10.0) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
@@ -158,7 +166,7 @@ def test_worker_waiter_polls_at_the_cadence_and_returns_the_trigger_shape(monkey
         hook, [A, B], end_time=clock.now + 60, sleep=clock.sleep, clock=lambda: clock.now
     )
     assert isinstance(outcome, TasksOutcome) and outcome.status == "success"
-    assert clock.waits == [1.0, 1.5, 2.25]
+    assert clock.waits == [1.0, 1.5, 2.5]  # B should be done 2.5 s after A: one task in 2.5 s
     assert polled_uuids(route) == [[A, B], [A, B], [B]]  # finished tasks are not polled again
     assert TasksOutcome.model_validate(outcome.to_event()).results[B][0].text == "hello"
 
