@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_minimax.exceptions import MiniMaxError
 from airflow_provider_minimax.hooks.responses import NOT_FOUND_CODE
-from airflow_provider_minimax.polling import abbreviate, task_state
+from airflow_provider_minimax.polling import abbreviate, group_batch, task_state
 
 if TYPE_CHECKING:
     from airflow_provider_minimax.hooks.minimax import MiniMaxHook
     from airflow_provider_minimax.models import ApiError, TaskResult, TextInferenceTask
-    from airflow_provider_minimax.results import TaskBatchResult
 
 log = logging.getLogger(__name__)
 
@@ -264,18 +263,18 @@ class _Walk:
         if not items:
             return []
         uuids = {self.uuid_of(i): i for i in items}
-        polled = self.hook.get_responses(list(uuids))
+        polled = group_batch(self.hook.get_responses(list(uuids)))
         to_submit: list[int] = []
         reused: list[str] = []
         attached: list[str] = []
         renewed: list[str] = []
         for task_uuid, item in uuids.items():
-            found = polled.results_for(task_uuid)
-            results, error = self._state(polled, task_uuid)
+            found = polled.get(task_uuid)
+            results, error = task_state(task_uuid, found, self.number_results)
             if results is not None:
                 reused.append(task_uuid)
                 self.resolution.finished[item] = results
-            elif error is None and found:
+            elif error is None and found and found[0]:
                 attached.append(task_uuid)
                 self.resolution.waiting[item] = task_uuid
             elif error is None or (error.code == NOT_FOUND_CODE and item not in self.conflicted):
@@ -301,13 +300,14 @@ class _Walk:
         self.store.save({i: self.resolution.generations[i] for i in items})
         tasks = [self.build_task(i, self.uuid_of(i)) for i in items]
         outcome = self.hook.submit_tasks(tasks)
+        answers, accepted = group_batch(outcome), set(outcome.already_accepted)
         poll_again: list[int] = []
         for task, item in zip(tasks, items, strict=True):
             task_uuid = task.task_uuid
-            results, error = self._state(outcome, task_uuid)
+            results, error = task_state(task_uuid, answers.get(task_uuid), self.number_results)
             if results is not None:  # sync delivery answers at once
                 self.resolution.finished[item] = results
-            elif task_uuid in outcome.already_accepted:
+            elif task_uuid in accepted:
                 # Accepted earlier (a lost response, a concurrent try): poll it rather than pay again.
                 self.conflicted.add(item)
                 poll_again.append(item)
@@ -316,13 +316,6 @@ class _Walk:
             else:
                 self.resolution.waiting[item] = task_uuid
         return poll_again
-
-    def _state(
-        self, batch: TaskBatchResult, task_uuid: str
-    ) -> tuple[list[TaskResult] | None, ApiError | None]:
-        """Whether one task finished (its results), failed (its error) or neither, per this answer."""
-        found = (batch.results_for(task_uuid), batch.error_for(task_uuid))
-        return task_state(task_uuid, found, self.number_results)
 
     def _too_many_generations(self, item: int) -> ApiError:
         from airflow_provider_minimax.models import ApiError
