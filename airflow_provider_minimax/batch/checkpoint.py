@@ -49,29 +49,36 @@ class RowCheckpoint:
     def __init__(self, store: Any) -> None:
         self._store = store
         self._parts = 0
+        self._saved: dict[int, tuple[str, Any]] | None = None
 
     @property
     def enabled(self) -> bool:
         """Whether rows survive between tries."""
         return self._store is not None
 
-    def load(self, fingerprints: Sequence[str]) -> dict[int, RowResult]:
+    def load(self, fingerprints: Mapping[int, str]) -> dict[int, RowResult]:
         """The rows earlier tries finished whose request is still the same.
 
-        :param fingerprints: the current fingerprint of every row, by row index.
+        Earlier tries' parts are read once per try; a streamed batch asks window by window.
+
+        :param fingerprints: the current fingerprint of the rows asked about, by row index.
         """
         if self._store is None:
             return {}
-        self._parts = int(self._store.get(PARTS_KEY) or 0)
+        if self._saved is None:
+            self._parts = int(self._store.get(PARTS_KEY) or 0)
+            self._saved = {}
+            for part in range(self._parts):
+                for key, (digest, saved) in dict(self._store.get(PART_KEY.format(part)) or {}).items():
+                    self._saved[int(key)] = (digest, saved)
         found: dict[int, RowResult] = {}
-        for part in range(self._parts):
-            for key, (digest, saved) in dict(self._store.get(PART_KEY.format(part)) or {}).items():
-                row = int(key)
-                if row < len(fingerprints) and fingerprints[row] == digest:
-                    found[row] = RowResult.model_validate(saved)
+        for row, digest in fingerprints.items():
+            saved = self._saved.get(row)
+            if saved is not None and saved[0] == digest:
+                found[row] = RowResult.model_validate(saved[1])
         return found
 
-    def save(self, rows: Sequence[RowResult], fingerprints: Sequence[str]) -> None:
+    def save(self, rows: Sequence[RowResult], fingerprints: Mapping[int, str]) -> None:
         """Add a part with these finished rows (only successes: failures are to be redone).
 
         :param rows: rows finished since the last save.

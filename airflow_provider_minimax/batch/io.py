@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from airflow_provider_minimax.exceptions import MiniMaxValidationError
 
@@ -53,12 +54,48 @@ def read_rows(path: str | ObjectStoragePath, declared: InputFormat | None = None
     :param path: the file, local or on object storage.
     :param declared: the format, when the suffix does not say it.
     """
+    return list(iter_rows(path, declared))
+
+
+def iter_rows(path: str | ObjectStoragePath, declared: InputFormat | None = None) -> Iterator[dict[str, Any]]:
+    """The rows of a JSONL or CSV file one at a time, read as a stream (the file stays open meanwhile).
+
+    :param path: the file, local or on object storage.
+    :param declared: the format, when the suffix does not say it.
+    """
     source = storage_path(path)
     fmt = input_format(source, declared)
     with source.open("r", encoding="utf-8", newline="") as handle:
         if fmt == "csv":
-            return [dict(record) for record in csv.DictReader(handle)]
-        return list(_jsonl_records(handle, str(source)))
+            yield from (dict(record) for record in csv.DictReader(handle))
+        else:
+            yield from _jsonl_records(handle, str(source))
+
+
+def count_rows(path: str | ObjectStoragePath, declared: InputFormat | None = None) -> int:
+    """How many rows a JSONL or CSV file holds, counted in one streaming pass (for progress lines).
+
+    :param path: the file, local or on object storage.
+    :param declared: the format, when the suffix does not say it.
+    """
+    source = storage_path(path)
+    fmt = input_format(source, declared)
+    with source.open("r", encoding="utf-8", newline="") as handle:
+        if fmt == "csv":
+            return max(0, sum(1 for record in csv.reader(handle) if record) - 1)  # minus the header
+        return sum(1 for line in handle if line.strip())
+
+
+def windows(rows: Iterable[dict[str, Any]], size: int) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """Consecutive slices of at most ``size`` rows, each with the index of its first row.
+
+    :param rows: the rows, e.g. from :func:`iter_rows`.
+    :param size: rows per slice.
+    """
+    source, offset = iter(rows), 0
+    while window := list(itertools.islice(source, size)):
+        yield offset, window
+        offset += len(window)
 
 
 def _jsonl_records(lines: Iterable[str], name: str) -> Iterable[dict[str, Any]]:
@@ -105,11 +142,39 @@ def write_jsonl(path: str | ObjectStoragePath, records: Iterable[Mapping[str, An
     :param path: where to write (parent folders are created for local paths).
     :param records: the records, written in order.
     """
-    target = storage_path(path)
-    if target.protocol in ("", "file", "local"):
-        target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("w", encoding="utf-8") as handle:
+    with JsonlWriter(path) as writer:
         for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
-            handle.write("\n")
-    return str(target)
+            writer.write(record)
+    return writer.uri
+
+
+class JsonlWriter:
+    """Write records as JSONL as they come, in one stream (``with JsonlWriter(path) as w: w.write(r)``).
+
+    :param path: where to write (parent folders are created for local paths).
+    """
+
+    def __init__(self, path: str | ObjectStoragePath) -> None:
+        self._target = storage_path(path)
+        self.uri = str(self._target)
+        self._handle: IO[str] | None = None
+
+    def __enter__(self) -> JsonlWriter:
+        if self._target.protocol in ("", "file", "local"):
+            self._target.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = self._target.open("w", encoding="utf-8")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        """Append one record.
+
+        :param record: a JSON-ready mapping.
+        """
+        assert self._handle is not None, "use JsonlWriter in a with block"
+        self._handle.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+        self._handle.write("\n")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -120,27 +120,36 @@ class Manifest(BaseModel):
     failed_rows_truncated: bool = False
 
     @classmethod
-    def of(cls, results: Sequence[RowResult], path: str | None = None) -> Manifest:
+    def of(cls, results: Iterable[RowResult], path: str | None = None) -> Manifest:
         """Summarise the rows.
 
         :param results: every row's result.
         :param path: where they were written.
         """
-        failed = [r for r in results if not r.ok]
-        costs = [r.cost for r in results if r.cost is not None]
-        return cls(
-            rows=len(results),
-            succeeded=len(results) - len(failed),
-            failed=len(failed),
-            path=path,
-            usage=sum((r.usage for r in results), Usage()),
-            cost=round(sum(costs), 10) if costs else None,
-            failed_rows=[
-                {"row": r.row, "code": r.error_code, "message": r.error_message}
-                for r in failed[:MAX_FAILED_IN_MANIFEST]
-            ],
-            failed_rows_truncated=len(failed) > MAX_FAILED_IN_MANIFEST,
-        )
+        manifest = cls(rows=0, succeeded=0, failed=0, path=path)
+        for result in results:
+            manifest.add(result)
+        return manifest
+
+    def add(self, result: RowResult) -> None:
+        """Count one more row (rows streamed to storage are summarised as they go).
+
+        :param result: the row's result.
+        """
+        self.rows += 1
+        self.usage = self.usage + result.usage
+        if result.cost is not None:
+            self.cost = round((self.cost or 0.0) + result.cost, 10)
+        if result.ok:
+            self.succeeded += 1
+            return
+        self.failed += 1
+        if len(self.failed_rows) < MAX_FAILED_IN_MANIFEST:
+            self.failed_rows.append(
+                {"row": result.row, "code": result.error_code, "message": result.error_message}
+            )
+        else:
+            self.failed_rows_truncated = True
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON for XCom."""

@@ -15,7 +15,15 @@ from pydantic import BaseModel, Field
 
 from airflow_provider_minimax.batch.chat import ChatBatchRunner, ChatRunSettings, shard_count
 from airflow_provider_minimax.batch.checkpoint import RowCheckpoint, fingerprint
-from airflow_provider_minimax.batch.io import InputFormat, check_records, read_rows, write_jsonl
+from airflow_provider_minimax.batch.io import (
+    InputFormat,
+    JsonlWriter,
+    check_records,
+    iter_rows,
+    read_rows,
+    windows,
+    write_jsonl,
+)
 from airflow_provider_minimax.batch.progress import Progress
 from airflow_provider_minimax.batch.rows import (
     OUTPUT_MISMATCH,
@@ -30,7 +38,7 @@ from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import MiniMaxError, MiniMaxTaskFailedError, MiniMaxValidationError
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.hooks.responses import error_type
-from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, resolve_and_submit
+from airflow_provider_minimax.idempotency import GenerationStore, Resolution, TaskIdentity, resolve_and_submit
 from airflow_provider_minimax.images import check_image
 from airflow_provider_minimax.lineage import LineageMixin, prompt_hash
 from airflow_provider_minimax.models import ApiError, TaskResult, TextInferenceTask, split_think
@@ -47,6 +55,8 @@ if TYPE_CHECKING:
 OnRowError = Literal["fail", "skip"]
 #: Failed rows named in the task's error message (the output and the manifest list them all).
 ROWS_IN_ERROR = 20
+#: A taskUUID to build a row's task with when only checking that it builds.
+NIL_UUID = "00000000-0000-4000-8000-000000000000"
 
 
 class _Resume(BaseModel):
@@ -130,6 +140,9 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
     )
     template_fields_renderers = {"rows": "json", "system_prompt": "md"}
     ui_color = "#e8d8ff"
+    #: Rows read, run and written together when streaming from ``input_path`` to ``output_path``:
+    #: memory holds one window's prompts and results (plus the checkpoint of a retried try).
+    window_rows: int = 5000
 
     def __init__(
         self,
@@ -206,6 +219,8 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
     def execute(self, context: Context) -> Any:
         """Validate and render every row, then run them through the connection's API."""
         self._check_options()
+        if self._streams():
+            return self._run_streaming(context)
         records = self._records()
         prompts = self._render_prompts(records, context)
         images = self._row_images(records)
@@ -260,8 +275,18 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
                 ) from None
         return check_records(rows)
 
-    def _render_prompts(self, records: list[dict[str, Any]], context: Context) -> list[str]:
-        """Each row's prompt; raises naming the row when a field is missing or the prompt is empty."""
+    def _render_prompts(self, records: list[dict[str, Any]], context: Context, offset: int = 0) -> list[str]:
+        """Each row's prompt; raises naming the row when a field is missing or the prompt is empty.
+
+        :param records: the rows.
+        :param context: the task context (template variables).
+        :param offset: the index of the first of ``records`` in the whole input.
+        """
+        render = self._prompt_renderer(context)
+        return [render(offset + index, record) for index, record in enumerate(records)]
+
+    def _prompt_renderer(self, context: Context) -> Callable[[int, dict[str, Any]], str]:
+        """A function rendering one row's prompt (the template is compiled once)."""
         import jinja2
 
         # The DAG's environment, so its filters and macros work; a missing field is an error in any case
@@ -277,8 +302,8 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
                 parameter="prompt_template",
             ) from None
         base = dict(context)
-        prompts = []
-        for index, record in enumerate(records):
+
+        def render(index: int, record: dict[str, Any]) -> str:
             try:
                 prompt = str(template.render({**base, **record, "row": record, "row_index": index}))
             except jinja2.UndefinedError as err:
@@ -291,11 +316,16 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
                 raise MiniMaxValidationError(
                     f"row {index}: prompt_template rendered an empty prompt", parameter=f"rows[{index}]"
                 )
-            prompts.append(prompt)
-        return prompts
+            return prompt
 
-    def _row_images(self, records: list[dict[str, Any]]) -> dict[int, Any]:
-        """Each row's image source, every one checked (not read whole) before any HTTP call."""
+        return render
+
+    def _row_images(self, records: list[dict[str, Any]], offset: int = 0) -> dict[int, Any]:
+        """Each row's image source, every one checked (not read whole) before any HTTP call.
+
+        :param records: the rows.
+        :param offset: the index of the first of ``records`` in the whole input.
+        """
         if self.image_field is None:
             return {}
         if self.hook.settings.api != "chat":
@@ -305,7 +335,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
                 parameter="image_field",
             )
         images = {}
-        for index, record in enumerate(records):
+        for index, record in enumerate(records, start=offset):
             where = f"rows[{index}].{self.image_field}"
             source = record.get(self.image_field)
             if source in (None, ""):
@@ -334,9 +364,8 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
 
     # ------------------------------------------------------------------ task API
 
-    def _run_tasks(self, context: Context, prompts: list[str]) -> Any:
-        """Submit every row (reusing what earlier tries paid for), then wait on all in one go."""
-        started = time.time()
+    def _task_builder(self, prompts: Mapping[int, str]) -> Callable[[int, str], TextInferenceTask]:
+        """Builds (validates) the async textInference task of a row for a given taskUUID."""
         system = system_with_schema(self.system_prompt, self.output_type)
         settings = self._settings()
 
@@ -352,14 +381,26 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
             except MiniMaxValidationError as err:
                 raise MiniMaxValidationError(f"row {row}: {err.message}", parameter=f"rows[{row}]") from None
 
+        return build_task
+
+    def _submit_rows(self, context: Context, prompts: Mapping[int, str]) -> Resolution:
+        """Submit the rows (reusing what earlier tries paid for) and log what was found."""
         identity, store = TaskIdentity.from_context(context), GenerationStore(context)
-        resolution = resolve_and_submit(self.hook, identity, build_task, list(range(len(prompts))), store)
+        resolution = resolve_and_submit(
+            self.hook, identity, self._task_builder(prompts), list(prompts), store
+        )
         self.log.info(
             "Submitted rows: %d already finished by earlier tries, %d running, %d refused by the API",
             len(resolution.finished),
             len(resolution.waiting),
             len(resolution.rejected),
         )
+        return resolution
+
+    def _run_tasks(self, context: Context, prompts: list[str]) -> Any:
+        """Submit every row (reusing what earlier tries paid for), then wait on all in one go."""
+        started = time.time()
+        resolution = self._submit_rows(context, dict(enumerate(prompts)))
         rows = [row for row in range(len(prompts)) if row not in resolution.rejected]
         uuids = [resolution.uuids[row] for row in rows]
         state = _Resume(
@@ -379,7 +420,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
             from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
 
             resume = state.model_dump(mode="json", by_alias=True)
-            store.save_resume(resume)
+            GenerationStore(context).save_resume(resume)
             self.log.info("Deferring on %d MiniMax task(s), one trigger for the whole batch", len(uuids))
             self.defer(
                 trigger=MiniMaxTaskTrigger(
@@ -402,6 +443,30 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         )
         return self._complete(context, outcome, state)
 
+    def _task_window(self, context: Context, prompts: Mapping[int, str], end_time: float) -> list[RowResult]:
+        """One window of a streamed batch through the task API, waited on in the worker.
+
+        :param context: the task context.
+        :param prompts: the window's prompts by row index (in order).
+        :param end_time: the batch's deadline, epoch seconds.
+        """
+        resolution = self._submit_rows(context, prompts)
+        rows = [row for row in prompts if row not in resolution.rejected]
+        uuids = [resolution.uuids[row] for row in rows]
+        if resolution.waiting:
+            outcome = wait_for_tasks(
+                self.hook,
+                uuids,
+                end_time=end_time,
+                poll_interval=self.poll_interval,
+                max_poll_interval=self.max_poll_interval,
+            )
+        else:
+            outcome = TasksOutcome(status="success", task_uuids=uuids)
+        for row, found in resolution.finished.items():
+            outcome.results[resolution.uuids[row]] = found
+        return self._gather(outcome, list(prompts), resolution.rejected)
+
     def _complete(self, context: Context, outcome: TasksOutcome, state: _Resume) -> Any:
         """Every row's result from the wait's outcome, the progress line, then :meth:`_finish`.
 
@@ -410,7 +475,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         :param state: the batch's shape and start, from this try or its deferral.
         """
         refused = {int(row): error for row, error in state.rejected.items()}
-        results = self._gather(outcome, state.row_count, refused)
+        results = self._gather(outcome, list(range(state.row_count)), refused)
         progress = Progress(state.row_count, started=state.started, clock=time.time, logger=self.log)
         progress.finish(state.row_count, sum(not result.ok for result in results))
         return self._finish(context, results)
@@ -422,10 +487,16 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
     def _gather(
         self,
         outcome: TasksOutcome,
-        row_count: int,
+        rows: list[int],
         rejected: dict[int, ApiError],
     ) -> list[RowResult]:
-        """Every row's result in input order, from the wait's outcome and the rows refused at submit."""
+        """The rows' results in input order, from the wait's outcome and the rows refused at submit.
+
+        :param outcome: the wait's outcome.
+        :param rows: the rows' indexes, in input order.
+        :param rejected: the rows the API refused at submit, with the error.
+        """
+        row_count = len(rows)
         if outcome.status == "error":
             raise error_type(outcome.status_code, outcome.code)(
                 f"Polling the batch's MiniMax tasks failed: {outcome.message or 'no message'}; nothing "
@@ -440,7 +511,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
             )
         waited = iter(outcome.task_uuids)
         results = []
-        for row in range(row_count):
+        for row in rows:
             if row in rejected:
                 results.append(row_from_error(row, rejected[row]))
                 continue
@@ -486,32 +557,63 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
 
     def _run_chat(self, context: Context, prompts: list[str], images: dict[int, Any]) -> Any:
         """Run the rows not checkpointed by earlier tries concurrently, checkpointing as they finish."""
+        checkpoint = RowCheckpoint(context.get("task_state_store"))
+        results = self._chat_rows(checkpoint, dict(enumerate(prompts)), len(prompts), images=images)
+        return self._finish(context, [results[row] for row in range(len(prompts))])
+
+    def _chat_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"system_prompt": self.system_prompt or None, **self._settings()}
         if self.output_type is not None:
             params["response_format"] = response_format(self.output_type)
-        fingerprints = []
-        for row, prompt in enumerate(prompts):
+        return params
+
+    def _chat_fingerprints(
+        self, prompts: Mapping[int, str], params: dict[str, Any], images: Mapping[int, Any]
+    ) -> dict[int, str]:
+        """Each row's request fingerprint; building the request validates it (before any HTTP call)."""
+        fingerprints = {}
+        for row, prompt in prompts.items():
             try:
                 request = self.hook.new_chat_request(prompt, **params)
             except MiniMaxValidationError as err:
                 raise MiniMaxValidationError(f"row {row}: {err.message}", parameter=f"rows[{row}]") from None
             # The image's source, not its bytes: a row is not read whole before its turn.
             image = {"image": str(images[row])} if row in images else {}
-            fingerprints.append(fingerprint({**request.to_wire(), **image}))
-        checkpoint = RowCheckpoint(context.get("task_state_store"))
+            fingerprints[row] = fingerprint({**request.to_wire(), **image})
+        return fingerprints
+
+    def _chat_rows(
+        self,
+        checkpoint: RowCheckpoint,
+        prompts: Mapping[int, str],
+        total: int,
+        before: tuple[int, int] = (0, 0),
+        images: Mapping[int, Any] | None = None,
+    ) -> dict[int, RowResult]:
+        """Every row's result: reused from the checkpoint, or asked concurrently and checkpointed.
+
+        :param checkpoint: earlier tries' rows, and where this try's go.
+        :param prompts: the rows' prompts by row index (all of them, or a streamed window).
+        :param total: rows in the whole batch, for the progress line.
+        :param before: rows of the batch done and failed before these (earlier windows).
+        :param images: the rows' image sources (``image_field``), by row index.
+        """
+        images = images or {}
+        params = self._chat_params()
+        fingerprints = self._chat_fingerprints(prompts, params, images)
         results: dict[int, RowResult] = checkpoint.load(fingerprints)
         if results:
             self.log.info("Reusing %d row(s) answered by earlier tries", len(results))
         elif not checkpoint.enabled:
             self.log.warning("No task-state store (Airflow < 3.3): a retry of this task redoes every row")
-        todo = {row: prompt for row, prompt in enumerate(prompts) if row not in results}
+        todo = {row: prompt for row, prompt in prompts.items() if row not in results}
         settings = self.hook.settings
         self.limiter = AdaptiveLimiter(
             int(self.max_concurrency),
             float(self.requests_per_minute) if self.requests_per_minute else None,
             backoff_max=settings.retry_max_wait,
         )
-        recorder = _Recorder(results, len(prompts), checkpoint, fingerprints, self.log)
+        recorder = _Recorder(results, total, checkpoint, fingerprints, self.log, before)
         extra_hooks = [
             MiniMaxHook(minimax_conn_id=self.conn_id)
             for _ in range(shard_count(len(todo) and int(self.max_concurrency)) - 1)
@@ -541,7 +643,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
                     stats.lowest_limit,
                     self.limiter.limit,
                 )
-        return self._finish(context, [results[row] for row in range(len(prompts))])
+        return results
 
     async def _chat(self, runner: ChatBatchRunner, recorder: _Recorder, todo: dict[int, str]) -> None:
         try:
@@ -551,14 +653,106 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
             for hook in runner.hooks:
                 await hook.aclose()
 
+    # ------------------------------------------------------------------ streamed input and output
+
+    def _streams(self) -> bool:
+        """Whether the batch streams from ``input_path`` to ``output_path`` window by window.
+
+        A deferred task-API batch waits in one trigger for all rows instead.
+        """
+        return (
+            self.input_path is not None
+            and self.output_path is not None
+            and (self.hook.settings.api == "chat" or not self.deferrable)
+        )
+
+    def _run_streaming(self, context: Context) -> Any:
+        """Read, run and write the rows :attr:`window_rows` at a time, so memory stays bounded.
+
+        A first pass renders and validates every row without keeping it (bad input fails before
+        any HTTP call, and the row count is known for the progress line); the second runs the
+        rows window after window, appending each window's results to ``output_path`` in input
+        order, and summarises them into the manifest as they are written.
+        """
+        assert self.input_path is not None and self.output_path is not None
+        api, started = self.hook.settings.api, time.time()
+        if api == "chat" and self.deferrable:
+            self.log.info("The chat API has no async delivery: the rows run from the worker")
+        total = self._validate_stream(context)
+        self.log.info("MiniMax batch: %d row(s) from %s through the %s API", total, self.input_path, api)
+        render = self._prompt_renderer(context)
+        checkpoint = RowCheckpoint(context.get("task_state_store"))
+        end_time = started + self._wait_seconds()
+        # The chat runner logs its own progress lines; task windows are logged here.
+        progress = (
+            None if api == "chat" else Progress(total, started=started, clock=time.time, logger=self.log)
+        )
+        manifest = Manifest(rows=0, succeeded=0, failed=0)
+        with JsonlWriter(self.output_path) as output:
+            for offset, records in windows(iter_rows(self.input_path, self.input_format), self.window_rows):
+                prompts = {offset + i: render(offset + i, record) for i, record in enumerate(records)}
+                images = self._row_images(records, offset)
+                del records
+                if api == "chat":
+                    answered = self._chat_rows(
+                        checkpoint, prompts, total, (manifest.rows, manifest.failed), images
+                    )
+                    results = self._priced([answered[row] for row in prompts])
+                else:
+                    results = self._task_window(context, prompts, end_time)
+                for result in results:
+                    output.write(result.to_json())
+                    manifest.add(result)
+                if progress is not None:
+                    progress.update(manifest.rows, manifest.failed)
+        manifest.path = output.uri
+        if progress is not None:
+            progress.finish(manifest.rows, manifest.failed)
+        self.log.info("Wrote %d row(s) to %s", manifest.rows, manifest.path)
+        spend = self._record_spend(manifest, [])
+        return self._conclude(context, manifest, manifest.to_json(), spend)
+
+    def _validate_stream(self, context: Context) -> int:
+        """Render and build every row of ``input_path`` once, keeping none; return how many there are."""
+        assert self.input_path is not None
+        render, count = self._prompt_renderer(context), 0
+        params = self._chat_params() if self.hook.settings.api == "chat" else None
+        for offset, records in windows(iter_rows(self.input_path, self.input_format), self.window_rows):
+            prompts = {offset + i: render(offset + i, record) for i, record in enumerate(records)}
+            images = self._row_images(records, offset)
+            if params is not None:
+                self._chat_fingerprints(prompts, params, images)
+            else:
+                build = self._task_builder(prompts)
+                for row in prompts:
+                    build(row, NIL_UUID)
+            count += len(prompts)
+        return count
+
     # ------------------------------------------------------------------ output
 
     def _finish(self, context: Context, results: list[RowResult]) -> Any:
         """Publish the rows (XCom or storage), log the summary, then apply ``on_row_error``."""
-        settings = self.hook.settings
-        if settings.api == "chat":  # The gateway reports no cost: estimate each row's.
-            results = [r.model_copy(update={"cost": settings.prices.estimate(r.usage)}) for r in results]
+        results = self._priced(results)
         manifest = Manifest.of(results)
+        spend = self._record_spend(manifest, [r.task_uuid for r in results if r.task_uuid])
+        return self._conclude(context, manifest, self._publish(results, manifest), spend)
+
+    def _priced(self, results: list[RowResult]) -> list[RowResult]:
+        """The rows with their cost: the chat gateway reports none, so each row's is estimated."""
+        settings = self.hook.settings
+        if settings.api != "chat":
+            return results
+        return [r.model_copy(update={"cost": settings.prices.estimate(r.usage)}) for r in results]
+
+    def _record_spend(self, manifest: Manifest, task_uuids: list[str]) -> Spend:
+        """What the batch spent, kept for lineage (``minimax_spend``).
+
+        :param manifest: the rows' summary.
+        :param task_uuids: the task API's taskUUIDs (none for a streamed batch: they would all be
+            held at once).
+        """
+        settings = self.hook.settings
         spend = self.minimax_spend = Spend.start(
             settings, self.model, prompt_hash(self.system_prompt, self.prompt_template)
         ).model_copy(
@@ -567,10 +761,13 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
                 "usage": manifest.usage,
                 "cost": manifest.cost,
                 "cost_estimated": settings.api == "chat" and manifest.cost is not None,
-                "task_uuids": [r.task_uuid for r in results if r.task_uuid],
+                "task_uuids": task_uuids,
             }
         )
-        value = self._publish(results, manifest)
+        return spend
+
+    def _conclude(self, context: Context, manifest: Manifest, value: Any, spend: Spend) -> Any:
+        """Log the summary and return ``value`` (the XCom), or fail after pushing it per ``on_row_error``."""
         self.log.info(
             "MiniMax batch done: %d succeeded, %d failed. %s",
             manifest.succeeded,
@@ -618,15 +815,19 @@ class _Recorder:
         results: dict[int, RowResult],
         total: int,
         checkpoint: RowCheckpoint,
-        fingerprints: list[str],
+        fingerprints: Mapping[int, str],
         logger: Any,
+        before: tuple[int, int] = (0, 0),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.results = results
         self.checkpoint = checkpoint
         self.fingerprints = fingerprints
-        self.failed = 0
-        self.progress = Progress(total, already_done=len(results), logger=logger, clock=clock)
+        #: Rows done and failed in earlier windows of a streamed batch.
+        self.done_before, self.failed = before
+        self.progress = Progress(
+            total, already_done=self.done_before + len(results), logger=logger, clock=clock
+        )
         self._unsaved: list[RowResult] = []
         self._clock = clock
         self._saved_at = clock()
@@ -640,7 +841,7 @@ class _Recorder:
         self.results[result.row] = result
         self.failed += not result.ok
         self._unsaved.append(result)
-        self.progress.update(len(self.results), self.failed)
+        self.progress.update(self.done_before + len(self.results), self.failed)
         if len(self._unsaved) >= self._every or self._clock() - self._saved_at >= 10.0:
             await self.flush()
 

@@ -11,7 +11,7 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 from pydantic import BaseModel
 
-from airflow_provider_minimax.exceptions import MiniMaxTaskFailedError
+from airflow_provider_minimax.exceptions import MiniMaxTaskFailedError, MiniMaxValidationError
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.operators.batch import MiniMaxBatchOperator
 from airflow_provider_minimax.testing.emulator import FAIL_MARKER, EmulatorConfig, EmulatorHandle
@@ -255,3 +255,71 @@ def test_task_structured_output_asks_with_the_schema_and_parses_each_row(
         if entry["body"][0]["taskType"] == "textInference"
     ]
     assert all("JSON schema" in task["settings"]["systemPrompt"] for task in sent)
+
+
+def streamed(conn_id: str, tmp_path: Path, names: list[str], **kwargs: Any) -> MiniMaxBatchOperator:
+    """A batch from a JSONL file to a JSONL file, three rows per window."""
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"name": name}) + "\n" for name in names))
+    operator = batch(conn_id, [], output_path=str(tmp_path / "out.jsonl"), **kwargs)
+    operator.rows, operator.input_path = None, str(source)
+    operator.window_rows = 3
+    return operator
+
+
+def written(tmp_path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("conn_id", [TASK_CONN, CHAT_CONN])
+def test_a_file_streams_window_by_window_to_the_output_in_input_order(
+    minimax_connection: EmulatorHandle, tmp_path: Path, conn_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = [f"item-{i}" for i in range(8)]
+    operator = streamed(conn_id, tmp_path, names, max_concurrency=3)
+    window_sizes: list[int] = []
+    run_window = operator._chat_rows if conn_id == CHAT_CONN else operator._task_window
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        window_sizes.append(len(args[1]))  # the window's prompts
+        return run_window(*args, **kwargs)
+
+    monkeypatch.setattr(operator, run_window.__name__, spy)
+    manifest = operator.execute(context())
+    assert window_sizes == [3, 3, 2]  # never more than one window of rows in memory
+    lines = written(tmp_path)
+    assert [line["row"] for line in lines] == list(range(8))
+    assert [names[i] in line["text"] for i, line in enumerate(lines)] == [True] * 8
+    assert (manifest["rows"], manifest["succeeded"], manifest["path"]) == (
+        8,
+        8,
+        f"file://{tmp_path}/out.jsonl",
+    )
+
+
+def test_a_bad_row_late_in_a_streamed_file_fails_before_any_request(
+    minimax_connection: EmulatorHandle, tmp_path: Path
+) -> None:
+    operator = streamed(TASK_CONN, tmp_path, ["a", "b", "c", "d", "e"])
+    (tmp_path / "in.jsonl").write_text((tmp_path / "in.jsonl").read_text() + '{"other": 1}\n')
+    with pytest.raises(MiniMaxValidationError, match="row 5"):
+        operator.execute(context())
+    assert minimax_connection.stats()["task_requests"] == {}
+
+
+def test_streamed_failed_rows_are_written_and_summarised_then_fail_the_task(
+    minimax_connection: EmulatorHandle, tmp_path: Path
+) -> None:
+    operator = streamed(TASK_CONN, tmp_path, ["a", f"b {FAIL_MARKER}", "c", "d", f"e {FAIL_MARKER}"])
+    ctx = context()
+    with pytest.raises(MiniMaxTaskFailedError, match="2 of 5 row"):
+        operator.execute(ctx)
+    assert [line["status"] for line in written(tmp_path)] == [
+        "success",
+        "failed",
+        "success",
+        "success",
+        "failed",
+    ]
+    manifest = ctx["ti"].xcom["return_value"]
+    assert [item["row"] for item in manifest["failed_rows"]] == [1, 4]

@@ -185,22 +185,25 @@ def test_progress_logs_every_tenth_or_ten_seconds() -> None:
     assert len(progress.lines) == 11
 
 
+FINGERPRINTS = {0: "f0", 1: "f1", 2: "f2"}
+
+
 def test_the_checkpoint_reuses_only_rows_whose_request_is_unchanged() -> None:
     store = MemoryStore()
     writer = RowCheckpoint(store)
-    writer.load(["f0", "f1", "f2"])
-    writer.save([RowResult(row=0, status="success", text="a"), failed_row(1, "x", "y")], ["f0", "f1", "f2"])
-    writer.save([RowResult(row=2, status="success", text="c")], ["f0", "f1", "f2"])
+    writer.load(FINGERPRINTS)
+    writer.save([RowResult(row=0, status="success", text="a"), failed_row(1, "x", "y")], FINGERPRINTS)
+    writer.save([RowResult(row=2, status="success", text="c")], FINGERPRINTS)
     reader = RowCheckpoint(store)
-    assert sorted(reader.load(["f0", "f1", "f2"])) == [0, 2]  # failed rows are not kept
-    assert sorted(RowCheckpoint(store).load(["f0", "f1", "CHANGED"])) == [0]
+    assert sorted(reader.load(FINGERPRINTS)) == [0, 2]  # failed rows are not kept
+    assert sorted(RowCheckpoint(store).load({0: "f0", 1: "f1", 2: "CHANGED"})) == [0]
     assert json.loads(json.dumps(store.values))  # JSON values only
 
 
 def test_without_a_store_nothing_is_kept() -> None:
     checkpoint = RowCheckpoint(None)
-    checkpoint.save([RowResult(row=0, status="success")], ["f"])
-    assert (checkpoint.enabled, checkpoint.load(["f"])) == (False, {})
+    checkpoint.save([RowResult(row=0, status="success")], {0: "f"})
+    assert (checkpoint.enabled, checkpoint.load({0: "f"})) == (False, {})
 
 
 def test_prompts_render_with_the_dags_filters_and_the_task_context(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -237,7 +240,7 @@ def test_gather_keeps_input_order_with_refused_failed_timed_out_and_mismatching_
         pending=["u4"],
     )
     refused = {1: ApiError(code="invalidSeed", message="bad seed")}
-    rows = operator(rows=[], output_type=Out)._gather(outcome, 5, refused)
+    rows = operator(rows=[], output_type=Out)._gather(outcome, list(range(5)), refused)
     assert [(r.row, r.status, r.error_code) for r in rows] == [
         (0, "success", None),
         (1, "failed", "invalidSeed"),
@@ -254,7 +257,7 @@ def test_an_event_from_another_batch_is_refused() -> None:
     from airflow_provider_minimax.results import TasksOutcome
 
     with pytest.raises(MiniMaxError, match="does not belong to this batch"):
-        operator(rows=[])._gather(TasksOutcome(status="success", task_uuids=["u0"]), 3, {})
+        operator(rows=[])._gather(TasksOutcome(status="success", task_uuids=["u0"]), [0, 1, 2], {})
 
 
 def test_a_polling_failure_raises_its_typed_error() -> None:
@@ -263,7 +266,7 @@ def test_a_polling_failure_raises_its_typed_error() -> None:
 
     outcome = TasksOutcome(status="error", task_uuids=["u0"], message="key revoked", status_code=401)
     with pytest.raises(MiniMaxAuthError, match="a retry re-attaches to every row"):
-        operator(rows=[])._gather(outcome, 1, {})
+        operator(rows=[])._gather(outcome, [0], {})
 
 
 # ---------------------------------------------------------------- deferral and resume (task API)
