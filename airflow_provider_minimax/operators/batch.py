@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
@@ -443,14 +443,31 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         )
         return self._complete(context, outcome, state)
 
-    def _task_window(self, context: Context, prompts: Mapping[int, str], end_time: float) -> list[RowResult]:
-        """One window of a streamed batch through the task API, waited on in the worker.
+    def _task_windows(
+        self, context: Context, prompt_windows: Iterable[dict[int, str]], end_time: float
+    ) -> Iterator[list[RowResult]]:
+        """The results of a streamed batch through the task API, window after window, in the worker.
+
+        Each window is submitted before the previous one is waited on, so the API always has the
+        next rows queued while the worker polls (two windows in flight at most).
 
         :param context: the task context.
-        :param prompts: the window's prompts by row index (in order).
+        :param prompt_windows: each window's prompts by row index (in order).
         :param end_time: the batch's deadline, epoch seconds.
         """
-        resolution = self._submit_rows(context, prompts)
+        in_flight: tuple[dict[int, str], Resolution] | None = None
+        for prompts in prompt_windows:
+            submitted = (prompts, self._submit_rows(context, prompts))
+            if in_flight is not None:
+                yield self._wait_window(*in_flight, end_time)
+            in_flight = submitted
+        if in_flight is not None:
+            yield self._wait_window(*in_flight, end_time)
+
+    def _wait_window(
+        self, prompts: dict[int, str], resolution: Resolution, end_time: float
+    ) -> list[RowResult]:
+        """Wait on one submitted window's tasks; its rows' results in input order."""
         rows = [row for row in prompts if row not in resolution.rejected]
         uuids = [resolution.uuids[row] for row in rows]
         if resolution.waiting:
@@ -688,19 +705,19 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
             None if api == "chat" else Progress(total, started=started, clock=time.time, logger=self.log)
         )
         manifest = Manifest(rows=0, succeeded=0, failed=0)
+        record_windows = windows(iter_rows(self.input_path, self.input_format), self.window_rows)
+        results_windows: Iterator[list[RowResult]]
+        if api == "chat":
+            results_windows = self._chat_windows(checkpoint, record_windows, render, total, manifest)
+        else:
+            prompt_windows = (
+                {offset + i: render(offset + i, record) for i, record in enumerate(records)}
+                for offset, records in record_windows
+            )
+            results_windows = self._task_windows(context, prompt_windows, end_time)
         with JsonlWriter(self.output_path) as output:
-            for offset, records in windows(iter_rows(self.input_path, self.input_format), self.window_rows):
-                prompts = {offset + i: render(offset + i, record) for i, record in enumerate(records)}
-                images = self._row_images(records, offset)
-                del records
-                if api == "chat":
-                    answered = self._chat_rows(
-                        checkpoint, prompts, total, (manifest.rows, manifest.failed), images
-                    )
-                    results = self._priced([answered[row] for row in prompts])
-                else:
-                    results = self._task_window(context, prompts, end_time)
-                for result in results:
+            for results in results_windows:
+                for result in sorted(results, key=lambda r: r.row):
                     output.write(result.to_json())
                     manifest.add(result)
                 if progress is not None:
@@ -711,6 +728,29 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         self.log.info("Wrote %d row(s) to %s", manifest.rows, manifest.path)
         spend = self._record_spend(manifest, [])
         return self._conclude(context, manifest, manifest.to_json(), spend)
+
+    def _chat_windows(
+        self,
+        checkpoint: RowCheckpoint,
+        record_windows: Iterable[tuple[int, list[dict[str, Any]]]],
+        render: Callable[[int, dict[str, Any]], str],
+        total: int,
+        manifest: Manifest,
+    ) -> Iterator[list[RowResult]]:
+        """The results of a streamed batch through the chat API, window after window, priced.
+
+        :param checkpoint: earlier tries' rows, and where this try's go.
+        :param record_windows: the input's windows, each with the index of its first row.
+        :param render: renders a row's prompt.
+        :param total: rows in the batch.
+        :param manifest: the rows written so far (for the progress lines).
+        """
+        for offset, records in record_windows:
+            prompts = {offset + i: render(offset + i, record) for i, record in enumerate(records)}
+            images = self._row_images(records, offset)
+            del records
+            answered = self._chat_rows(checkpoint, prompts, total, (manifest.rows, manifest.failed), images)
+            yield self._priced([answered[row] for row in prompts])
 
     def _validate_stream(self, context: Context) -> int:
         """Render and build every row of ``input_path`` once, keeping none; return how many there are."""

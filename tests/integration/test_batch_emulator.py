@@ -278,10 +278,10 @@ def test_a_file_streams_window_by_window_to_the_output_in_input_order(
     names = [f"item-{i}" for i in range(8)]
     operator = streamed(conn_id, tmp_path, names, max_concurrency=3)
     window_sizes: list[int] = []
-    run_window = operator._chat_rows if conn_id == CHAT_CONN else operator._task_window
+    run_window = operator._chat_rows if conn_id == CHAT_CONN else operator._wait_window
 
     def spy(*args: Any, **kwargs: Any) -> Any:
-        window_sizes.append(len(args[1]))  # the window's prompts
+        window_sizes.append(len(args[1] if conn_id == CHAT_CONN else args[0]))  # the window's prompts
         return run_window(*args, **kwargs)
 
     monkeypatch.setattr(operator, run_window.__name__, spy)
@@ -323,3 +323,25 @@ def test_streamed_failed_rows_are_written_and_summarised_then_fail_the_task(
     ]
     manifest = ctx["ti"].xcom["return_value"]
     assert [item["row"] for item in manifest["failed_rows"]] == [1, 4]
+
+
+def test_streamed_task_windows_submit_the_next_window_before_waiting_on_the_last(
+    minimax_connection: EmulatorHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    operator = streamed(TASK_CONN, tmp_path, [f"item-{i}" for i in range(7)])
+    calls: list[str] = []
+    submit, wait_window = operator._submit_rows, operator._wait_window
+
+    def spy_submit(context: Any, prompts: dict[int, str]) -> Any:
+        calls.append(f"submit {min(prompts)}")
+        return submit(context, prompts)
+
+    def spy_wait(prompts: dict[int, str], *args: Any) -> Any:
+        calls.append(f"wait {min(prompts)}")
+        return wait_window(prompts, *args)
+
+    monkeypatch.setattr(operator, "_submit_rows", spy_submit)
+    monkeypatch.setattr(operator, "_wait_window", spy_wait)
+    operator.execute(context())
+    assert calls == ["submit 0", "submit 3", "wait 0", "submit 6", "wait 3", "wait 6"]
+    assert [line["row"] for line in written(tmp_path)] == list(range(7))

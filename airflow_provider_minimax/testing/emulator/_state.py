@@ -190,8 +190,10 @@ class EmulatorState:
         """A JSON-ready snapshot of the counters, tasks, faults and log."""
         now = time.monotonic()
         statuses: Counter[str] = Counter()
+        last_done_at = None
         for task in list(self.tasks.values()):
             statuses["processing" if now < task.done_at else ("error" if task.error else "success")] += 1
+            last_done_at = task.done_at if last_done_at is None else max(last_done_at, task.done_at)
         return {
             "requests": dict(self.route_requests),
             "task_requests": dict(self.task_type_requests),
@@ -202,6 +204,8 @@ class EmulatorState:
             "submissions": dict(self.submissions),
             "duplicate_submissions": self.duplicate_submissions(),
             "tasks": dict(statuses),
+            # time.monotonic() of the last task to turn terminal (the same clock in every process)
+            "last_done_at": last_done_at,
             "faults_pending": [f.model_dump() for f in self.faults.pending],
             "faults_fired": dict(self.faults.fired),
             "webhook_deliveries": list(self.webhook_deliveries),
