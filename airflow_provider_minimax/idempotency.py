@@ -199,6 +199,19 @@ class GenerationStore:
         return saved
 
 
+def request_fingerprints(
+    identity: TaskIdentity, build_task: Callable[[int, str], TextInferenceTask], item_indexes: list[int]
+) -> dict[int, str]:
+    """Each item's :func:`request_fingerprint`, part of its taskUUID.
+
+    :param identity: the task instance.
+    :param build_task: builds an item's task for a given taskUUID.
+    :param item_indexes: the items.
+    """
+    placeholder = identity.task_uuid(-1)
+    return {i: request_fingerprint(build_task(i, placeholder)) for i in item_indexes}
+
+
 def resolve_and_submit(
     hook: MiniMaxHook,
     identity: TaskIdentity,
@@ -225,8 +238,7 @@ def resolve_and_submit(
     """
     wanted = set(item_indexes)
     generations = {i: 0 for i in item_indexes} | {i: g for i, g in store.load().items() if i in wanted}
-    placeholder = identity.task_uuid(-1)
-    fingerprints = {i: request_fingerprint(build_task(i, placeholder)) for i in item_indexes}
+    fingerprints = request_fingerprints(identity, build_task, item_indexes)
     walk = _Walk(hook, identity, build_task, store, number_results, fingerprints)
     walk.resolution.generations = generations
     pending = list(item_indexes)

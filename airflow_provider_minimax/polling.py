@@ -238,7 +238,7 @@ class TaskProgress:
         deadline = datetime.fromtimestamp(end_time, tz=timezone.utc).isoformat(timespec="seconds")
         message = (
             f"{len(self.pending)} of {len(self.task_uuids)} MiniMax task(s) still running at the "
-            f"deadline {deadline}: {', '.join(self.pending)}. They may still finish upstream; a retry "
+            f"deadline {deadline}: {abbreviate(self.pending, 20)}. They may still finish upstream; a retry "
             "re-attaches to them without paying again."
         )
         return self._outcome(status="timeout", message=message)

@@ -38,12 +38,18 @@ from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import MiniMaxError, MiniMaxTaskFailedError, MiniMaxValidationError
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.hooks.responses import error_type
-from airflow_provider_minimax.idempotency import GenerationStore, Resolution, TaskIdentity, resolve_and_submit
+from airflow_provider_minimax.idempotency import (
+    GenerationStore,
+    Resolution,
+    TaskIdentity,
+    request_fingerprints,
+    resolve_and_submit,
+)
 from airflow_provider_minimax.images import check_image
 from airflow_provider_minimax.lineage import LineageMixin, prompt_hash
 from airflow_provider_minimax.models import ApiError, TaskResult, TextInferenceTask, split_think
 from airflow_provider_minimax.operators._templating import system_with_schema
-from airflow_provider_minimax.polling import outcome_from_event, wait_for_tasks
+from airflow_provider_minimax.polling import TaskProgress, group_batch, outcome_from_event, wait_for_tasks
 from airflow_provider_minimax.rate_control import AdaptiveLimiter
 from airflow_provider_minimax.results import GenerateResult, Spend, TasksOutcome
 from airflow_provider_minimax.structured import OutputMismatch, parse_output, response_format
@@ -65,11 +71,14 @@ class _Resume(BaseModel):
     :param row_count: rows in the batch.
     :param rejected: rows the API refused at submit (index as text, for JSON), with the error.
     :param started: epoch time the try started, for the rate in the progress line.
+    :param generations: rows whose taskUUID is past generation 0 (index as text), to derive every
+        row's taskUUID again after the deferral: the trigger's event carries no per-row data.
     """
 
     row_count: int = Field(ge=0)
     rejected: dict[str, ApiError] = Field(default_factory=dict)
     started: float
+    generations: dict[str, int] = Field(default_factory=dict)
 
 
 class MiniMaxBatchOperator(LineageMixin, BaseOperator):
@@ -241,7 +250,39 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         """
         outcome = outcome_from_event(event)
         state = _Resume.model_validate(GenerationStore(context).load_resume(resume))
+        if not outcome.task_uuids and outcome.status != "error" and state.row_count > len(state.rejected):
+            outcome = self._fetch_results(context, outcome, state)
         return self._complete(context, outcome, state)
+
+    def _fetch_results(self, context: Context, ended: TasksOutcome, state: _Resume) -> TasksOutcome:
+        """The rows' results after a deferral whose event said only how the wait ended.
+
+        The event of a batch stays small whatever its size (no UUIDs, no results): the rows'
+        taskUUIDs are derived again (they are a function of the task instance, the row, its
+        request and its generation) and their results fetched with getResponse, which is free.
+
+        :param context: the task context.
+        :param ended: the trigger's event: ``success`` or ``timeout``.
+        :param state: the deferral's state.
+        """
+        prompts = dict(enumerate(self._render_prompts(self._records(), context)))
+        rows = [row for row in prompts if str(row) not in state.rejected]
+        identity = TaskIdentity.from_context(context)
+        fingerprints = request_fingerprints(identity, self._task_builder(prompts), rows)
+        uuids = [
+            identity.task_uuid(row, state.generations.get(str(row), 0), fingerprints[row]) for row in rows
+        ]
+        del prompts, fingerprints
+        progress = TaskProgress(uuids)
+        progress.update(group_batch(self.hook.get_responses(uuids)))
+        return TasksOutcome(
+            status=ended.status,
+            task_uuids=progress.task_uuids,
+            results=progress.results,
+            errors=progress.errors,
+            pending=progress.pending,
+            message=ended.message,
+        )
 
     # ------------------------------------------------------------------ input and prompts
 
@@ -407,6 +448,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
             row_count=len(prompts),
             rejected={str(row): error for row, error in resolution.rejected.items()},
             started=started,
+            generations={str(row): gen for row, gen in resolution.generations.items() if gen},
         )
         if not resolution.waiting:
             outcome = TasksOutcome(
@@ -429,6 +471,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
                     end_time=end_time,
                     poll_interval=self.poll_interval,
                     max_poll_interval=self.max_poll_interval,
+                    results_in_event=False,
                 ),
                 method_name="execute_complete",
                 kwargs=resume,

@@ -11,6 +11,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.polling import check_cadence
+from airflow_provider_minimax.results import TasksOutcome
 from airflow_provider_minimax.triggers.poller import DEADLINE, TaskPoller, expire
 
 
@@ -34,6 +35,9 @@ class MiniMaxTaskTrigger(BaseTrigger):
     :param max_poll_interval: the cap of the wait between polls; each wait is x1.5 the last.
     :param number_results: results each task was submitted with (a task is finished when all arrived).
     :param max_consecutive_failures: transient poll failures in a row tolerated before an error event.
+    :param results_in_event: False keeps the event small whatever the number of tasks: only how the
+        wait ended (``status``, ``message``, ``code``, ``status_code``), no UUIDs, results or errors;
+        the worker fetches them after resuming (getResponse is free). MiniMaxBatchOperator does so.
     """
 
     #: Triggers on one connection share one poller per event loop, so a triggerer sends one
@@ -52,6 +56,7 @@ class MiniMaxTaskTrigger(BaseTrigger):
         max_poll_interval: float = 10.0,
         number_results: int = 1,
         max_consecutive_failures: int = 5,
+        results_in_event: bool = True,
     ) -> None:
         super().__init__()
         if isinstance(task_uuids, str) or not task_uuids:
@@ -66,6 +71,7 @@ class MiniMaxTaskTrigger(BaseTrigger):
         self.max_poll_interval = max_poll_interval
         self.number_results = number_results
         self.max_consecutive_failures = max_consecutive_failures
+        self.results_in_event = results_in_event
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The class path and the kwargs to rebuild this trigger: ids and timing only."""
@@ -79,6 +85,7 @@ class MiniMaxTaskTrigger(BaseTrigger):
                 "max_poll_interval": self.max_poll_interval,
                 "number_results": self.number_results,
                 "max_consecutive_failures": self.max_consecutive_failures,
+                "results_in_event": self.results_in_event,
             },
         )
 
@@ -109,6 +116,14 @@ class MiniMaxTaskTrigger(BaseTrigger):
             outcome = progress.failed(ending)
         else:
             outcome = progress.succeeded()
+        if not self.results_in_event:
+            outcome = TasksOutcome(
+                status=outcome.status,
+                task_uuids=[],
+                message=outcome.message,
+                code=outcome.code,
+                status_code=outcome.status_code,
+            )
         yield TriggerEvent(outcome.to_event())
 
     async def on_kill(self) -> None:

@@ -345,3 +345,18 @@ def test_streamed_task_windows_submit_the_next_window_before_waiting_on_the_last
     operator.execute(context())
     assert calls == ["submit 0", "submit 3", "wait 0", "submit 6", "wait 3", "wait 6"]
     assert [line["row"] for line in written(tmp_path)] == list(range(7))
+
+
+def test_a_deferred_batch_resumes_from_a_small_event_and_fetches_the_rows(
+    minimax_connection: EmulatorHandle,
+) -> None:
+    rows = [{"name": "a"}, {"name": f"b {FAIL_MARKER}"}, {"name": "c"}]
+    operator = batch(TASK_CONN, rows, deferrable=True, on_row_error="skip")
+    ctx = context()
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(ctx)
+    event = asyncio.run(_first_event(deferred.value.trigger))
+    assert event == {"status": "success", "task_uuids": [], "results": {}, "errors": {}, "pending": []}
+    output = operator.execute_complete(ctx, event, **deferred.value.kwargs)
+    assert [(r["row"], r["status"]) for r in output] == [(0, "success"), (1, "failed"), (2, "success")]
+    assert "c" in output[2]["text"]

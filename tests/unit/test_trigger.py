@@ -48,6 +48,7 @@ def test_serialize_holds_only_ids_and_timing_and_round_trips():
         "max_poll_interval": 10.0,
         "number_results": 1,
         "max_consecutive_failures": 5,
+        "results_in_event": True,
     }
     assert MiniMaxTaskTrigger(**kwargs).serialize() == (classpath, kwargs)
     json.dumps(kwargs)  # plain JSON, nothing secret to leak
@@ -141,3 +142,13 @@ async def test_on_kill_names_the_tasks_left_running(capsys):
     await make([v4(1)]).on_kill()
     logged = capsys.readouterr().out
     assert v4(1) in logged and "no cancel" in logged
+
+
+@pytest.mark.parametrize("finish", [True, False])
+async def test_without_results_in_event_the_event_stays_small_whatever_the_tasks(api, finish):
+    api.finish_after = 1 if finish else 10_000
+    uuids = [v4(i) for i in range(300)]
+    (outcome,) = await events_of(make(uuids, seconds=30 if finish else 0.05, results_in_event=False))
+    assert outcome.status == ("success" if finish else "timeout")
+    assert (outcome.task_uuids, outcome.results, outcome.errors, outcome.pending) == ([], {}, {}, [])
+    assert len(json.dumps(outcome.to_event())) < 2000  # 300 UUIDs alone would be 12 KB
