@@ -328,7 +328,8 @@ def main() -> None:
             f" {'client CPU':>11} {'emulator CPU':>13} {'emulator':>9} {'polls/task':>11} {'tail s':>7}"
         )
         print(
-            f"{'':<6} {'':>7} {'<=1.3x':>9} {'>=100x':>12} {'':>8} {'s/1k rows':>11} {'s/1k rows':>13} {'busy':>9}"
+            f"{'':<6} {'':>7} {'<=1.3x':>9} {'>=100x':>12} {'':>8}"
+            f" {'s/1k rows':>11} {'s/1k rows':>13} {'busy':>9}"
         )
         for mode, run in measured.items():
             vs_limit, speedup = run.wall / limit, baseline / run.wall
@@ -349,7 +350,8 @@ def main() -> None:
                 f"{window} rows per window"
             )
             print(
-                f"{'mode':<6} {'rows/s':>8} {'RSS before MB':>14} {'peak RSS MB':>12} {'target':>8} {'KB/row in flight':>17}"
+                f"{'mode':<6} {'rows/s':>8} {'RSS before MB':>14} {'peak RSS MB':>12} {'target':>8}"
+                f" {'KB/row in flight':>17}"
             )
             for mode, run in measured.items():
                 added = (run.peak_rss_kb - run.rss_before_kb) / window
