@@ -72,20 +72,6 @@ def iter_rows(path: str | ObjectStoragePath, declared: InputFormat | None = None
             yield from _jsonl_records(handle, str(source))
 
 
-def count_rows(path: str | ObjectStoragePath, declared: InputFormat | None = None) -> int:
-    """How many rows a JSONL or CSV file holds, counted in one streaming pass (for progress lines).
-
-    :param path: the file, local or on object storage.
-    :param declared: the format, when the suffix does not say it.
-    """
-    source = storage_path(path)
-    fmt = input_format(source, declared)
-    with source.open("r", encoding="utf-8", newline="") as handle:
-        if fmt == "csv":
-            return max(0, sum(1 for record in csv.reader(handle) if record) - 1)  # minus the header
-        return sum(1 for line in handle if line.strip())
-
-
 def windows(rows: Iterable[dict[str, Any]], size: int) -> Iterator[tuple[int, list[dict[str, Any]]]]:
     """Consecutive slices of at most ``size`` rows, each with the index of its first row.
 

@@ -477,14 +477,17 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
                 kwargs=resume,
             )
 
-        outcome = wait_for_tasks(
+        return self._complete(context, self._wait(uuids, end_time), state)
+
+    def _wait(self, uuids: list[str], end_time: float) -> TasksOutcome:
+        """Wait on tasks in the worker, at the operator's cadence."""
+        return wait_for_tasks(
             self.hook,
             uuids,
             end_time=end_time,
             poll_interval=self.poll_interval,
             max_poll_interval=self.max_poll_interval,
         )
-        return self._complete(context, outcome, state)
 
     def _task_windows(
         self, context: Context, prompt_windows: Iterable[dict[int, str]], end_time: float
@@ -514,13 +517,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         rows = [row for row in prompts if row not in resolution.rejected]
         uuids = [resolution.uuids[row] for row in rows]
         if resolution.waiting:
-            outcome = wait_for_tasks(
-                self.hook,
-                uuids,
-                end_time=end_time,
-                poll_interval=self.poll_interval,
-                max_poll_interval=self.max_poll_interval,
-            )
+            outcome = self._wait(uuids, end_time)
         else:
             outcome = TasksOutcome(status="success", task_uuids=uuids)
         for row, found in resolution.finished.items():
