@@ -192,7 +192,9 @@ class TaskProgress:
     def __init__(self, task_uuids: Sequence[str], number_results: int = 1) -> None:
         self.task_uuids = normalise_task_uuids(task_uuids)
         self.number_results = number_results
-        self.pending: list[str] = list(self.task_uuids)
+        # The same list until the first update replaces it (never changed in place): one list less
+        # per waiting trigger.
+        self.pending: list[str] = self.task_uuids
         self.results: dict[str, list[TaskResult]] = {}
         self.errors: dict[str, ApiError] = {}
 

@@ -202,17 +202,20 @@ async def memory_while_waiting(task_uuids: list[str], args: argparse.Namespace) 
     """Bytes each waiting trigger holds (trigger, task, registration, its share of the poller).
 
     Measured at the margin: the second half of the triggers is started once the first half has
-    polled, so one-off costs (imports, the shared client) are not spread over the triggers. All
-    are then cancelled, as a triggerer restart does: they just unregister.
+    polled, so one-off costs (imports, the shared client) are not spread over the triggers; a
+    collection before each reading leaves garbage out. All are then cancelled, as a triggerer
+    restart does: they just unregister.
     """
     half = len(task_uuids) // 2
     settle = args.poll_interval * 1.2  # past the first poll, before the tasks finish
     tracemalloc.start()
     tasks = await start(triggers_for(task_uuids[:half], args))
     await asyncio.sleep(settle)
+    gc.collect()  # count live objects only, not garbage a later collection would free
     before = tracemalloc.get_traced_memory()[0]
     tasks += await start(triggers_for(task_uuids[half:], args))
     await asyncio.sleep(settle)
+    gc.collect()
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     for task in tasks:

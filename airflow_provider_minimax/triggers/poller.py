@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 COALESCE_FRACTION = 0.25
 #: Resolve at most this many registrations per event-loop step, so waking many triggers at once
 #: never stalls the loop (each woken trigger builds its event in the next step).
-RESOLVE_SLICE = 64
+RESOLVE_SLICE = 16
 #: CPU time the poller spends on the loop between two yields to it (building polls, reading
 #: answers for thousands of waiters), so a 10,000-task tick never stalls the other triggers.
 SLICE_SECONDS = 0.005
