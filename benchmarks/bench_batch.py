@@ -1,7 +1,7 @@
 """Benchmark MiniMaxBatchOperator against the local emulator, next to the one-call-after-another baseline.
 
 Run: ``python benchmarks/bench_batch.py [--rows 1000] [--latency 0.2] [--concurrency 50]
-[--emulator process|thread]``.
+[--modes chat,task] [--emulator process|thread] [--input-file]``.
 
 The emulator serves on loopback with a fixed latency per task and a cap of C requests (chat)
 or tasks (task API) served at once, so no client can beat ``rows x latency / C``. By default it
@@ -14,6 +14,14 @@ against the client. Printed side by side, measured in one run:
 - the baseline users write today: ``apache-airflow-providers-openai``'s ``OpenAIHook`` pointed
   at the emulator's chat endpoint, one call after another, over a subset of the rows,
   extrapolated per row to all of them (the script says so when it does).
+
+For each mode it also prints the CPU seconds per 1,000 rows of this process (the client) and
+of the emulator's process (read from /proc), and how busy the emulator was (its CPU / wall),
+so a reader can tell who was the bottleneck on a shared machine; in task mode, getResponse
+requests per row and the tail (seconds from the last task finishing upstream to the operator
+returning). ``--input-file`` writes the rows to a JSONL file and runs the operator from
+``input_path`` to ``output_path`` (streamed), printing rows per second, the peak RSS of this
+process and the memory per row in flight.
 """
 
 from __future__ import annotations
@@ -322,13 +330,15 @@ def main() -> None:
         print(f"baseline OpenAIHook, one call after another: {baseline:7.2f} s for {args.rows} rows{note}")
         print(f"limit N x latency / C = {args.rows} x {args.latency} / {args.concurrency} = {limit:.2f} s")
         print(f"machine: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        # The targets: >= 20x at 1,000 rows (C=50 caps it at baseline / limit = ~53x), >= 100x from 10,000.
+        speedup_target = 100 if args.rows >= 10_000 else 20
         print()
         print(
             f"{'mode':<6} {'wall s':>7} {'vs limit':>9} {'vs baseline':>12} {'verdict':>8}"
             f" {'client CPU':>11} {'emulator CPU':>13} {'emulator':>9} {'polls/task':>11} {'tail s':>7}"
         )
         print(
-            f"{'':<6} {'':>7} {'<=1.3x':>9} {'>=100x':>12} {'':>8}"
+            f"{'':<6} {'':>7} {'<=1.3x':>9} {f'>={speedup_target}x':>12} {'':>8}"
             f" {'s/1k rows':>11} {'s/1k rows':>13} {'busy':>9}"
         )
         for mode, run in measured.items():
@@ -338,7 +348,7 @@ def main() -> None:
             tail = f"{run.tail:.2f}" if mode == "task" and run.tail is not None else "-"
             print(
                 f"{mode:<6} {run.wall:7.2f} {vs_limit:8.2f}x {speedup:11.1f}x"
-                f" {'OK' if vs_limit <= 1.3 and speedup >= 100 else 'MISSED':>8}"
+                f" {'OK' if vs_limit <= 1.3 and speedup >= speedup_target else 'MISSED':>8}"
                 f" {run.client_cpu * per_k:11.2f} {run.emulator_cpu * per_k:13.2f}"
                 f" {run.emulator_cpu / run.wall:8.0%} {polls:>11} {tail:>7}"
             )
