@@ -232,3 +232,34 @@ def test_the_decorator_takes_images(minimax_connection: EmulatorHandle, page: Pa
 
     assert "I see a PNG image" in answer
     assert len(image_urls(chat_bodies(minimax_connection)[0])) == 1
+
+
+def test_a_streamed_batch_sends_each_rows_image_and_checks_them_all_first(
+    minimax_connection: EmulatorHandle, tmp_path: Path
+) -> None:
+    rows = []
+    for shade in range(3):
+        path = tmp_path / f"p{shade}.png"
+        path.write_bytes(png(shade=shade))
+        rows.append({"sku": f"A{shade}", "photo": str(path)})
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    operator = MiniMaxBatchOperator(
+        task_id="batch",
+        conn_id="minimax_chat",
+        input_path=str(source),
+        output_path=str(tmp_path / "out.jsonl"),
+        prompt_template="Describe product {{ sku }}",
+        image_field="photo",
+    )
+    operator.window_rows = 2
+    source.write_text(source.read_text() + json.dumps({"sku": "late", "photo": "/missing.png"}) + "\n")
+    with pytest.raises(MiniMaxValidationError, match=r"rows\[3\].photo: no image file"):
+        operator.execute({"ti": RecordingTI()})  # type: ignore[arg-type]
+    assert chat_bodies(minimax_connection) == []  # the bad last row stopped it before any request
+
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    operator.execute({"ti": RecordingTI()})  # type: ignore[arg-type]
+    written = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [line["status"] for line in written] == ["success"] * 3
+    assert len({json.dumps(image_urls(body)) for body in chat_bodies(minimax_connection)}) == 3
