@@ -46,13 +46,17 @@ def normalise_task_uuids(task_uuids: Iterable[str]) -> list[str]:
 
     :param task_uuids: the UUIDs; duplicates are dropped, order kept.
     """
+    given = list(task_uuids)
     try:
-        return list(dict.fromkeys(_TASK_UUIDS.validate_python(list(task_uuids))))
+        checked = _TASK_UUIDS.validate_python(given)
     except ValidationError as err:
         problem = err.errors()[0]
         raise MiniMaxValidationError(
             f"Invalid taskUUID {problem.get('input')!r}: {problem['msg']}", parameter="task_uuids"
         ) from None
+    # The caller's string where it already was canonical: one copy of each UUID in memory (a
+    # triggerer holds thousands).
+    return list(dict.fromkeys(g if g == c else c for g, c in zip(given, checked, strict=True)))
 
 
 # ------------------------------------------------------------------------------------ cadence
@@ -92,8 +96,9 @@ def progress_delay(
     Once some tasks finished, the rate they finish at predicts when the rest will be done: the
     next poll is then (at most ``max_poll_interval`` away), so a batch's last tasks are seen about
     one ``poll_interval`` after they finish instead of one grown back-off later, and no poll is
-    spent while little can have changed. Past the prediction (stragglers), and while nothing
-    finished yet, the waits grow x1.5 from ``poll_interval`` as usual.
+    spent while little can have changed. Past the prediction, the wait is ``poll_interval`` while
+    tasks keep finishing; it grows x1.5 once a poll finds none finished (stragglers), and while
+    nothing finished yet.
 
     :param progress: what is known about the tasks.
     :param elapsed: seconds since the wait started.
@@ -107,8 +112,8 @@ def progress_delay(
     eta = len(progress.pending) * elapsed / finished
     if eta > poll_interval:
         return min(max_poll_interval, eta)
-    # Due by now: one short wait for the last ones, then back off for stragglers.
-    return poll_interval if last_wait > poll_interval else next_interval(last_wait, max_poll_interval)
+    # Due by now: short waits while the last ones keep finishing, growing once they stop (stragglers).
+    return poll_interval if progress.progressed else next_interval(last_wait, max_poll_interval)
 
 
 # ------------------------------------------------------------------------------------ classification
@@ -187,7 +192,7 @@ class TaskProgress:
     :param number_results: results each task was submitted with.
     """
 
-    __slots__ = ("errors", "number_results", "pending", "results", "task_uuids")
+    __slots__ = ("errors", "number_results", "pending", "progressed", "results", "task_uuids")
 
     def __init__(self, task_uuids: Sequence[str], number_results: int = 1) -> None:
         self.task_uuids = normalise_task_uuids(task_uuids)
@@ -197,6 +202,8 @@ class TaskProgress:
         self.pending: list[str] = self.task_uuids
         self.results: dict[str, list[TaskResult]] = {}
         self.errors: dict[str, ApiError] = {}
+        #: Whether the last update saw tasks finish or fail.
+        self.progressed = False
 
     @property
     def done(self) -> bool:
@@ -217,6 +224,7 @@ class TaskProgress:
                 self.errors[task_uuid] = error
             else:
                 still.append(task_uuid)
+        self.progressed = len(still) < len(self.pending)
         self.pending = still
 
     def _outcome(self, **fields: object) -> TasksOutcome:

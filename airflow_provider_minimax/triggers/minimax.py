@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
@@ -13,6 +14,10 @@ from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.polling import check_cadence
 from airflow_provider_minimax.results import TasksOutcome
 from airflow_provider_minimax.triggers.poller import DEADLINE, TaskPoller, expire
+
+#: The deadline timer's context: ``expire`` reads no context variable, and a timer without one
+#: would copy the caller's (one more object per waiting trigger).
+_NO_CONTEXT = contextvars.Context()
 
 
 class MiniMaxTaskTrigger(BaseTrigger):
@@ -102,7 +107,7 @@ class MiniMaxTaskTrigger(BaseTrigger):
         progress = registration.progress
         # A timer, not the poller, enforces the deadline: a poll stuck in retries cannot delay it.
         deadline = asyncio.get_running_loop().call_later(
-            max(0.0, self.end_time - time.time()), expire, registration.future
+            max(0.0, self.end_time - time.time()), expire, registration.future, context=_NO_CONTEXT
         )
         try:
             # Cancellation (triggerer restart, redistribution) only unregisters, in `finally`.

@@ -50,8 +50,8 @@ def failed(task_uuid: str, code: str = "inferenceError") -> dict[str, Any]:
         (0, 10, 9.0, 8.0, 10.0),  # ... capped
         (2, 10, 2.0, 1.0, 8.0),  # 1 task/s, 8 left: poll when they should be done
         (1, 100, 1.0, 1.0, 10.0),  # ... never later than the cap
-        (9, 10, 9.0, 2.0, 1.0),  # due within one poll_interval: poll after one
-        (9, 10, 9.0, 1.0, 1.5),  # past the prediction already: stragglers, back off again
+        (9, 10, 9.0, 2.0, 1.0),  # due within one poll_interval, tasks still finishing: poll after one
+        (9, 10, 9.0, 1.5, 1.0),  # ... however long the last wait was
     ],
 )
 def test_progress_delay_polls_when_the_observed_rate_says_the_rest_is_done(
@@ -59,8 +59,16 @@ def test_progress_delay_polls_when_the_observed_rate_says_the_rest_is_done(
 ):
     uuids = [v4(i) for i in range(total)]
     progress = TaskProgress(uuids)
-    progress.pending = uuids[done:]
+    progress.pending, progress.progressed = uuids[done:], True
     assert progress_delay(progress, elapsed, last_wait, 1.0, 10.0) == pytest.approx(expected)
+
+
+def test_progress_delay_backs_off_for_stragglers_once_a_poll_finds_nothing_new():
+    uuids = [v4(i) for i in range(10)]
+    progress = TaskProgress(uuids)
+    progress.pending, progress.progressed = uuids[9:], False
+    assert progress_delay(progress, 9.0, 1.0, 1.0, 10.0) == pytest.approx(1.5)
+    assert progress_delay(progress, 9.0, 1.5, 1.0, 10.0) == pytest.approx(2.25)
 
 
 @pytest.mark.parametrize(
@@ -237,3 +245,11 @@ def test_task_result_model_round_trips_through_the_event():
     item = TaskResult.model_validate(success(A))
     event = TasksOutcome(status="success", task_uuids=[A], results={A: [item]}).to_event()
     assert event["results"][A][0]["taskUUID"] == A
+
+
+def test_normalised_uuids_reuse_the_callers_strings_when_already_canonical():
+    canonical = v4(1)
+    upper = v4(2).upper()
+    normalised = normalise_task_uuids([canonical, upper])
+    assert normalised[0] is canonical  # one copy in memory, not two
+    assert normalised[1] == v4(2)
