@@ -398,12 +398,13 @@ def main() -> None:
                 )
             print(
                 "RSS before = this process with Airflow imported; KB/row in flight = (peak - before) / rows "
-                "per window"
+                "in flight (two windows in task mode, one in chat mode)"
             )
         folder.cleanup()
         print(
             "tail = from the last task finishing upstream to the operator returning; poll tail = to the "
-            "worker's last poll seeing it (the rest is building every row's result)"
+            "worker's last poll seeing it (the rest is building every row's result; with --input-file, "
+            "windows overlap and the last one's tasks may finish before it is waited on)"
         )
         print(
             "emulator busy = its CPU seconds / wall seconds: near 100 % it saturates its one core (a single "
