@@ -198,12 +198,24 @@ async def run_to_completion(
     return events, wall, worst
 
 
+async def live_memory(samples: int = 5, spacing: float = 0.1) -> int:
+    """Bytes traced, the least of a few readings each after a collection: live objects only, not
+    garbage nor a poll's answer being read at that moment."""
+    readings = []
+    for _ in range(samples):
+        await asyncio.sleep(spacing)
+        gc.collect()
+        readings.append(tracemalloc.get_traced_memory()[0])
+    return min(readings)
+
+
 async def memory_while_waiting(task_uuids: list[str], args: argparse.Namespace) -> float:
     """Bytes each waiting trigger holds (trigger, task, registration, its share of the poller).
 
     Measured at the margin: the second half of the triggers is started once the first half has
-    polled, so one-off costs (imports, the shared client) are not spread over the triggers; a
-    collection before each reading leaves garbage out. All are then cancelled, as a triggerer
+    polled, so one-off costs (imports, the shared client) are not spread over the triggers; each
+    reading is the least of five, each after a collection, so garbage and answers being read
+    are left out. All are then cancelled, as a triggerer
     restart does: they just unregister.
     """
     half = len(task_uuids) // 2
@@ -211,12 +223,10 @@ async def memory_while_waiting(task_uuids: list[str], args: argparse.Namespace) 
     tracemalloc.start()
     tasks = await start(triggers_for(task_uuids[:half], args))
     await asyncio.sleep(settle)
-    gc.collect()  # count live objects only, not garbage a later collection would free
-    before = tracemalloc.get_traced_memory()[0]
+    before = await live_memory()
     tasks += await start(triggers_for(task_uuids[half:], args))
     await asyncio.sleep(settle)
-    gc.collect()
-    used = tracemalloc.get_traced_memory()[0] - before
+    used = await live_memory() - before
     tracemalloc.stop()
     for task in tasks:
         task.cancel()
