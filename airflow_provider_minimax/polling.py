@@ -23,7 +23,7 @@ from airflow_provider_minimax.exceptions import (
     MiniMaxTransientError,
     MiniMaxValidationError,
 )
-from airflow_provider_minimax.hooks.responses import error_type
+from airflow_provider_minimax.hooks.responses import NOT_FOUND_CODE, error_type
 from airflow_provider_minimax.models import ApiError, TaskResult, TaskUUID
 from airflow_provider_minimax.results import TaskBatchResult, TasksOutcome
 
@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 
 #: Each wait is this much longer than the previous one, up to ``max_poll_interval`` (the contract's x1.5).
 BACKOFF_FACTOR = 1.5
+
+#: Seconds a task we know was accepted (our submit's acknowledgement, or ``conflictTaskUUID``) may
+#: read as ``taskFailedOrNotFound`` and still count as running: the submit and poll paths are
+#: only eventually consistent. Past it, not found is a failure.
+DEFAULT_NOT_FOUND_GRACE = 120.0
 
 #: What one getResponse answer says about one task: (items, error) as grouped by :func:`group_batch`.
 TaskItems = tuple[list[TaskResult], ApiError | None]
@@ -143,16 +148,28 @@ def task_state(
     return None, error
 
 
+def is_not_found(error: ApiError) -> bool:
+    """Whether an error says the API does not know the task (or no longer shows it).
+
+    :param error: a task's error.
+    """
+    return error.code == NOT_FOUND_CODE
+
+
 def classify(
-    batch: TaskBatchResult, task_uuids: Iterable[str], number_results: int = 1
+    batch: TaskBatchResult,
+    task_uuids: Iterable[str],
+    number_results: int = 1,
+    not_found_until: float | None = None,
 ) -> tuple[dict[str, list[TaskResult]], dict[str, ApiError], list[str]]:
     """Split tasks into finished (with results), failed (with the API's error) and still running.
 
     :param batch: one getResponse answer.
     :param task_uuids: the tasks to look at.
     :param number_results: results each task was submitted with.
+    :param not_found_until: epoch until which ``taskFailedOrNotFound`` means still running.
     """
-    progress = TaskProgress(list(task_uuids), number_results)
+    progress = TaskProgress(list(task_uuids), number_results, not_found_until)
     progress.update(group_batch(batch))
     return progress.results, progress.errors, list(progress.pending)
 
@@ -170,13 +187,18 @@ class TaskProgress:
 
     :param task_uuids: every UUID waited on, in order (checked and normalised).
     :param number_results: results each task was submitted with.
+    :param not_found_until: epoch until which ``taskFailedOrNotFound`` reads as still running
+        (the grace after an accepted submit); None: not found is a failure at once.
     """
 
-    __slots__ = ("errors", "number_results", "pending", "results", "task_uuids")
+    __slots__ = ("errors", "not_found_until", "number_results", "pending", "results", "task_uuids")
 
-    def __init__(self, task_uuids: Sequence[str], number_results: int = 1) -> None:
+    def __init__(
+        self, task_uuids: Sequence[str], number_results: int = 1, not_found_until: float | None = None
+    ) -> None:
         self.task_uuids = normalise_task_uuids(task_uuids)
         self.number_results = number_results
+        self.not_found_until = not_found_until
         self.pending: list[str] = list(self.task_uuids)
         self.results: dict[str, list[TaskResult]] = {}
         self.errors: dict[str, ApiError] = {}
@@ -186,17 +208,19 @@ class TaskProgress:
         """Whether every task finished or failed."""
         return not self.pending
 
-    def update(self, grouped: dict[str, TaskItems]) -> None:
+    def update(self, grouped: dict[str, TaskItems], now: float | None = None) -> None:
         """Take in one poll's answer; finished and failed tasks leave ``pending``.
 
         :param grouped: the answer, as :func:`group_batch` indexed it.
+        :param now: the epoch time of the answer, for the not-found grace (default: now).
         """
+        in_grace = self.not_found_until is not None and (now or time.time()) < self.not_found_until
         still: list[str] = []
         for task_uuid in self.pending:
             results, error = task_state(task_uuid, grouped.get(task_uuid), self.number_results)
             if results is not None:
                 self.results[task_uuid] = results
-            elif error is not None:
+            elif error is not None and not (in_grace and is_not_found(error)):
                 self.errors[task_uuid] = error
             else:
                 still.append(task_uuid)
@@ -262,6 +286,7 @@ def wait_for_tasks(
     max_poll_interval: float = 10.0,
     number_results: int = 1,
     max_consecutive_failures: int = 5,
+    not_found_until: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.time,
     on_progress: Callable[[TaskProgress], None] | None = None,
@@ -278,12 +303,13 @@ def wait_for_tasks(
     :param max_poll_interval: the cap of the wait between polls.
     :param number_results: results each task was submitted with.
     :param max_consecutive_failures: failed polls in a row tolerated before giving up.
+    :param not_found_until: epoch until which ``taskFailedOrNotFound`` means still running.
     :param sleep: the sleep function (tests pass a fake one).
     :param clock: the epoch clock (tests pass a fake one).
     :param on_progress: called after every successful poll, e.g. to log a progress line.
     """
     check_cadence(poll_interval, max_poll_interval, number_results)
-    progress = TaskProgress(task_uuids, number_results)
+    progress = TaskProgress(task_uuids, number_results, not_found_until)
     failures = 0
     for delay in poll_delays(poll_interval, max_poll_interval):
         remaining = end_time - clock()
@@ -301,7 +327,7 @@ def wait_for_tasks(
             log.warning("Polling MiniMax failed (%d of %d): %s", failures, max_consecutive_failures, err)
             continue
         failures = 0
-        progress.update(group_batch(batch))
+        progress.update(group_batch(batch), clock())
         if on_progress is not None:
             on_progress(progress)
         if progress.done:

@@ -34,6 +34,8 @@ class MiniMaxTaskTrigger(BaseTrigger):
     :param max_poll_interval: the cap of the wait between polls; each wait is x1.5 the last.
     :param number_results: results each task was submitted with (a task is finished when all arrived).
     :param max_consecutive_failures: transient poll failures in a row tolerated before an error event.
+    :param not_found_until: epoch until which ``taskFailedOrNotFound`` reads as still running (the
+        grace after an accepted submit; an absolute time, so it survives a triggerer restart).
     """
 
     #: Triggers on one connection share one poller per event loop, so a triggerer sends one
@@ -52,6 +54,7 @@ class MiniMaxTaskTrigger(BaseTrigger):
         max_poll_interval: float = 10.0,
         number_results: int = 1,
         max_consecutive_failures: int = 5,
+        not_found_until: float | None = None,
     ) -> None:
         super().__init__()
         if isinstance(task_uuids, str) or not task_uuids:
@@ -66,6 +69,7 @@ class MiniMaxTaskTrigger(BaseTrigger):
         self.max_poll_interval = max_poll_interval
         self.number_results = number_results
         self.max_consecutive_failures = max_consecutive_failures
+        self.not_found_until = None if not_found_until is None else float(not_found_until)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The class path and the kwargs to rebuild this trigger: ids and timing only."""
@@ -79,6 +83,7 @@ class MiniMaxTaskTrigger(BaseTrigger):
                 "max_poll_interval": self.max_poll_interval,
                 "number_results": self.number_results,
                 "max_consecutive_failures": self.max_consecutive_failures,
+                "not_found_until": self.not_found_until,
             },
         )
 
@@ -91,6 +96,7 @@ class MiniMaxTaskTrigger(BaseTrigger):
             max_poll_interval=self.max_poll_interval,
             number_results=self.number_results,
             max_consecutive_failures=self.max_consecutive_failures,
+            not_found_until=self.not_found_until,
         )
         progress = registration.progress
         # A timer, not the poller, enforces the deadline: a poll stuck in retries cannot delay it.

@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
+from airflow_provider_minimax.exceptions import MiniMaxAuthError, MiniMaxError
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.models import GetResponseTask
 from airflow_provider_minimax.polling import (
@@ -26,6 +29,7 @@ from airflow_provider_minimax.polling import (
     is_transient,
     next_interval,
 )
+from airflow_provider_minimax.results import TaskBatchResult
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +39,28 @@ COALESCE_FRACTION = 0.25
 #: Resolve at most this many registrations per event-loop step, so waking many triggers at once
 #: never stalls the loop.
 RESOLVE_SLICE = 64
+#: getResponse requests one tick may spend narrowing a request refused as a whole (400) down to
+#: the refused UUIDs: about 2 x log2(n) per refused UUID among n.
+MAX_BISECT_REQUESTS = 32
 #: What a registration's future holds when its deadline passed first.
 DEADLINE = object()
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """Why a UUID's poll was refused: narrowed down to it alone, or still in a refused group."""
+
+    error: MiniMaxError
+    uuid_refused: bool
+
+
+def _is_refused_as_a_whole(err: MiniMaxError) -> bool:
+    """A 400 for the whole request (bad UUIDs, a shape the server will not take): worth splitting."""
+    return err.status_code == 400 and not is_transient(err)
+
+
+def _is_key_refused(err: MiniMaxError) -> bool:
+    return isinstance(err, MiniMaxAuthError) and err.status_code == 401
 
 
 class Registration:
@@ -110,6 +134,8 @@ class TaskPoller:
         self._waiter: asyncio.Future[None] | None = None
         self._sleep_until = math.inf
         self._closed = False
+        #: Whether the connection was read again after a 401 since the last successful poll.
+        self._reread = False
 
     @classmethod
     def shared(cls, conn_id: str = DEFAULT_CONN_ID) -> TaskPoller:
@@ -143,6 +169,7 @@ class TaskPoller:
         max_poll_interval: float = 10.0,
         number_results: int = 1,
         max_consecutive_failures: int = 5,
+        not_found_until: float | None = None,
     ) -> Registration:
         """Start waiting on tasks; the first poll is ``poll_interval`` from now.
 
@@ -151,13 +178,14 @@ class TaskPoller:
         :param max_poll_interval: the cap of the wait between polls.
         :param number_results: results each task was submitted with.
         :param max_consecutive_failures: transient poll failures in a row tolerated.
+        :param not_found_until: epoch until which ``taskFailedOrNotFound`` means still running.
         """
         if self._closed:
             raise RuntimeError(f"the MiniMax poller of {self.conn_id!r} has stopped; get a new one")
         check_cadence(poll_interval, max_poll_interval, number_results)
         now = self._loop.time()
         registration = Registration(
-            TaskProgress(task_uuids, number_results),
+            TaskProgress(task_uuids, number_results, not_found_until),
             self._loop.create_future(),
             due=now + poll_interval,
             wait=poll_interval,
@@ -223,39 +251,114 @@ class TaskPoller:
 
     async def _poll(self, due: list[Registration]) -> None:
         """Poll every pending task of the due registrations at once and settle them."""
-        task_uuids = dict.fromkeys(u for r in due for u in r.progress.pending)
-        # UUIDs were checked once, at registration: skip re-validating thousands of them per tick.
-        polls = [GetResponseTask.model_construct(task_uuid=u) for u in task_uuids]
+        task_uuids = list(dict.fromkeys(u for r in due for u in r.progress.pending))
         try:
-            batch = await self.hook.asubmit_tasks(polls)
+            batch, refused = await self._fetch(task_uuids)
         except Exception as err:
-            now = self._loop.time()
-            transient = is_transient(err)
-            if transient:
-                log.warning("Polling %d MiniMax task(s) failed: %s", len(task_uuids), err)
-            for registration in due:
-                registration.failures += 1
-                if not transient or registration.failures >= registration.max_consecutive_failures:
-                    self._resolve(registration, err)
-                else:
-                    registration.reschedule(now)
+            self._failed(due, err)
             return
         grouped = group_batch(batch)
-        now = self._loop.time()
+        now, wall = self._loop.time(), time.time()
         finished: list[Registration] = []
+        suspects: list[Registration] = []
         for registration in due:
             if registration.future.done():  # left while the request was in flight
                 continue
+            culprit = next((refused[u] for u in registration.progress.pending if u in refused), None)
+            if culprit is not None:
+                if culprit.uuid_refused:
+                    self._resolve(registration, culprit.error)
+                else:
+                    suspects.append(registration)
+                continue
             registration.failures = 0
-            registration.progress.update(grouped)
+            registration.progress.update(grouped, wall)
             if registration.progress.done:
                 finished.append(registration)
             else:
                 registration.reschedule(now)
+        if suspects:
+            self._failed(suspects, next(iter(refused.values())).error)
         for count, registration in enumerate(finished, start=1):
             self._resolve(registration, None)
             if count % RESOLVE_SLICE == 0:
                 await asyncio.sleep(0)  # let the woken triggers run before waking more
+
+    def _failed(self, registrations: list[Registration], err: BaseException) -> None:
+        """A poll failed for these waiters: transient ones count against each budget, others end them."""
+        now = self._loop.time()
+        transient = is_transient(err)
+        if transient:
+            log.warning("Polling MiniMax task(s) of %d waiter(s) failed: %s", len(registrations), err)
+        for registration in registrations:
+            registration.failures += 1
+            if not transient or registration.failures >= registration.max_consecutive_failures:
+                self._resolve(registration, err)
+            else:
+                registration.reschedule(now)
+
+    async def _request(self, task_uuids: Sequence[str]) -> TaskBatchResult:
+        # UUIDs were checked once, at registration: skip re-validating thousands of them per tick.
+        polls = [GetResponseTask.model_construct(task_uuid=u) for u in task_uuids]
+        return await self.hook.asubmit_tasks(polls)
+
+    async def _fetch(self, task_uuids: list[str]) -> tuple[TaskBatchResult, dict[str, _Refusal]]:
+        """One tick's answer; a 401 re-reads the connection once, a 400 is narrowed to its UUIDs."""
+        try:
+            batch = await self._request(task_uuids)
+        except MiniMaxError as err:
+            if _is_key_refused(err) and not self._reread:
+                return await self._reread_connection(task_uuids, err)
+            if _is_refused_as_a_whole(err):
+                return await self._bisect(task_uuids, err)
+            raise
+        self._reread = False  # a later rotation gets its own re-read
+        return batch, {}
+
+    async def _reread_connection(
+        self, task_uuids: list[str], err: MiniMaxError
+    ) -> tuple[TaskBatchResult, dict[str, _Refusal]]:
+        """The key was refused: read the connection again (a rotated key) and poll once more."""
+        log.warning("MiniMax refused the key of %r (%s); reading the connection again", self.conn_id, err)
+        self._reread = True
+        stale, self.hook = self.hook, MiniMaxHook(minimax_conn_id=self.conn_id)
+        await stale.aclose()
+        await self.hook.aget_settings()  # the async lookup: never blocks the loop
+        return await self._fetch(task_uuids)
+
+    async def _bisect(
+        self, task_uuids: list[str], err: MiniMaxError
+    ) -> tuple[TaskBatchResult, dict[str, _Refusal]]:
+        """Split a request refused as a whole until the refused UUIDs are found (bounded requests).
+
+        UUIDs left unresolved when :data:`MAX_BISECT_REQUESTS` is spent are suspects: their waiters
+        count a failed poll, as for a transient error, and are split again on their next tick.
+        """
+        batch = TaskBatchResult()
+        refused: dict[str, _Refusal] = {}
+        groups: list[tuple[list[str], MiniMaxError]] = [(task_uuids, err)]
+        budget = MAX_BISECT_REQUESTS
+        while groups:
+            group, error = groups.pop()
+            if len(group) == 1 or budget <= 0:
+                refusal = _Refusal(error, uuid_refused=len(group) == 1)
+                refused.update(dict.fromkeys(group, refusal))
+                continue
+            middle = len(group) // 2
+            for half in (group[:middle], group[middle:]):
+                budget -= 1
+                try:
+                    batch.extend(await self._request(half))
+                except MiniMaxError as half_err:
+                    if not _is_refused_as_a_whole(half_err):
+                        raise
+                    groups.append((half, half_err))
+        log.warning(
+            "MiniMax refused a getResponse request as a whole (%s); the refused taskUUID(s): %s",
+            err,
+            ", ".join(u for u, r in refused.items() if r.uuid_refused) or "(not narrowed down yet)",
+        )
+        return batch, refused
 
     def _resolve(self, registration: Registration, error: BaseException | None) -> None:
         self._registrations.pop(registration, None)

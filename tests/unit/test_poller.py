@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hook_testlib import CONN_ID, set_connection, v4
+from hook_testlib import CONN_ID, SECRET_KEY, set_connection, v4
 from poll_testlib import FAST, PollApi, mocked_poll_api
 
 from airflow_provider_minimax.triggers.poller import DEADLINE, TaskPoller, expire
@@ -102,7 +102,8 @@ async def test_a_transient_burst_within_the_budget_is_survived(api):
     ("replies", "budget", "error_name", "requests"),
     [
         ([httpx.Response(503)] * 3, 3, "MiniMaxServerError", 3),
-        ([httpx.Response(401, json={"errors": [{"code": "invalidApiKey"}]})], 5, "MiniMaxAuthError", 1),
+        # A 401 re-reads the connection once; refused again, the wait fails.
+        ([httpx.Response(401, json={"errors": [{"code": "invalidApiKey"}]})] * 2, 5, "MiniMaxAuthError", 2),
     ],
 )
 async def test_polling_fails_after_the_budget_or_at_once_on_auth(api, replies, budget, error_name, requests):
@@ -124,3 +125,48 @@ async def test_a_deadline_timer_settles_a_wait_and_the_poller_ignores_it(api):
     asyncio.get_running_loop().call_later(0.05, expire, registration.future)
     assert await registration.future is DEADLINE
     poller.unregister(registration)
+
+
+async def test_a_401_re_reads_the_connection_and_polls_on_with_the_rotated_key(api, monkeypatch):
+    api.valid_key = "sk-rotated"
+    # The key is rotated in the connection while the poller still holds the old one.
+    api.on_refused_key = lambda: set_connection(monkeypatch, max_retries=0, password="sk-rotated")
+    assert await wait(TaskPoller.shared(CONN_ID), [v4(1)]) is None
+    assert api.keys[0] == SECRET_KEY and set(api.keys[1:]) == {"sk-rotated"}
+
+
+async def test_a_key_refused_again_later_is_re_read_again(api, monkeypatch):
+    api.valid_key, api.finish_after = "sk-2", 3
+    # Each refusal finds the server's current key already in the connection (a rotation).
+    api.on_refused_key = lambda: set_connection(monkeypatch, max_retries=0, password=api.valid_key)
+    poller = TaskPoller.shared(CONN_ID)
+    registration = poller.register([v4(1)], **FAST)
+    async with asyncio.timeout(5):
+        while "sk-2" not in api.keys:
+            await asyncio.sleep(0.005)
+    api.valid_key = "sk-3"  # a second rotation after a successful poll: one more re-read
+    assert await asyncio.wait_for(registration.future, 5) is None
+    assert api.keys[-1] == "sk-3"
+
+
+async def test_a_request_refused_as_a_whole_fails_only_the_waiters_of_the_refused_uuid(api):
+    poller = TaskPoller.shared(CONN_ID)
+    uuids = [v4(i) for i in range(16)]
+    api.poison = {v4(5)}
+    endings = await asyncio.gather(*(wait(poller, [u]) for u in uuids))
+    assert [type(e).__name__ for e in endings] == ["NoneType"] * 5 + ["MiniMaxInvalidRequestError"] + [
+        "NoneType"
+    ] * 10
+    assert "invalidTaskUUID" in str(endings[5])
+    # First tick: the refused request, then 2 per halving (16 → 1: 4 levels); second tick: 1 request.
+    assert len(api.requests) <= 1 + 2 * 4 + 1
+
+
+async def test_splitting_a_refused_request_is_bounded_per_tick(api, monkeypatch):
+    monkeypatch.setattr("airflow_provider_minimax.triggers.poller.MAX_BISECT_REQUESTS", 2)
+    api.poison = {v4(0), v4(1)}
+    poller = TaskPoller.shared(CONN_ID)
+    endings = await asyncio.gather(*(wait(poller, [v4(i)], max_consecutive_failures=2) for i in range(8)))
+    assert all(type(e).__name__ == "MiniMaxInvalidRequestError" for e in endings[:2])
+    # Waiters never narrowed down count failed polls and end after their budget, in bounded requests.
+    assert len(api.requests) <= 2 * (1 + 2)
