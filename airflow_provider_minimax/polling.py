@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from airflow_provider_minimax.exceptions import (
+    MiniMaxConfigurationError,
     MiniMaxError,
     MiniMaxTaskFailedError,
     MiniMaxTimeoutError,
@@ -58,6 +59,32 @@ def normalise_task_uuids(task_uuids: Iterable[str]) -> list[str]:
         raise MiniMaxValidationError(
             f"Invalid taskUUID {problem.get('input')!r}: {problem['msg']}", parameter="task_uuids"
         ) from None
+
+
+# ------------------------------------------------------------------------------------ settings
+
+
+def seconds(value: float | timedelta) -> float:
+    """A duration parameter given as seconds or a timedelta, in seconds (validated by the caller).
+
+    :param value: the parameter.
+    """
+    return value.total_seconds() if isinstance(value, timedelta) else value
+
+
+def require_task_api(hook: MiniMaxHook, who: str) -> None:
+    """Refuse a connection on the chat API where the task API is needed (reads it; no HTTP call).
+
+    :param hook: the hook of the operator's connection.
+    :param who: the operator or sensor, for the message.
+    """
+    api = hook.settings.api
+    if api != "task":
+        raise MiniMaxConfigurationError(
+            f"{who} needs a connection on the task API (extra.api = 'task'), but connection "
+            f"{hook.minimax_conn_id!r} is on the {api} API; use another connection, or "
+            "MiniMaxChatOperator for the chat API"
+        )
 
 
 # ------------------------------------------------------------------------------------ cadence

@@ -44,6 +44,8 @@ class FakeTaskApi:
         self.omit: Counter[str] = Counter()
         #: UUID → how many more getResponse answers say ``taskFailedOrNotFound`` although it is known.
         self.hide: Counter[str] = Counter()
+        #: A newly accepted task answers ``taskFailedOrNotFound`` to its first this many polls.
+        self.invisible_for = 0
         #: Refuse to answer past this many requests, so a runaway loop fails its test instead of hanging.
         self.max_requests = 500
 
@@ -83,6 +85,7 @@ class FakeTaskApi:
                 data += [task_result(task_uuid, answer, resultIndex=i) for i in range(n)]
             else:
                 self.set(task_uuid, self.accept_as, answer)
+                self.hide[task_uuid] = self.invisible_for
                 data.append({"taskType": "textInference", "taskUUID": task_uuid})
             lose = lose or self.lose_next_submit_response
         if lose:

@@ -21,6 +21,7 @@ from task_api_fake import FakeTaskApi, MemoryStore
 
 from airflow_provider_minimax.exceptions import (
     MiniMaxAuthError,
+    MiniMaxConfigurationError,
     MiniMaxError,
     MiniMaxOutputValidationError,
     MiniMaxTaskFailedError,
@@ -193,6 +194,9 @@ def test_running_task_is_re_attached_by_a_retry(api: FakeTaskApi, context: dict[
         ({"delivery": "stream"}, "delivery"),
         ({"messages": [{"role": "assistant", "content": "x"}], "prompt": None}, "messages"),
         ({"output_type": City, "number_results": 2}, "number_results"),
+        ({"not_found_grace": -1}, "not_found_grace"),
+        ({"prompt": " \n\t "}, "prompt"),
+        ({"messages": [{"role": "user", "content": "  "}], "prompt": None}, r"messages\[0\]\.content"),
     ],
 )
 def test_bad_parameters_fail_before_any_http_call(
@@ -201,6 +205,39 @@ def test_bad_parameters_fail_before_any_http_call(
     with pytest.raises(MiniMaxValidationError, match=field):
         operator(**kwargs).execute(context)
     assert not api.bodies
+
+
+@pytest.mark.parametrize("deferrable", [True, False])
+def test_a_chat_connection_is_refused_naming_the_api_needed(
+    api: FakeTaskApi, context: dict[str, Any], monkeypatch: pytest.MonkeyPatch, deferrable: bool
+) -> None:
+    set_connection(monkeypatch, api="chat")
+    with pytest.raises(MiniMaxConfigurationError, match="needs a connection on the task API.*chat API"):
+        operator(deferrable=deferrable).execute(context)
+    assert not api.bodies
+
+
+def test_the_trigger_carries_the_not_found_grace_as_an_epoch(api: FakeTaskApi, context: dict[str, Any]) -> None:
+    before = time.time()
+    kwargs = deferral(operator(not_found_grace=timedelta(seconds=30)), context).trigger.serialize()[1]
+    assert before + 30 <= kwargs["not_found_until"] <= time.time() + 30
+    default = deferral(operator(), context).trigger.serialize()[1]["not_found_until"]
+    assert before + 120 <= default <= time.time() + 120
+
+
+def test_not_found_right_after_the_accepted_submit_is_pending_in_the_worker(
+    api: FakeTaskApi, context: dict[str, Any]
+) -> None:
+    api.invisible_for, api.finish_after_polls = 2, 3  # eventual consistency, then the answer
+    result = operator(deferrable=False).execute(context)
+    assert result["text"].startswith("answer") and sum(api.submissions.values()) == 1
+
+
+def test_not_found_past_the_grace_fails_the_task(api: FakeTaskApi, context: dict[str, Any]) -> None:
+    api.invisible_for = 10_000
+    with pytest.raises(MiniMaxTaskFailedError, match="taskFailedOrNotFound"):
+        operator(deferrable=False, not_found_grace=0).execute(context)
+    assert sum(api.submissions.values()) == 1
 
 
 def test_refused_submit_raises_the_api_error_naming_the_uuid(

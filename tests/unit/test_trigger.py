@@ -142,3 +142,28 @@ async def test_on_kill_names_the_tasks_left_running(capsys):
     await make([v4(1)]).on_kill()
     logged = capsys.readouterr().out
     assert v4(1) in logged and "no cancel" in logged
+
+
+async def test_not_found_within_the_grace_is_pending(api):
+    api.not_found_polls = 2  # accepted, but not visible to getResponse for two polls
+    (outcome,) = await events_of(make(not_found_until=time.time() + 60))
+    assert outcome.status == "success" and not outcome.errors
+
+
+async def test_not_found_past_the_grace_is_the_tasks_failure(api):
+    api.not_found_polls = 2
+    (outcome,) = await events_of(make(not_found_until=time.time() - 1))
+    assert outcome.errors[v4(1)].code == "taskFailedOrNotFound"
+
+
+async def test_the_grace_survives_a_restart_as_an_epoch(api):
+    api.not_found_polls = 2
+    _, kwargs = make(not_found_until=time.time() + 60).serialize()
+    (outcome,) = await events_of(MiniMaxTaskTrigger(**kwargs))  # rebuilt by another triggerer
+    assert outcome.status == "success"
+
+
+async def test_an_omitted_uuid_stays_pending_until_the_deadline(api):
+    api.omit = {v4(1)}
+    (outcome,) = await events_of(make(seconds=0.1))
+    assert outcome.status == "timeout" and outcome.pending == [v4(1)]
