@@ -72,6 +72,16 @@ def seconds(value: float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else value
 
 
+def refuse_bool(value: Any) -> Any:
+    """A pydantic ``before`` validator for numbers: ``True`` is not 1 here (a typo, never meant).
+
+    :param value: the raw value.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, not a boolean ({value})")
+    return value
+
+
 def require_task_api(hook: MiniMaxHook, who: str) -> None:
     """Refuse a connection on the chat API where the task API is needed (reads it; no HTTP call).
 

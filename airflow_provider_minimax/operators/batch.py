@@ -11,11 +11,11 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import BaseOperator, conf
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from airflow_provider_minimax.batch.chat import ChatBatchRunner, ChatRunSettings, shard_count
 from airflow_provider_minimax.batch.checkpoint import RowCheckpoint, fingerprint
-from airflow_provider_minimax.batch.io import InputFormat, check_records, read_rows, write_jsonl
+from airflow_provider_minimax.batch.io import InputFormat, check_records, read_rows, storage_path, write_jsonl
 from airflow_provider_minimax.batch.progress import Progress
 from airflow_provider_minimax.batch.rows import (
     OUTPUT_MISMATCH,
@@ -28,14 +28,20 @@ from airflow_provider_minimax.batch.rows import (
 )
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import MiniMaxError, MiniMaxTaskFailedError, MiniMaxValidationError
-from airflow_provider_minimax.hooks.minimax import MiniMaxHook
+from airflow_provider_minimax.hooks.minimax import MiniMaxHook, build
 from airflow_provider_minimax.hooks.responses import error_type
 from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, resolve_and_submit
 from airflow_provider_minimax.images import check_image
 from airflow_provider_minimax.lineage import LineageMixin, prompt_hash
 from airflow_provider_minimax.models import ApiError, TaskResult, TextInferenceTask, split_think
 from airflow_provider_minimax.operators._templating import system_with_schema
-from airflow_provider_minimax.polling import outcome_from_event, wait_for_tasks
+from airflow_provider_minimax.polling import (
+    DEFAULT_NOT_FOUND_GRACE,
+    outcome_from_event,
+    refuse_bool,
+    seconds,
+    wait_for_tasks,
+)
 from airflow_provider_minimax.rate_control import AdaptiveLimiter
 from airflow_provider_minimax.results import GenerateResult, Spend, TasksOutcome
 from airflow_provider_minimax.structured import OutputMismatch, parse_output, response_format
@@ -47,6 +53,42 @@ if TYPE_CHECKING:
 OnRowError = Literal["fail", "skip"]
 #: Failed rows named in the task's error message (the output and the manifest list them all).
 ROWS_IN_ERROR = 20
+
+
+class _BatchOptions(BaseModel):
+    """The operator's own knobs after templating, checked before the first HTTP call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    on_row_error: OnRowError
+    max_concurrency: int = Field(ge=1)
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    max_output_retries: int = Field(ge=0)
+    max_xcom_bytes: int = Field(ge=0)
+    poll_interval: float = Field(gt=0)
+    max_poll_interval: float = Field(gt=0)
+    wait_timeout: float = Field(gt=0)
+    not_found_grace: float = Field(ge=0)
+
+    _numbers = field_validator(
+        "max_concurrency",
+        "requests_per_minute",
+        "max_output_retries",
+        "max_xcom_bytes",
+        "poll_interval",
+        "max_poll_interval",
+        "wait_timeout",
+        "not_found_grace",
+        mode="before",
+    )(refuse_bool)
+
+    @model_validator(mode="after")
+    def _cadence(self) -> _BatchOptions:
+        if self.max_poll_interval < self.poll_interval:
+            raise ValueError(
+                f"max_poll_interval ({self.max_poll_interval}) must be >= poll_interval ({self.poll_interval})"
+            )
+        return self
 
 
 class _Resume(BaseModel):
@@ -110,6 +152,9 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
     :param max_poll_interval: task API: the cap of the wait between polls.
     :param wait_timeout: task API: how long to wait for all rows (seconds or a timedelta); rows
         still running then are failed rows with code ``timeout`` (a retry re-attaches to them).
+    :param not_found_grace: task API: seconds (or a timedelta) after the rows were submitted during
+        which the API's ``taskFailedOrNotFound`` reads as "not visible yet" rather than a failed row
+        (default 120).
     """
 
     template_fields: Sequence[str] = (
@@ -157,6 +202,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         poll_interval: float = 1.0,
         max_poll_interval: float = 10.0,
         wait_timeout: float | timedelta = timedelta(hours=6),
+        not_found_grace: float | timedelta = DEFAULT_NOT_FOUND_GRACE,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -168,8 +214,6 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
             isinstance(output_type, type) and issubclass(output_type, BaseModel)
         ):
             raise TypeError(f"{self.task_id}: 'output_type' must be a pydantic BaseModel subclass")
-        if max_output_retries < 0:
-            raise ValueError(f"{self.task_id}: 'max_output_retries' must be >= 0, got {max_output_retries}")
         self.rows = rows
         self.input_path = input_path
         self.input_format = input_format
@@ -193,6 +237,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.wait_timeout = wait_timeout
+        self.not_found_grace = not_found_grace
         #: The chat mode's limiter of the last run, for logs and tests.
         self.limiter: AdaptiveLimiter | None = None
 
@@ -205,7 +250,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
 
     def execute(self, context: Context) -> Any:
         """Validate and render every row, then run them through the connection's API."""
-        self._check_options()
+        options = self._options()
         records = self._records()
         prompts = self._render_prompts(records, context)
         images = self._row_images(records)
@@ -213,8 +258,8 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         if self.hook.settings.api == "chat":
             if self.deferrable:
                 self.log.info("The chat API has no async delivery: the rows run from the worker")
-            return self._run_chat(context, prompts, images)
-        return self._run_tasks(context, prompts)
+            return self._run_chat(context, prompts, images, options)
+        return self._run_tasks(context, prompts, options)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None, **resume: Any) -> Any:
         """Gather every row's result in input order after the trigger fired.
@@ -230,20 +275,27 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
 
     # ------------------------------------------------------------------ input and prompts
 
-    def _check_options(self) -> None:
-        if self.on_row_error not in ("fail", "skip"):
-            raise MiniMaxValidationError(
-                f"on_row_error must be 'fail' or 'skip', got {self.on_row_error!r}", parameter="on_row_error"
-            )
-        if int(self.max_concurrency) < 1:
-            raise MiniMaxValidationError(
-                f"max_concurrency must be >= 1, got {self.max_concurrency}", parameter="max_concurrency"
-            )
-        if self.requests_per_minute is not None and float(self.requests_per_minute) <= 0:
-            raise MiniMaxValidationError(
-                f"requests_per_minute must be > 0, got {self.requests_per_minute}",
-                parameter="requests_per_minute",
-            )
+    def _options(self) -> _BatchOptions:
+        if self.output_path is not None:
+            try:
+                storage_path(self.output_path)
+            except Exception as err:  # whatever the storage layer raises for a path it cannot take
+                raise MiniMaxValidationError(
+                    f"output_path {str(self.output_path)!r} is not a usable path: {err}", parameter="output_path"
+                ) from None
+        return build(
+            _BatchOptions,
+            f"{type(self).__name__} parameters",
+            on_row_error=self.on_row_error,
+            max_concurrency=self.max_concurrency,
+            requests_per_minute=self.requests_per_minute,
+            max_output_retries=self.max_output_retries,
+            max_xcom_bytes=self.max_xcom_bytes,
+            poll_interval=self.poll_interval,
+            max_poll_interval=self.max_poll_interval,
+            wait_timeout=seconds(self.wait_timeout),
+            not_found_grace=seconds(self.not_found_grace),
+        )
 
     def _records(self) -> list[dict[str, Any]]:
         if self.input_path is not None:
@@ -334,7 +386,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
 
     # ------------------------------------------------------------------ task API
 
-    def _run_tasks(self, context: Context, prompts: list[str]) -> Any:
+    def _run_tasks(self, context: Context, prompts: list[str], options: _BatchOptions) -> Any:
         """Submit every row (reusing what earlier tries paid for), then wait on all in one go."""
         started = time.time()
         system = system_with_schema(self.system_prompt, self.output_type)
@@ -353,7 +405,18 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
                 raise MiniMaxValidationError(f"row {row}: {err.message}", parameter=f"rows[{row}]") from None
 
         identity, store = TaskIdentity.from_context(context), GenerationStore(context)
-        resolution = resolve_and_submit(self.hook, identity, build_task, list(range(len(prompts))), store)
+        resolution = resolve_and_submit(
+            self.hook,
+            identity,
+            build_task,
+            list(range(len(prompts))),
+            store,
+            not_found_grace=options.not_found_grace,
+            poll_interval=options.poll_interval,
+            max_poll_interval=options.max_poll_interval,
+        )
+        # Accepted (or found known) just now: not found reads as pending until then.
+        not_found_until = time.time() + options.not_found_grace
         self.log.info(
             "Submitted rows: %d already finished by earlier tries, %d running, %d refused by the API",
             len(resolution.finished),
@@ -374,7 +437,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
                 results={resolution.uuids[row]: found for row, found in resolution.finished.items()},
             )
             return self._complete(context, outcome, state)
-        end_time = started + self._wait_seconds()
+        end_time = started + options.wait_timeout
         if self.deferrable:
             from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
 
@@ -386,8 +449,9 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
                     uuids,
                     conn_id=self.conn_id,
                     end_time=end_time,
-                    poll_interval=self.poll_interval,
-                    max_poll_interval=self.max_poll_interval,
+                    poll_interval=options.poll_interval,
+                    max_poll_interval=options.max_poll_interval,
+                    not_found_until=not_found_until,
                 ),
                 method_name="execute_complete",
                 kwargs=resume,
@@ -397,8 +461,10 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
             self.hook,
             uuids,
             end_time=end_time,
-            poll_interval=self.poll_interval,
-            max_poll_interval=self.max_poll_interval,
+            poll_interval=options.poll_interval,
+            max_poll_interval=options.max_poll_interval,
+            not_found_until=not_found_until,
+            sleep=self.hook.sleep,
         )
         return self._complete(context, outcome, state)
 
@@ -414,10 +480,6 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         progress = Progress(state.row_count, started=state.started, clock=time.time, logger=self.log)
         progress.finish(state.row_count, sum(not result.ok for result in results))
         return self._finish(context, results)
-
-    def _wait_seconds(self) -> float:
-        wait = self.wait_timeout
-        return wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
 
     def _gather(
         self,
@@ -484,7 +546,9 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
 
     # ------------------------------------------------------------------ chat API
 
-    def _run_chat(self, context: Context, prompts: list[str], images: dict[int, Any]) -> Any:
+    def _run_chat(
+        self, context: Context, prompts: list[str], images: dict[int, Any], options: _BatchOptions
+    ) -> Any:
         """Run the rows not checkpointed by earlier tries concurrently, checkpointing as they finish."""
         params: dict[str, Any] = {"system_prompt": self.system_prompt or None, **self._settings()}
         if self.output_type is not None:
@@ -507,14 +571,12 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         todo = {row: prompt for row, prompt in enumerate(prompts) if row not in results}
         settings = self.hook.settings
         self.limiter = AdaptiveLimiter(
-            int(self.max_concurrency),
-            float(self.requests_per_minute) if self.requests_per_minute else None,
-            backoff_max=settings.retry_max_wait,
+            options.max_concurrency, options.requests_per_minute, backoff_max=settings.retry_max_wait
         )
         recorder = _Recorder(results, len(prompts), checkpoint, fingerprints, self.log)
         extra_hooks = [
             MiniMaxHook(minimax_conn_id=self.conn_id)
-            for _ in range(shard_count(len(todo) and int(self.max_concurrency)) - 1)
+            for _ in range(shard_count(len(todo) and options.max_concurrency) - 1)
         ]
         runner = ChatBatchRunner(
             [self.hook, *extra_hooks],
@@ -523,7 +585,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
                 params=params,
                 images=images,
                 output_type=self.output_type,
-                output_retries=self.max_output_retries,
+                output_retries=options.max_output_retries,
                 max_retries=settings.max_retries,
                 backoff_max=settings.retry_max_wait,
             ),

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from airflow.sdk import BaseOperator, conf
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from airflow_provider_minimax.batch.rows import task_usage
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
@@ -28,6 +28,7 @@ from airflow_provider_minimax.operators._templating import PromptTemplateMixin, 
 from airflow_provider_minimax.polling import (
     DEFAULT_NOT_FOUND_GRACE,
     outcome_from_event,
+    refuse_bool,
     require_task_api,
     results_of,
     seconds,
@@ -54,6 +55,16 @@ class _RunOptions(BaseModel):
     max_output_retries: int = Field(ge=0, le=10)
     include_cost: bool
     include_usage: bool
+
+    _numbers = field_validator(
+        "number_results",
+        "poll_interval",
+        "max_poll_interval",
+        "wait_timeout",
+        "not_found_grace",
+        "max_output_retries",
+        mode="before",
+    )(refuse_bool)
 
     @model_validator(mode="after")
     def _cadence(self) -> _RunOptions:
