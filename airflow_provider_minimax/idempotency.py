@@ -262,7 +262,10 @@ def resolve_and_submit(
     if pending:
         # Still invisible after every round (a grace longer than the rounds last): known upstream,
         # so wait on them; the trigger's grace decides when not-found becomes a failure.
-        log.warning("MiniMax task(s) not visible yet, waiting on them: %s", abbreviate([walk.uuid_of(i) for i in pending]))
+        log.warning(
+            "MiniMax task(s) not visible yet, waiting on them: %s",
+            abbreviate([walk.uuid_of(i) for i in pending]),
+        )
         walk.resolution.waiting.update({i: walk.uuid_of(i) for i in pending})
     return walk.resolution
 
@@ -289,7 +292,7 @@ class _Walk:
         return uuid_
 
     def round(self, items: list[int]) -> list[int]:
-        """Poll the items' current UUIDs, submit those unknown or failed, and return the ones to poll again."""
+        """Poll the items' UUIDs, submit those unknown or failed; return the ones to poll again."""
         gens = self.resolution.generations
         for item in [i for i in items if gens[i] >= MAX_GENERATIONS]:
             self.resolution.rejected[item] = self._too_many_generations(item)
@@ -307,6 +310,7 @@ class _Walk:
             found = polled.results_for(task_uuid)
             results, error = self._state(polled, task_uuid)
             known_since = self.conflicted.get(item)
+            not_found = error is not None and is_not_found(error)
             if results is not None:
                 reused.append(task_uuid)
                 self.resolution.finished[item] = results
@@ -314,10 +318,10 @@ class _Walk:
                 # Running, or known upstream yet left out of the answer: wait on it, never pay again.
                 attached.append(task_uuid)
                 self.resolution.waiting[item] = task_uuid
-            elif known_since is None and (error is None or is_not_found(error)):
+            elif known_since is None and (error is None or not_found):
                 # Unknown upstream: nothing was paid under this UUID yet, so submit this very UUID.
                 to_submit.append(item)
-            elif error is not None and is_not_found(error) and self.clock() - known_since < self.not_found_grace:
+            elif not_found and known_since is not None and self.clock() - known_since < self.not_found_grace:
                 poll_again.append(item)  # accepted moments ago, not visible yet
             else:
                 # It ran and failed (or stayed not found past the grace): only a new UUID gets a new attempt.

@@ -12,9 +12,17 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from airflow_provider_minimax.exceptions import (
     MiniMaxConfigurationError,
@@ -80,6 +88,30 @@ def refuse_bool(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError(f"must be a number, not a boolean ({value})")
     return value
+
+
+class WaitOptions(BaseModel):
+    """How an operator waits for async tasks, checked before its first HTTP call (extended per operator)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    poll_interval: float = Field(gt=0)
+    max_poll_interval: float = Field(gt=0)
+    wait_timeout: float = Field(gt=0)
+    not_found_grace: float = Field(ge=0)
+
+    _numbers = field_validator(
+        "poll_interval", "max_poll_interval", "wait_timeout", "not_found_grace", mode="before"
+    )(refuse_bool)
+
+    @model_validator(mode="after")
+    def _cadence(self) -> Self:
+        if self.max_poll_interval < self.poll_interval:
+            raise ValueError(
+                f"max_poll_interval ({self.max_poll_interval}) must be >= "
+                f"poll_interval ({self.poll_interval})"
+            )
+        return self
 
 
 def require_task_api(hook: MiniMaxHook, who: str) -> None:

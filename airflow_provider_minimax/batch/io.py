@@ -55,7 +55,7 @@ def read_rows(path: str | ObjectStoragePath, declared: InputFormat | None = None
     """
     source = storage_path(path)
     fmt = input_format(source, declared)
-    # utf-8-sig: spreadsheet tools save "CSV UTF-8" with a byte-order mark, which must not join the first field.
+    # utf-8-sig: spreadsheet tools save "CSV UTF-8" with a byte-order mark; it must not join the first field.
     with source.open("r", encoding="utf-8-sig", newline="") as handle:
         if fmt == "csv":
             return [dict(record) for record in csv.DictReader(handle)]

@@ -11,7 +11,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import BaseOperator, conf
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator
 
 from airflow_provider_minimax.batch.chat import ChatBatchRunner, ChatRunSettings, shard_count
 from airflow_provider_minimax.batch.checkpoint import RowCheckpoint, fingerprint
@@ -37,6 +37,7 @@ from airflow_provider_minimax.models import ApiError, TaskResult, TextInferenceT
 from airflow_provider_minimax.operators._templating import system_with_schema
 from airflow_provider_minimax.polling import (
     DEFAULT_NOT_FOUND_GRACE,
+    WaitOptions,
     outcome_from_event,
     refuse_bool,
     seconds,
@@ -55,40 +56,18 @@ OnRowError = Literal["fail", "skip"]
 ROWS_IN_ERROR = 20
 
 
-class _BatchOptions(BaseModel):
+class _BatchOptions(WaitOptions):
     """The operator's own knobs after templating, checked before the first HTTP call."""
-
-    model_config = ConfigDict(extra="forbid")
 
     on_row_error: OnRowError
     max_concurrency: int = Field(ge=1)
     requests_per_minute: float | None = Field(default=None, gt=0)
     max_output_retries: int = Field(ge=0)
     max_xcom_bytes: int = Field(ge=0)
-    poll_interval: float = Field(gt=0)
-    max_poll_interval: float = Field(gt=0)
-    wait_timeout: float = Field(gt=0)
-    not_found_grace: float = Field(ge=0)
 
-    _numbers = field_validator(
-        "max_concurrency",
-        "requests_per_minute",
-        "max_output_retries",
-        "max_xcom_bytes",
-        "poll_interval",
-        "max_poll_interval",
-        "wait_timeout",
-        "not_found_grace",
-        mode="before",
+    _counts = field_validator(
+        "max_concurrency", "requests_per_minute", "max_output_retries", "max_xcom_bytes", mode="before"
     )(refuse_bool)
-
-    @model_validator(mode="after")
-    def _cadence(self) -> _BatchOptions:
-        if self.max_poll_interval < self.poll_interval:
-            raise ValueError(
-                f"max_poll_interval ({self.max_poll_interval}) must be >= poll_interval ({self.poll_interval})"
-            )
-        return self
 
 
 class _Resume(BaseModel):
@@ -281,7 +260,8 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
                 storage_path(self.output_path)
             except Exception as err:  # whatever the storage layer raises for a path it cannot take
                 raise MiniMaxValidationError(
-                    f"output_path {str(self.output_path)!r} is not a usable path: {err}", parameter="output_path"
+                    f"output_path {str(self.output_path)!r} is not a usable path: {err}",
+                    parameter="output_path",
                 ) from None
         return build(
             _BatchOptions,

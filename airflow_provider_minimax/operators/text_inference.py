@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from airflow.sdk import BaseOperator, conf
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator
 
 from airflow_provider_minimax.batch.rows import task_usage
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
@@ -27,6 +27,7 @@ from airflow_provider_minimax.models import TaskResult, TextInferenceTask
 from airflow_provider_minimax.operators._templating import PromptTemplateMixin, system_with_schema
 from airflow_provider_minimax.polling import (
     DEFAULT_NOT_FOUND_GRACE,
+    WaitOptions,
     outcome_from_event,
     refuse_bool,
     require_task_api,
@@ -41,39 +42,16 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class _RunOptions(BaseModel):
+class _RunOptions(WaitOptions):
     """The operator's own knobs after templating, checked before any HTTP call."""
-
-    model_config = ConfigDict(extra="forbid")
 
     delivery: Literal["async", "sync"]
     number_results: int = Field(ge=1, le=4)
-    poll_interval: float = Field(gt=0)
-    max_poll_interval: float = Field(gt=0)
-    wait_timeout: float = Field(gt=0)
-    not_found_grace: float = Field(ge=0)
     max_output_retries: int = Field(ge=0, le=10)
     include_cost: bool
     include_usage: bool
 
-    _numbers = field_validator(
-        "number_results",
-        "poll_interval",
-        "max_poll_interval",
-        "wait_timeout",
-        "not_found_grace",
-        "max_output_retries",
-        mode="before",
-    )(refuse_bool)
-
-    @model_validator(mode="after")
-    def _cadence(self) -> _RunOptions:
-        if self.max_poll_interval < self.poll_interval:
-            raise ValueError(
-                f"max_poll_interval ({self.max_poll_interval}) must be >= "
-                f"poll_interval ({self.poll_interval})"
-            )
-        return self
+    _counts = field_validator("number_results", "max_output_retries", mode="before")(refuse_bool)
 
 
 class _Spent(BaseModel):

@@ -95,7 +95,11 @@ def answered(task_uuids: list[str]) -> dict[str, Any]:
         ([{"name": "a"}], {"wait_timeout": 0}, r"wait_timeout: .*greater than 0"),
         ([{"name": "a"}], {"poll_interval": 0}, r"poll_interval: .*greater than 0"),
         ([{"name": "a"}], {"max_poll_interval": -1}, r"max_poll_interval: .*greater than 0"),
-        ([{"name": "a"}], {"poll_interval": 5, "max_poll_interval": 2}, r"max_poll_interval \(2.0\) must be >="),
+        (
+            [{"name": "a"}],
+            {"poll_interval": 5, "max_poll_interval": 2},
+            r"max_poll_interval \(2.0\) must be >=",
+        ),
         ([{"name": "a"}], {"not_found_grace": -1}, r"not_found_grace: .*greater than or equal to 0"),
         ([{"name": "a"}], {"max_xcom_bytes": -1}, r"max_xcom_bytes: .*greater than or equal to 0"),
         ([{"name": "a"}], {"max_output_retries": -1}, r"max_output_retries: .*greater than or equal to 0"),

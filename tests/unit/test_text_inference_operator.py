@@ -212,12 +212,14 @@ def test_a_chat_connection_is_refused_naming_the_api_needed(
     api: FakeTaskApi, context: dict[str, Any], monkeypatch: pytest.MonkeyPatch, deferrable: bool
 ) -> None:
     set_connection(monkeypatch, api="chat")
-    with pytest.raises(MiniMaxConfigurationError, match="needs a connection on the task API.*chat API"):
+    with pytest.raises(MiniMaxConfigurationError, match=r"needs a connection on the task API.*chat API"):
         operator(deferrable=deferrable).execute(context)
     assert not api.bodies
 
 
-def test_the_trigger_carries_the_not_found_grace_as_an_epoch(api: FakeTaskApi, context: dict[str, Any]) -> None:
+def test_the_trigger_carries_the_not_found_grace_as_an_epoch(
+    api: FakeTaskApi, context: dict[str, Any]
+) -> None:
     before = time.time()
     kwargs = deferral(operator(not_found_grace=timedelta(seconds=30)), context).trigger.serialize()[1]
     assert before + 30 <= kwargs["not_found_until"] <= time.time() + 30

@@ -98,7 +98,9 @@ async def test_a_deadline_already_past_times_out_without_polling(api):
 
 
 async def test_an_auth_error_fires_an_error_event_at_once_without_the_key(api):
-    api.fail_next = [httpx.Response(401, json={"errors": [{"code": "invalidApiKey", "message": "bad key"}]})] * 2
+    api.fail_next = [
+        httpx.Response(401, json={"errors": [{"code": "invalidApiKey", "message": "bad key"}]})
+    ] * 2
     (outcome,) = await events_of(make())
     assert outcome.status == "error" and outcome.code == "invalidApiKey" and outcome.status_code == 401
     assert SECRET_KEY not in json.dumps(outcome.to_event())
