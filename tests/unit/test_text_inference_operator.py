@@ -227,6 +227,26 @@ def test_the_trigger_carries_the_not_found_grace_as_an_epoch(
     assert before + 120 <= default <= time.time() + 120
 
 
+@pytest.mark.parametrize("deferrable", [True, False])
+def test_a_lost_submit_and_an_omitted_uuid_cost_a_bounded_number_of_requests(
+    api: FakeTaskApi, context: dict[str, Any], deferrable: bool
+) -> None:
+    # The loop: the submit's answer is lost, the hook's retry meets conflictTaskUUID and
+    # getResponse leaves the UUID out: once ~1,460 requests in 1.5 s, 713 of them refused submits.
+    learn = operator()
+    deferral(learn, context)  # learn the UUID, then forget the task upstream
+    api.tasks.clear(), api.submissions.clear(), api.bodies.clear()
+    api.lose_next_submit_response, api.finish_after_polls = True, 8
+    api.omit.update(dict.fromkeys(learn.task_uuids, 6))
+    op = operator(deferrable=deferrable)
+    if deferrable:
+        deferral(op, context)
+    else:
+        assert op.execute(context)["text"].startswith("answer")
+    assert sum(api.submissions.values()) == 2  # the lost attempt and the hook's retry
+    assert len(api.bodies) <= (4 if deferrable else 4 + 8)  # poll, submit + its retry, poll; then waits
+
+
 def test_not_found_right_after_the_accepted_submit_is_pending_in_the_worker(
     api: FakeTaskApi, context: dict[str, Any]
 ) -> None:
