@@ -283,7 +283,8 @@ class TaskProgress:
         :param grouped: the answer, as :func:`group_batch` indexed it.
         :param now: the epoch time of the answer, for the not-found grace (default: now).
         """
-        in_grace = self.not_found_until is not None and (now or time.time()) < self.not_found_until
+        until = self.not_found_until
+        in_grace = until is not None and (time.time() if now is None else now) < until
         still: list[str] = []
         for task_uuid in self.pending:
             results, error = task_state(task_uuid, grouped.get(task_uuid), self.number_results)

@@ -270,8 +270,8 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
                     not_found_until = time.time() + options.not_found_grace
                     end_time = end_time or time.time() + options.wait_timeout
                     if self.deferrable:
-                        self._defer(store, task_uuid, attempt, (end_time, not_found_until), spent, options)
-                    results = results_of(self._wait(task_uuid, (end_time, not_found_until), options))
+                        self._defer(store, task_uuid, attempt, end_time, not_found_until, spent, options)
+                    results = results_of(self._wait(task_uuid, end_time, not_found_until, options))
             spent = spent.add(results)
             self.minimax_spend = Spend.start(
                 self.hook.settings, self.model, prompt_hash(self.system_prompt, self.prompt, self.messages)
@@ -363,13 +363,13 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
         store: GenerationStore,
         task_uuid: str,
         attempt: int,
-        deadlines: tuple[float, float],
+        end_time: float,
+        not_found_until: float,
         spent: _Spent,
         options: _RunOptions,
     ) -> NoReturn:
         from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
 
-        end_time, not_found_until = deadlines
         store.remember_waiting([task_uuid])
         resume = _Resume(attempt=attempt, end_time=end_time, spent=spent).model_dump(mode="json")
         store.save_resume(resume)
@@ -388,9 +388,10 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
             kwargs=resume,
         )
 
-    def _wait(self, task_uuid: str, deadlines: tuple[float, float], options: _RunOptions) -> TasksOutcome:
+    def _wait(
+        self, task_uuid: str, end_time: float, not_found_until: float, options: _RunOptions
+    ) -> TasksOutcome:
         self.log.info("Waiting in the worker for MiniMax task %s", task_uuid)
-        end_time, not_found_until = deadlines
         return wait_for_tasks(
             self.hook,
             [task_uuid],

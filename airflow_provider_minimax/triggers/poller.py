@@ -277,17 +277,24 @@ class TaskPoller:
                 finished.append(registration)
             else:
                 registration.reschedule(now)
-        if suspects:
-            self._failed(suspects, next(iter(refused.values())).error)
+        if suspects:  # in a refused group not narrowed down this tick: a failed poll, not a verdict
+            self._failed(suspects, next(iter(refused.values())).error, transient=True)
         for count, registration in enumerate(finished, start=1):
             self._resolve(registration, None)
             if count % RESOLVE_SLICE == 0:
                 await asyncio.sleep(0)  # let the woken triggers run before waking more
 
-    def _failed(self, registrations: list[Registration], err: BaseException) -> None:
-        """A poll failed for these waiters: transient ones count against each budget, others end them."""
+    def _failed(
+        self, registrations: list[Registration], err: BaseException, *, transient: bool | None = None
+    ) -> None:
+        """A poll failed for these waiters: transient ones count against each budget, others end them.
+
+        :param registrations: the waiters whose poll failed.
+        :param err: the error; it ends a waiter's wait when not transient or past its budget.
+        :param transient: whether to count it as transient (default: by its type).
+        """
         now = self._loop.time()
-        transient = is_transient(err)
+        transient = is_transient(err) if transient is None else transient
         if transient:
             log.warning("Polling MiniMax task(s) of %d waiter(s) failed: %s", len(registrations), err)
         for registration in registrations:
