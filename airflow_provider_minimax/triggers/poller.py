@@ -21,7 +21,8 @@ from typing import ClassVar
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import MiniMaxAuthError, MiniMaxError
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
-from airflow_provider_minimax.models import GetResponseTask
+from airflow_provider_minimax.hooks.responses import NOT_FOUND_CODE
+from airflow_provider_minimax.models import ApiError, GetResponseTask
 from airflow_provider_minimax.polling import (
     TaskProgress,
     check_cadence,
@@ -347,6 +348,11 @@ class TaskPoller:
         budget = MAX_BISECT_REQUESTS
         while groups:
             group, error = groups.pop()
+            if len(group) == 1 and error.code == NOT_FOUND_CODE:
+                # "Not found" for a lone UUID, unscoped: the task's own answer (the grace applies).
+                not_found = ApiError(code=NOT_FOUND_CODE, message=error.message, taskUUID=group[0])
+                batch.errors.append(not_found)
+                continue
             if len(group) == 1 or budget <= 0:
                 refusal = _Refusal(error, uuid_refused=len(group) == 1)
                 refused.update(dict.fromkeys(group, refusal))

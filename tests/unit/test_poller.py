@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -171,3 +172,13 @@ async def test_splitting_a_refused_request_is_bounded_per_tick(api, monkeypatch)
     # next tick: the innocent ones finish, only the refused UUIDs' waiters fail.
     assert [type(e).__name__ for e in endings] == ["MiniMaxInvalidRequestError"] * 2 + ["NoneType"] * 6
     assert len(api.requests) <= 4 * (1 + 2)  # at most 1 + MAX_BISECT_REQUESTS per tick
+
+
+async def test_an_unscoped_not_found_for_one_uuid_is_that_tasks_answer_and_gets_the_grace(api):
+    poller = TaskPoller.shared(CONN_ID)
+    unscoped = {"errors": [{"code": "taskFailedOrNotFound", "message": "not found"}]}
+    api.fail_next = [httpx.Response(400, json=unscoped)] * 2  # the whole request, then its half
+    registration = poller.register([v4(1), v4(2)], **FAST, not_found_until=time.time() + 60)
+    assert await asyncio.wait_for(registration.future, 5) is None
+    assert set(registration.progress.results) == {v4(1), v4(2)}
+    poller.unregister(registration)
