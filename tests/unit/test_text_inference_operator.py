@@ -195,6 +195,8 @@ def test_running_task_is_re_attached_by_a_retry(api: FakeTaskApi, context: dict[
         ({"messages": [{"role": "assistant", "content": "x"}], "prompt": None}, "messages"),
         ({"output_type": City, "number_results": 2}, "number_results"),
         ({"not_found_grace": -1}, "not_found_grace"),
+        ({"poll_interval": True}, "poll_interval: .*not a boolean"),
+        ({"number_results": True}, "number_results: .*not a boolean"),
         ({"prompt": " \n\t "}, "prompt"),
         ({"messages": [{"role": "user", "content": "  "}], "prompt": None}, r"messages\[0\]\.content"),
     ],
