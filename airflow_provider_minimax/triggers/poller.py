@@ -41,7 +41,7 @@ COALESCE_FRACTION = 0.25
 #: never stalls the loop.
 RESOLVE_SLICE = 64
 #: getResponse requests one tick may spend narrowing a request refused as a whole (400) down to
-#: the refused UUIDs: about 2 x log2(n) per refused UUID among n.
+#: the refused UUIDs: one per chunk, then about 2 x log2(k) per refused UUID in a chunk of k.
 MAX_BISECT_REQUESTS = 32
 #: What a registration's future holds when its deadline passed first.
 DEADLINE = object()
@@ -339,13 +339,16 @@ class TaskPoller:
     ) -> tuple[TaskBatchResult, dict[str, _Refusal]]:
         """Split a request refused as a whole until the refused UUIDs are found (bounded requests).
 
-        UUIDs left unresolved when :data:`MAX_BISECT_REQUESTS` is spent are suspects: their waiters
-        count a failed poll, as for a transient error, and are split again on their next tick.
+        A request larger than ``max_tasks_per_request`` is first asked chunk by chunk (as the hook
+        sent it), then each refused chunk is halved. UUIDs left unresolved when
+        :data:`MAX_BISECT_REQUESTS` is spent are suspects: their waiters count a failed poll, as for
+        a transient error, and are split again on their next tick.
         """
         batch = TaskBatchResult()
         refused: dict[str, _Refusal] = {}
         groups: list[tuple[list[str], MiniMaxError]] = [(task_uuids, err)]
         budget = MAX_BISECT_REQUESTS
+        chunk = (await self.hook.aget_settings()).max_tasks_per_request
         while groups:
             group, error = groups.pop()
             if len(group) == 1 and error.code == NOT_FOUND_CODE:
@@ -357,15 +360,16 @@ class TaskPoller:
                 refusal = _Refusal(error, uuid_refused=len(group) == 1)
                 refused.update(dict.fromkeys(group, refusal))
                 continue
-            middle = len(group) // 2
-            for half in (group[:middle], group[middle:]):
+            # Beyond one request's size, the hook sent chunks: ask each on its own, then halve.
+            size = chunk if len(group) > chunk else (len(group) + 1) // 2
+            for part in (group[start : start + size] for start in range(0, len(group), size)):
                 budget -= 1
                 try:
-                    batch.extend(await self._request(half))
-                except MiniMaxError as half_err:
-                    if not _is_refused_as_a_whole(half_err):
+                    batch.extend(await self._request(part))
+                except MiniMaxError as part_err:
+                    if not _is_refused_as_a_whole(part_err):
                         raise
-                    groups.append((half, half_err))
+                    groups.append((part, part_err))
         log.warning(
             "MiniMax refused a getResponse request as a whole (%s); the refused taskUUID(s): %s",
             err,

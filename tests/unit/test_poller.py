@@ -182,3 +182,13 @@ async def test_an_unscoped_not_found_for_one_uuid_is_that_tasks_answer_and_gets_
     assert await asyncio.wait_for(registration.future, 5) is None
     assert set(registration.progress.results) == {v4(1), v4(2)}
     poller.unregister(registration)
+
+
+async def test_a_refused_request_of_several_chunks_is_split_chunk_first(api, monkeypatch):
+    set_connection(monkeypatch, max_retries=0, max_tasks_per_request=8)
+    api.finish_after, api.poison = 1, {v4(21)}
+    poller = TaskPoller.shared(CONN_ID)
+    endings = await asyncio.gather(*(wait(poller, [v4(i)]) for i in range(32)))
+    assert [i for i, e in enumerate(endings) if e is not None] == [21]
+    # 4 chunks refused as one call; then one request per chunk (4), then 8 → 1 in halves (2 x 3).
+    assert len(api.requests) <= 4 + 4 + 6
