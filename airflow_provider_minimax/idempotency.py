@@ -25,6 +25,7 @@ from airflow_provider_minimax.exceptions import MiniMaxError
 from airflow_provider_minimax.polling import (
     DEFAULT_NOT_FOUND_GRACE,
     abbreviate,
+    get_responses,
     is_not_found,
     poll_delays,
     task_state,
@@ -300,7 +301,7 @@ class _Walk:
         if not items:
             return []
         uuids = {self.uuid_of(i): i for i in items}
-        polled = self.hook.get_responses(list(uuids))
+        polled = get_responses(self.hook, list(uuids))
         to_submit: list[int] = []
         poll_again: list[int] = []
         reused: list[str] = []

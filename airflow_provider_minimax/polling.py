@@ -225,6 +225,36 @@ def is_not_found(error: ApiError) -> bool:
     return error.code == NOT_FOUND_CODE
 
 
+def lone_not_found(task_uuids: Sequence[str], err: MiniMaxError) -> TaskBatchResult | None:
+    """An unscoped ``taskFailedOrNotFound`` refusing a one-UUID poll, read as that task's answer.
+
+    A server may answer a getResponse for one unknown UUID with a 400 that names no task; it
+    still says "not found" about that one task, so the not-found rules (and the grace) apply.
+
+    :param task_uuids: the UUIDs the refused request polled.
+    :param err: what the request raised.
+    """
+    if len(task_uuids) != 1 or err.code != NOT_FOUND_CODE:
+        return None
+    error = ApiError(code=NOT_FOUND_CODE, message=err.message, taskUUID=task_uuids[0])
+    return TaskBatchResult(errors=[error])
+
+
+def get_responses(hook: MiniMaxHook, task_uuids: Sequence[str]) -> TaskBatchResult:
+    """:meth:`MiniMaxHook.get_responses`, with :func:`lone_not_found` applied.
+
+    :param hook: the hook to poll with.
+    :param task_uuids: the tasks to poll.
+    """
+    try:
+        return hook.get_responses(task_uuids)
+    except MiniMaxError as err:
+        answer = lone_not_found(task_uuids, err)
+        if answer is None:
+            raise
+        return answer
+
+
 def classify(
     batch: TaskBatchResult,
     task_uuids: Iterable[str],
@@ -389,7 +419,7 @@ def wait_for_tasks(
         if clock() >= end_time:
             break
         try:
-            batch = hook.get_responses(progress.pending)
+            batch = get_responses(hook, progress.pending)
         except MiniMaxError as err:
             failures += 1
             if not is_transient(err) or failures >= max_consecutive_failures:

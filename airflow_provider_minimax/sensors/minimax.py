@@ -29,6 +29,7 @@ from airflow_provider_minimax.polling import (
     abbreviate,
     check_cadence,
     classify,
+    get_responses,
     outcome_from_event,
     polling_error,
     require_task_api,
@@ -165,7 +166,7 @@ class MiniMaxTaskSensor(LineageMixin, BaseSensorOperator):
     def poke(self, context: Context) -> bool | PokeReturnValue:
         """One getResponse call: done when every task finished; raises when one failed."""
         uuids = self.uuids
-        batch = self.hook.get_responses(uuids)
+        batch = get_responses(self.hook, uuids)
         results, errors, pending = classify(batch, uuids, self.number_results, self.not_found_until(context))
         if pending:
             self.log.info(

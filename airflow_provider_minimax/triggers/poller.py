@@ -21,13 +21,13 @@ from typing import ClassVar
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import MiniMaxAuthError, MiniMaxError
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
-from airflow_provider_minimax.hooks.responses import NOT_FOUND_CODE
-from airflow_provider_minimax.models import ApiError, GetResponseTask
+from airflow_provider_minimax.models import GetResponseTask
 from airflow_provider_minimax.polling import (
     TaskProgress,
     check_cadence,
     group_batch,
     is_transient,
+    lone_not_found,
     next_interval,
 )
 from airflow_provider_minimax.results import TaskBatchResult
@@ -351,10 +351,9 @@ class TaskPoller:
         chunk = (await self.hook.aget_settings()).max_tasks_per_request
         while groups:
             group, error = groups.pop()
-            if len(group) == 1 and error.code == NOT_FOUND_CODE:
-                # "Not found" for a lone UUID, unscoped: the task's own answer (the grace applies).
-                not_found = ApiError(code=NOT_FOUND_CODE, message=error.message, taskUUID=group[0])
-                batch.errors.append(not_found)
+            lone = lone_not_found(group, error)
+            if lone is not None:
+                batch.extend(lone)
                 continue
             if len(group) == 1 or budget <= 0:
                 refusal = _Refusal(error, uuid_refused=len(group) == 1)

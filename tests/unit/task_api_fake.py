@@ -46,6 +46,8 @@ class FakeTaskApi:
         self.hide: Counter[str] = Counter()
         #: A newly accepted task answers ``taskFailedOrNotFound`` to its first this many polls.
         self.invisible_for = 0
+        #: Answer "not found" without the taskUUID (a whole-request 400) when it is the only error.
+        self.unscoped_not_found = False
         #: Refuse to answer past this many requests, so a runaway loop fails its test instead of hanging.
         self.max_requests = 500
 
@@ -92,6 +94,8 @@ class FakeTaskApi:
             self.lose_next_submit_response = False
             return httpx.Response(503, json={"errors": [{"code": "providerUnavailable"}]})
         if errors and not data:
+            if self.unscoped_not_found and len(errors) == 1:
+                errors = [{key: value for key, value in errors[0].items() if key != "taskUUID"}]
             return httpx.Response(400, json={"errors": errors})
         return httpx.Response(200, json={"data": data, "errors": errors} if errors else {"data": data})
 

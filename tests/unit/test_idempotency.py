@@ -315,3 +315,10 @@ def test_not_found_past_the_grace_after_a_conflict_moves_on_with_bounded_request
     assert api.submitted == [uuid_of(hook), uuid_of(hook, generation=1)]
     assert clock() >= 60  # waited out the grace before paying for generation 1
     assert len(api.bodies) <= 20  # 1 s growing x1.5 to 10 s: about a dozen polls in 60 s
+
+
+def test_an_unscoped_not_found_for_a_lone_uuid_reads_as_unknown(hook: MiniMaxHook, api: FakeTaskApi) -> None:
+    # A server may answer a one-UUID getResponse with a whole-request 400 that names no task.
+    api.unscoped_not_found = True
+    resolution = resolve(hook)
+    assert resolution.waiting == {0: uuid_of(hook)} and api.submitted == [uuid_of(hook)]

@@ -152,9 +152,9 @@ async def test_a_key_refused_again_later_is_re_read_again(api, monkeypatch):
 
 async def test_a_request_refused_as_a_whole_fails_only_the_waiters_of_the_refused_uuid(api):
     poller = TaskPoller.shared(CONN_ID)
-    uuids = [v4(i) for i in range(16)]
     api.poison = {v4(5)}
-    endings = await asyncio.gather(*(wait(poller, [u]) for u in uuids))
+    registrations = [poller.register([v4(i)], **FAST) for i in range(16)]  # all due in one tick
+    endings = await asyncio.wait_for(asyncio.gather(*(r.future for r in registrations)), 5)
     assert [type(e).__name__ for e in endings] == ["NoneType"] * 5 + ["MiniMaxInvalidRequestError"] + [
         "NoneType"
     ] * 10
@@ -188,7 +188,8 @@ async def test_a_refused_request_of_several_chunks_is_split_chunk_first(api, mon
     set_connection(monkeypatch, max_retries=0, max_tasks_per_request=8)
     api.finish_after, api.poison = 1, {v4(21)}
     poller = TaskPoller.shared(CONN_ID)
-    endings = await asyncio.gather(*(wait(poller, [v4(i)]) for i in range(32)))
+    registrations = [poller.register([v4(i)], **FAST) for i in range(32)]  # all due in one tick
+    endings = await asyncio.wait_for(asyncio.gather(*(r.future for r in registrations)), 5)
     assert [i for i, e in enumerate(endings) if e is not None] == [21]
     # 4 chunks refused as one call; then one request per chunk (4), then 8 → 1 in halves (2 x 3).
     assert len(api.requests) <= 4 + 4 + 6
