@@ -15,14 +15,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_minimax.exceptions import MiniMaxError
-from airflow_provider_minimax.hooks.responses import NOT_FOUND_CODE
-from airflow_provider_minimax.polling import abbreviate, group_batch, task_state
+from airflow_provider_minimax.polling import (
+    DEFAULT_NOT_FOUND_GRACE,
+    abbreviate,
+    get_responses,
+    group_batch,
+    is_not_found,
+    poll_delays,
+    task_state,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_minimax.hooks.minimax import MiniMaxHook
@@ -35,6 +43,9 @@ WAITING_KEY = "minimax_waiting"
 RESUME_KEY = "minimax_resume"
 #: A UUID's generation moves on only after its task failed; this bounds the walk.
 MAX_GENERATIONS = 32
+#: Rounds of one poll (and one submit) per resolve; with the default cadence, ~6 minutes of waiting
+#: for conflicted UUIDs to show, past the default grace.
+MAX_WALK_ROUNDS = 40
 
 
 @dataclass(frozen=True)
@@ -219,31 +230,56 @@ def resolve_and_submit(
     item_indexes: list[int],
     store: GenerationStore,
     number_results: int = 1,
+    *,
+    not_found_grace: float = DEFAULT_NOT_FOUND_GRACE,
+    poll_interval: float = 1.0,
+    max_poll_interval: float = 10.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Resolution:
     """Reuse what earlier tries paid for and submit only the rest, in as few requests as possible.
 
     Decision per item, on its current UUID: finished → reuse; running → wait on it; unknown →
     submit that same UUID; failed → next generation (saved to the store before the submit).
-    A ``conflictTaskUUID`` answer means the UUID was accepted meanwhile: poll it again, and
-    move to the next generation only if it is still not pollable. Every task is built
-    (validated) before the first HTTP call, so bad input costs nothing.
+    A ``conflictTaskUUID`` answer means the UUID was accepted meanwhile: it is never submitted
+    again. It is polled again after a back-off; left out of the answer, it is waited on (the
+    trigger's grace applies); answered ``taskFailedOrNotFound`` for ``not_found_grace`` seconds
+    in a row, it counts as failed and the next generation is submitted. Every task is built
+    (validated) before the first HTTP call, so bad input costs nothing. At most
+    :data:`MAX_WALK_ROUNDS` rounds of one poll and one submit each.
 
-    :param hook: the hook to poll and submit with.
+    :param hook: the hook to poll and submit with (its ``sleep`` paces the rounds).
     :param identity: the task instance.
     :param build_task: builds the textInference task of an item for a given taskUUID; it must
         give the same request for the same item on every try.
     :param item_indexes: the items of this task instance.
     :param store: where generations are remembered between tries.
     :param number_results: results per task, to tell a finished task from a partial one.
+    :param not_found_grace: seconds a UUID the API says it knows may read as not found.
+    :param poll_interval: the wait before polling a conflicted UUID again; then x1.5.
+    :param max_poll_interval: the cap of that wait.
+    :param clock: a monotonic clock (tests pass a fake one).
     """
     wanted = set(item_indexes)
     generations = {i: 0 for i in item_indexes} | {i: g for i, g in store.load().items() if i in wanted}
     fingerprints = request_fingerprints(identity, build_task, item_indexes)
-    walk = _Walk(hook, identity, build_task, store, number_results, fingerprints)
+    walk = _Walk(hook, identity, build_task, store, number_results, fingerprints, not_found_grace, clock)
     walk.resolution.generations = generations
     pending = list(item_indexes)
-    while pending:
+    delays = poll_delays(poll_interval, max_poll_interval)
+    for round_number in range(MAX_WALK_ROUNDS):
+        if not pending:
+            break
+        if round_number:
+            hook.sleep(next(delays))  # only conflicted UUIDs come back: give them time to show
         pending = walk.round(pending)
+    if pending:
+        # Still invisible after every round (a grace longer than the rounds last): known upstream,
+        # so wait on them; the trigger's grace decides when not-found becomes a failure.
+        log.warning(
+            "MiniMax task(s) not visible yet, waiting on them: %s",
+            abbreviate([walk.uuid_of(i) for i in pending]),
+        )
+        walk.resolution.waiting.update({i: walk.uuid_of(i) for i in pending})
     return walk.resolution
 
 
@@ -257,9 +293,11 @@ class _Walk:
     store: GenerationStore
     number_results: int
     fingerprints: dict[int, str]
+    not_found_grace: float
+    clock: Callable[[], float]
     resolution: Resolution = field(default_factory=Resolution)
-    #: Items whose current UUID drew ``conflictTaskUUID``: known upstream, so poll before moving on.
-    conflicted: set[int] = field(default_factory=set)
+    #: Items whose current UUID drew ``conflictTaskUUID`` (known upstream), with when it first did.
+    conflicted: dict[int, float] = field(default_factory=dict)
 
     def uuid_of(self, item: int) -> str:
         uuid_ = self.identity.task_uuid(item, self.resolution.generations[item], self.fingerprints[item])
@@ -267,7 +305,7 @@ class _Walk:
         return uuid_
 
     def round(self, items: list[int]) -> list[int]:
-        """Poll the items' current UUIDs, submit those not running, and return the ones to poll again."""
+        """Poll the items' UUIDs, submit those unknown or failed; return the ones to poll again."""
         gens = self.resolution.generations
         for item in [i for i in items if gens[i] >= MAX_GENERATIONS]:
             self.resolution.rejected[item] = self._too_many_generations(item)
@@ -275,28 +313,34 @@ class _Walk:
         if not items:
             return []
         uuids = {self.uuid_of(i): i for i in items}
-        polled = group_batch(self.hook.get_responses(list(uuids)))
+        polled = group_batch(get_responses(self.hook, list(uuids)))
         to_submit: list[int] = []
+        poll_again: list[int] = []
         reused: list[str] = []
         attached: list[str] = []
         renewed: list[str] = []
         for task_uuid, item in uuids.items():
             found = polled.get(task_uuid)
             results, error = task_state(task_uuid, found, self.number_results)
+            known_since = self.conflicted.get(item)
+            not_found = error is not None and is_not_found(error)
             if results is not None:
                 reused.append(task_uuid)
                 self.resolution.finished[item] = results
-            elif error is None and found and found[0]:
+            elif error is None and ((found is not None and found[0]) or known_since is not None):
+                # Running, or known upstream yet left out of the answer: wait on it, never pay again.
                 attached.append(task_uuid)
                 self.resolution.waiting[item] = task_uuid
-            elif error is None or (error.code == NOT_FOUND_CODE and item not in self.conflicted):
+            elif known_since is None and (error is None or not_found):
                 # Unknown upstream: nothing was paid under this UUID yet, so submit this very UUID.
                 to_submit.append(item)
+            elif not_found and known_since is not None and self.clock() - known_since < self.not_found_grace:
+                poll_again.append(item)  # accepted moments ago, not visible yet
             else:
-                # It ran and failed (or is known yet never answers): only a new UUID gets a new attempt.
-                renewed.append(f"{task_uuid} ({error.code})")
+                # It ran and failed (or stayed not found past the grace): only a new UUID gets a new attempt.
+                renewed.append(f"{task_uuid} ({error.code if error else 'unknown'})")
                 gens[item] += 1
-                self.conflicted.discard(item)
+                self.conflicted.pop(item, None)
                 to_submit.append(item)
         for what, found_uuids in (
             ("finished earlier, reused without paying again", reused),
@@ -305,7 +349,7 @@ class _Walk:
         ):
             if found_uuids:
                 log.info("%d MiniMax task(s) %s: %s", len(found_uuids), what, abbreviate(found_uuids))
-        return self._submit(to_submit) if to_submit else []
+        return poll_again + (self._submit(to_submit) if to_submit else [])
 
     def _submit(self, items: list[int]) -> list[int]:
         # Saved before submitting, so a crash right after the submit still finds these UUIDs.
@@ -321,7 +365,7 @@ class _Walk:
                 self.resolution.finished[item] = results
             elif task_uuid in accepted:
                 # Accepted earlier (a lost response, a concurrent try): poll it rather than pay again.
-                self.conflicted.add(item)
+                self.conflicted.setdefault(item, self.clock())
                 poll_again.append(item)
             elif error is not None:
                 self.resolution.rejected[item] = error

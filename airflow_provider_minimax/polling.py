@@ -10,20 +10,30 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from typing_extensions import Self
 
 from airflow_provider_minimax.exceptions import (
+    MiniMaxConfigurationError,
     MiniMaxError,
     MiniMaxTaskFailedError,
     MiniMaxTimeoutError,
     MiniMaxTransientError,
     MiniMaxValidationError,
 )
-from airflow_provider_minimax.hooks.responses import error_type
+from airflow_provider_minimax.hooks.responses import NOT_FOUND_CODE, error_type
 from airflow_provider_minimax.models import ApiError, TaskResult, TaskUUID
 from airflow_provider_minimax.results import TaskBatchResult, TasksOutcome
 
@@ -34,6 +44,11 @@ log = logging.getLogger(__name__)
 
 #: Each wait is this much longer than the previous one, up to ``max_poll_interval`` (the contract's x1.5).
 BACKOFF_FACTOR = 1.5
+
+#: Seconds a task we know was accepted (our submit's acknowledgement, or ``conflictTaskUUID``) may
+#: read as ``taskFailedOrNotFound`` and still count as running: the submit and poll paths are
+#: only eventually consistent. Past it, not found is a failure.
+DEFAULT_NOT_FOUND_GRACE = 120.0
 
 #: What one getResponse answer says about one task: (items, error) as grouped by :func:`group_batch`.
 TaskItems = tuple[list[TaskResult], ApiError | None]
@@ -57,6 +72,66 @@ def normalise_task_uuids(task_uuids: Iterable[str]) -> list[str]:
     # The caller's string where it already was canonical: one copy of each UUID in memory (a
     # triggerer holds thousands).
     return list(dict.fromkeys(g if g == c else c for g, c in zip(given, checked, strict=True)))
+
+
+# ------------------------------------------------------------------------------------ settings
+
+
+def seconds(value: float | timedelta) -> float:
+    """A duration parameter given as seconds or a timedelta, in seconds (validated by the caller).
+
+    :param value: the parameter.
+    """
+    return value.total_seconds() if isinstance(value, timedelta) else value
+
+
+def refuse_bool(value: Any) -> Any:
+    """A pydantic ``before`` validator for numbers: ``True`` is not 1 here (a typo, never meant).
+
+    :param value: the raw value.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, not a boolean ({value})")
+    return value
+
+
+class WaitOptions(BaseModel):
+    """How an operator waits for async tasks, checked before its first HTTP call (extended per operator)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    poll_interval: float = Field(gt=0)
+    max_poll_interval: float = Field(gt=0)
+    wait_timeout: float = Field(gt=0)
+    not_found_grace: float = Field(ge=0)
+
+    _numbers = field_validator(
+        "poll_interval", "max_poll_interval", "wait_timeout", "not_found_grace", mode="before"
+    )(refuse_bool)
+
+    @model_validator(mode="after")
+    def _cadence(self) -> Self:
+        if self.max_poll_interval < self.poll_interval:
+            raise ValueError(
+                f"max_poll_interval ({self.max_poll_interval}) must be >= "
+                f"poll_interval ({self.poll_interval})"
+            )
+        return self
+
+
+def require_task_api(hook: MiniMaxHook, who: str) -> None:
+    """Refuse a connection on the chat API where the task API is needed (reads it; no HTTP call).
+
+    :param hook: the hook of the operator's connection.
+    :param who: the operator or sensor, for the message.
+    """
+    api = hook.settings.api
+    if api != "task":
+        raise MiniMaxConfigurationError(
+            f"{who} needs a connection on the task API (extra.api = 'task'), but connection "
+            f"{hook.minimax_conn_id!r} is on the {api} API; use another connection, or "
+            "MiniMaxChatOperator for the chat API"
+        )
 
 
 # ------------------------------------------------------------------------------------ cadence
@@ -86,6 +161,18 @@ def next_interval(interval: float, max_poll_interval: float) -> float:
     :param max_poll_interval: the cap.
     """
     return min(interval * BACKOFF_FACTOR, max_poll_interval)
+
+
+def poll_delays(poll_interval: float, max_poll_interval: float) -> Iterator[float]:
+    """The waits before each poll, forever: ``poll_interval``, then x1.5 up to ``max_poll_interval``.
+
+    :param poll_interval: the wait before the first poll (~1 s by the contract).
+    :param max_poll_interval: the cap (~10 s by the contract).
+    """
+    interval = min(poll_interval, max_poll_interval)
+    while True:
+        yield interval
+        interval = next_interval(interval, max_poll_interval)
 
 
 def progress_delay(
@@ -163,16 +250,58 @@ def task_state(
     return None, error
 
 
+def is_not_found(error: ApiError) -> bool:
+    """Whether an error says the API does not know the task (or no longer shows it).
+
+    :param error: a task's error.
+    """
+    return error.code == NOT_FOUND_CODE
+
+
+def lone_not_found(task_uuids: Sequence[str], err: MiniMaxError) -> TaskBatchResult | None:
+    """An unscoped ``taskFailedOrNotFound`` refusing a one-UUID poll, read as that task's answer.
+
+    A server may answer a getResponse for one unknown UUID with a 400 that names no task; it
+    still says "not found" about that one task, so the not-found rules (and the grace) apply.
+
+    :param task_uuids: the UUIDs the refused request polled.
+    :param err: what the request raised.
+    """
+    if len(task_uuids) != 1 or err.code != NOT_FOUND_CODE:
+        return None
+    error = ApiError(code=NOT_FOUND_CODE, message=err.message, taskUUID=task_uuids[0])
+    return TaskBatchResult(errors=[error])
+
+
+def get_responses(hook: MiniMaxHook, task_uuids: Sequence[str]) -> TaskBatchResult:
+    """:meth:`MiniMaxHook.get_responses`, with :func:`lone_not_found` applied.
+
+    :param hook: the hook to poll with.
+    :param task_uuids: the tasks to poll.
+    """
+    try:
+        return hook.get_responses(task_uuids)
+    except MiniMaxError as err:
+        answer = lone_not_found(task_uuids, err)
+        if answer is None:
+            raise
+        return answer
+
+
 def classify(
-    batch: TaskBatchResult, task_uuids: Iterable[str], number_results: int = 1
+    batch: TaskBatchResult,
+    task_uuids: Iterable[str],
+    number_results: int = 1,
+    not_found_until: float | None = None,
 ) -> tuple[dict[str, list[TaskResult]], dict[str, ApiError], list[str]]:
     """Split tasks into finished (with results), failed (with the API's error) and still running.
 
     :param batch: one getResponse answer.
     :param task_uuids: the tasks to look at.
     :param number_results: results each task was submitted with.
+    :param not_found_until: epoch until which ``taskFailedOrNotFound`` means still running.
     """
-    progress = TaskProgress(list(task_uuids), number_results)
+    progress = TaskProgress(list(task_uuids), number_results, not_found_until)
     progress.update(group_batch(batch))
     return progress.results, progress.errors, list(progress.pending)
 
@@ -190,13 +319,26 @@ class TaskProgress:
 
     :param task_uuids: every UUID waited on, in order (checked and normalised).
     :param number_results: results each task was submitted with.
+    :param not_found_until: epoch until which ``taskFailedOrNotFound`` reads as still running
+        (the grace after an accepted submit); None: not found is a failure at once.
     """
 
-    __slots__ = ("errors", "number_results", "pending", "progressed", "results", "task_uuids")
+    __slots__ = (
+        "errors",
+        "not_found_until",
+        "number_results",
+        "pending",
+        "progressed",
+        "results",
+        "task_uuids",
+    )
 
-    def __init__(self, task_uuids: Sequence[str], number_results: int = 1) -> None:
+    def __init__(
+        self, task_uuids: Sequence[str], number_results: int = 1, not_found_until: float | None = None
+    ) -> None:
         self.task_uuids = normalise_task_uuids(task_uuids)
         self.number_results = number_results
+        self.not_found_until = not_found_until
         # The same list until the first update replaces it (never changed in place): one list less
         # per waiting trigger.
         self.pending: list[str] = self.task_uuids
@@ -210,17 +352,20 @@ class TaskProgress:
         """Whether every task finished or failed."""
         return not self.pending
 
-    def update(self, grouped: dict[str, TaskItems]) -> None:
+    def update(self, grouped: dict[str, TaskItems], now: float | None = None) -> None:
         """Take in one poll's answer; finished and failed tasks leave ``pending``.
 
         :param grouped: the answer, as :func:`group_batch` indexed it.
+        :param now: the epoch time of the answer, for the not-found grace (default: now).
         """
+        until = self.not_found_until
+        in_grace = until is not None and (time.time() if now is None else now) < until
         still: list[str] = []
         for task_uuid in self.pending:
             results, error = task_state(task_uuid, grouped.get(task_uuid), self.number_results)
             if results is not None:
                 self.results[task_uuid] = results
-            elif error is not None:
+            elif error is not None and not (in_grace and is_not_found(error)):
                 self.errors[task_uuid] = error
             else:
                 still.append(task_uuid)
@@ -287,6 +432,7 @@ def wait_for_tasks(
     max_poll_interval: float = 10.0,
     number_results: int = 1,
     max_consecutive_failures: int = 5,
+    not_found_until: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.time,
     on_progress: Callable[[TaskProgress], None] | None = None,
@@ -304,12 +450,13 @@ def wait_for_tasks(
     :param max_poll_interval: the cap of the wait between polls.
     :param number_results: results each task was submitted with.
     :param max_consecutive_failures: failed polls in a row tolerated before giving up.
+    :param not_found_until: epoch until which ``taskFailedOrNotFound`` means still running.
     :param sleep: the sleep function (tests pass a fake one).
     :param clock: the epoch clock (tests pass a fake one).
     :param on_progress: called after every successful poll, e.g. to log a progress line.
     """
     check_cadence(poll_interval, max_poll_interval, number_results)
-    progress = TaskProgress(task_uuids, number_results)
+    progress = TaskProgress(task_uuids, number_results, not_found_until)
     failures = 0
     started, delay = clock(), min(poll_interval, max_poll_interval)
     while True:
@@ -320,7 +467,7 @@ def wait_for_tasks(
         if clock() >= end_time:
             break
         try:
-            batch = hook.get_responses(progress.pending)
+            batch = get_responses(hook, progress.pending)
         except MiniMaxError as err:
             failures += 1
             if not is_transient(err) or failures >= max_consecutive_failures:
@@ -329,7 +476,7 @@ def wait_for_tasks(
             delay = next_interval(delay, max_poll_interval)
             continue
         failures = 0
-        progress.update(group_batch(batch))
+        progress.update(group_batch(batch), clock())
         if on_progress is not None:
             on_progress(progress)
         if progress.done:

@@ -17,7 +17,7 @@ through the limiter, so the concurrency cap and the requests-per-minute cap hold
   CPU, not the API, would otherwise cap the batch;
 - an auth or credit error stops the batch (every other row would fail the same way); rows
   already answered are kept;
-- any other error fails only its row.
+- any other error fails only its row, including a raw library error (code ``clientError``).
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 #: Errors that would fail every row alike: the batch stops instead of paying for nothing.
 FATAL_ERRORS = (MiniMaxAuthError, MiniMaxCreditError, MiniMaxConfigurationError)
+#: The error code of a row that failed with an error the provider did not expect (a library error).
+UNEXPECTED_ERROR = "clientError"
 #: Requests in flight per hook (connection pool); see the module docstring.
 SHARD_SIZE = 10
 
@@ -137,6 +139,10 @@ class ChatBatchRunner:
             except FATAL_ERRORS as err:
                 self.fatal = self.fatal or err
                 return
+            except Exception as err:
+                # Whatever raised it (a library error the hook let through, a malformed answer),
+                # it fails this row only: the other rows' gather must go on.
+                result = self._unexpected(row, err)
             await self.on_row(result)
 
     async def _row(self, hook: MiniMaxHook, row: int, prompt: str) -> RowResult:
@@ -194,6 +200,15 @@ class ChatBatchRunner:
                 ]
                 continue
             return row_from_answer(row, _with_usage(answer, usage), parsed.model_dump(mode="json"))
+
+    def _unexpected(self, row: int, err: Exception) -> RowResult:
+        """A failed row for an error that is not one of ours, with the key masked out of its message."""
+        log.warning("Row %d failed with an unexpected %s", row, type(err).__name__)
+        # The settings were loaded before the first request, so this reads no connection on the loop.
+        key = self.hook.settings.api_key.get_secret_value()
+        message = f"{type(err).__name__}: {err}".replace(key, "***")
+        code = err.code if isinstance(err, MiniMaxError) and err.code else UNEXPECTED_ERROR
+        return failed_row(row, code, message)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:

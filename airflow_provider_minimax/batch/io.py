@@ -65,7 +65,8 @@ def iter_rows(path: str | ObjectStoragePath, declared: InputFormat | None = None
     """
     source = storage_path(path)
     fmt = input_format(source, declared)
-    with source.open("r", encoding="utf-8", newline="") as handle:
+    # utf-8-sig: spreadsheet tools save "CSV UTF-8" with a byte-order mark; it must not join the first field.
+    with source.open("r", encoding="utf-8-sig", newline="") as handle:
         if fmt == "csv":
             yield from (dict(record) for record in csv.DictReader(handle))
         else:

@@ -66,7 +66,9 @@ def _caused(error: Exception, cause: BaseException | None) -> Exception:
 def _quotes_a_header(err: BaseException) -> bool:
     """Whether any link of the error's chain may show a header (``Bearer …``) in its message or state."""
     link: BaseException | None = err
-    while link is not None:
+    seen: set[int] = set()
+    while link is not None and id(link) not in seen:  # a chain can loop (respx wraps side effects so)
+        seen.add(id(link))
         if isinstance(link, UnicodeError | httpx.LocalProtocolError) or "bearer" in str(link).lower():
             return True
         link = link.__cause__ or link.__context__

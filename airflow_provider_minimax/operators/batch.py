@@ -11,7 +11,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import BaseOperator, conf
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from airflow_provider_minimax.batch.chat import ChatBatchRunner, ChatRunSettings, shard_count
 from airflow_provider_minimax.batch.checkpoint import RowCheckpoint, fingerprint
@@ -21,6 +21,7 @@ from airflow_provider_minimax.batch.io import (
     check_records,
     iter_rows,
     read_rows,
+    storage_path,
     windows,
     write_jsonl,
 )
@@ -36,7 +37,7 @@ from airflow_provider_minimax.batch.rows import (
 )
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import MiniMaxError, MiniMaxTaskFailedError, MiniMaxValidationError
-from airflow_provider_minimax.hooks.minimax import MiniMaxHook
+from airflow_provider_minimax.hooks.minimax import MiniMaxHook, build
 from airflow_provider_minimax.hooks.responses import error_type
 from airflow_provider_minimax.idempotency import (
     GenerationStore,
@@ -49,7 +50,16 @@ from airflow_provider_minimax.images import check_image
 from airflow_provider_minimax.lineage import LineageMixin, prompt_hash
 from airflow_provider_minimax.models import ApiError, TaskResult, TextInferenceTask, split_think
 from airflow_provider_minimax.operators._templating import system_with_schema
-from airflow_provider_minimax.polling import TaskProgress, group_batch, outcome_from_event, wait_for_tasks
+from airflow_provider_minimax.polling import (
+    DEFAULT_NOT_FOUND_GRACE,
+    TaskProgress,
+    WaitOptions,
+    group_batch,
+    outcome_from_event,
+    refuse_bool,
+    seconds,
+    wait_for_tasks,
+)
 from airflow_provider_minimax.rate_control import AdaptiveLimiter
 from airflow_provider_minimax.results import GenerateResult, Spend, TasksOutcome
 from airflow_provider_minimax.structured import OutputMismatch, parse_output, response_format
@@ -63,6 +73,20 @@ OnRowError = Literal["fail", "skip"]
 ROWS_IN_ERROR = 20
 #: A taskUUID to build a row's task with when only checking that it builds.
 NIL_UUID = "00000000-0000-4000-8000-000000000000"
+
+
+class _BatchOptions(WaitOptions):
+    """The operator's own knobs after templating, checked before the first HTTP call."""
+
+    on_row_error: OnRowError
+    max_concurrency: int = Field(ge=1)
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    max_output_retries: int = Field(ge=0)
+    max_xcom_bytes: int = Field(ge=0)
+
+    _counts = field_validator(
+        "max_concurrency", "requests_per_minute", "max_output_retries", "max_xcom_bytes", mode="before"
+    )(refuse_bool)
 
 
 class _Resume(BaseModel):
@@ -129,6 +153,9 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
     :param max_poll_interval: task API: the cap of the wait between polls.
     :param wait_timeout: task API: how long to wait for all rows (seconds or a timedelta); rows
         still running then are failed rows with code ``timeout`` (a retry re-attaches to them).
+    :param not_found_grace: task API: seconds (or a timedelta) after the rows were submitted during
+        which the API's ``taskFailedOrNotFound`` reads as "not visible yet" rather than a failed row
+        (default 120).
     """
 
     template_fields: Sequence[str] = (
@@ -179,6 +206,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         poll_interval: float = 1.0,
         max_poll_interval: float = 10.0,
         wait_timeout: float | timedelta = timedelta(hours=6),
+        not_found_grace: float | timedelta = DEFAULT_NOT_FOUND_GRACE,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -190,8 +218,6 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
             isinstance(output_type, type) and issubclass(output_type, BaseModel)
         ):
             raise TypeError(f"{self.task_id}: 'output_type' must be a pydantic BaseModel subclass")
-        if max_output_retries < 0:
-            raise ValueError(f"{self.task_id}: 'max_output_retries' must be >= 0, got {max_output_retries}")
         self.rows = rows
         self.input_path = input_path
         self.input_format = input_format
@@ -215,6 +241,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.wait_timeout = wait_timeout
+        self.not_found_grace = not_found_grace
         #: The chat mode's limiter of the last run, for logs and tests.
         self.limiter: AdaptiveLimiter | None = None
 
@@ -227,7 +254,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
 
     def execute(self, context: Context) -> Any:
         """Validate and render every row, then run them through the connection's API."""
-        self._check_options()
+        _ = self.options  # every knob checked before any file is read or any HTTP call
         if self._streams():
             return self._run_streaming(context)
         records = self._records()
@@ -286,20 +313,30 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
 
     # ------------------------------------------------------------------ input and prompts
 
-    def _check_options(self) -> None:
-        if self.on_row_error not in ("fail", "skip"):
-            raise MiniMaxValidationError(
-                f"on_row_error must be 'fail' or 'skip', got {self.on_row_error!r}", parameter="on_row_error"
-            )
-        if int(self.max_concurrency) < 1:
-            raise MiniMaxValidationError(
-                f"max_concurrency must be >= 1, got {self.max_concurrency}", parameter="max_concurrency"
-            )
-        if self.requests_per_minute is not None and float(self.requests_per_minute) <= 0:
-            raise MiniMaxValidationError(
-                f"requests_per_minute must be > 0, got {self.requests_per_minute}",
-                parameter="requests_per_minute",
-            )
+    @cached_property
+    def options(self) -> _BatchOptions:
+        """The operator's knobs, checked (after templating) before the first HTTP call."""
+        if self.output_path is not None:
+            try:
+                storage_path(self.output_path)
+            except Exception as err:  # whatever the storage layer raises for a path it cannot take
+                raise MiniMaxValidationError(
+                    f"output_path {str(self.output_path)!r} is not a usable path: {err}",
+                    parameter="output_path",
+                ) from None
+        return build(
+            _BatchOptions,
+            f"{type(self).__name__} parameters",
+            on_row_error=self.on_row_error,
+            max_concurrency=self.max_concurrency,
+            requests_per_minute=self.requests_per_minute,
+            max_output_retries=self.max_output_retries,
+            max_xcom_bytes=self.max_xcom_bytes,
+            poll_interval=self.poll_interval,
+            max_poll_interval=self.max_poll_interval,
+            wait_timeout=seconds(self.wait_timeout),
+            not_found_grace=seconds(self.not_found_grace),
+        )
 
     def _records(self) -> list[dict[str, Any]]:
         if self.input_path is not None:
@@ -428,7 +465,14 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         """Submit the rows (reusing what earlier tries paid for) and log what was found."""
         identity, store = TaskIdentity.from_context(context), GenerationStore(context)
         resolution = resolve_and_submit(
-            self.hook, identity, self._task_builder(prompts), list(prompts), store
+            self.hook,
+            identity,
+            self._task_builder(prompts),
+            list(prompts),
+            store,
+            not_found_grace=self.options.not_found_grace,
+            poll_interval=self.options.poll_interval,
+            max_poll_interval=self.options.max_poll_interval,
         )
         self.log.info(
             "Submitted rows: %d already finished by earlier tries, %d running, %d refused by the API",
@@ -457,7 +501,9 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
                 results={resolution.uuids[row]: found for row, found in resolution.finished.items()},
             )
             return self._complete(context, outcome, state)
-        end_time = started + self._wait_seconds()
+        end_time = started + self.options.wait_timeout
+        # Accepted (or found known) just now: not found reads as pending until then.
+        not_found_until = time.time() + self.options.not_found_grace
         if self.deferrable:
             from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
 
@@ -469,9 +515,10 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
                     uuids,
                     conn_id=self.conn_id,
                     end_time=end_time,
-                    poll_interval=self.poll_interval,
-                    max_poll_interval=self.max_poll_interval,
+                    poll_interval=self.options.poll_interval,
+                    max_poll_interval=self.options.max_poll_interval,
                     results_in_event=False,
+                    not_found_until=not_found_until,
                 ),
                 method_name="execute_complete",
                 kwargs=resume,
@@ -480,13 +527,15 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         return self._complete(context, self._wait(uuids, end_time), state)
 
     def _wait(self, uuids: list[str], end_time: float) -> TasksOutcome:
-        """Wait on tasks in the worker, at the operator's cadence."""
+        """Wait on tasks in the worker, at the operator's cadence (submitted just before)."""
         return wait_for_tasks(
             self.hook,
             uuids,
             end_time=end_time,
-            poll_interval=self.poll_interval,
-            max_poll_interval=self.max_poll_interval,
+            poll_interval=self.options.poll_interval,
+            max_poll_interval=self.options.max_poll_interval,
+            not_found_until=time.time() + self.options.not_found_grace,
+            sleep=self.hook.sleep,
         )
 
     def _task_windows(
@@ -536,10 +585,6 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         progress = Progress(state.row_count, started=state.started, clock=time.time, logger=self.log)
         progress.finish(state.row_count, sum(not result.ok for result in results))
         return self._finish(context, results)
-
-    def _wait_seconds(self) -> float:
-        wait = self.wait_timeout
-        return wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
 
     def _gather(
         self,
@@ -666,14 +711,14 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         todo = {row: prompt for row, prompt in prompts.items() if row not in results}
         settings = self.hook.settings
         self.limiter = AdaptiveLimiter(
-            int(self.max_concurrency),
-            float(self.requests_per_minute) if self.requests_per_minute else None,
+            self.options.max_concurrency,
+            self.options.requests_per_minute,
             backoff_max=settings.retry_max_wait,
         )
         recorder = _Recorder(results, total, checkpoint, fingerprints, self.log, before)
         extra_hooks = [
             MiniMaxHook(minimax_conn_id=self.conn_id)
-            for _ in range(shard_count(len(todo) and int(self.max_concurrency)) - 1)
+            for _ in range(shard_count(len(todo) and self.options.max_concurrency) - 1)
         ]
         runner = ChatBatchRunner(
             [self.hook, *extra_hooks],
@@ -682,7 +727,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
                 params=params,
                 images=images,
                 output_type=self.output_type,
-                output_retries=self.max_output_retries,
+                output_retries=self.options.max_output_retries,
                 max_retries=settings.max_retries,
                 backoff_max=settings.retry_max_wait,
             ),
@@ -739,7 +784,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         self.log.info("MiniMax batch: %d row(s) from %s through the %s API", total, self.input_path, api)
         render = self._prompt_renderer(context)
         checkpoint = RowCheckpoint(context.get("task_state_store"))
-        end_time = started + self._wait_seconds()
+        end_time = started + self.options.wait_timeout
         # The chat runner logs its own progress lines; task windows are logged here.
         progress = (
             None if api == "chat" else Progress(total, started=started, clock=time.time, logger=self.log)

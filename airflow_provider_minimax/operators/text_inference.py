@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from airflow.sdk import BaseOperator, conf
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, field_validator
 
 from airflow_provider_minimax.batch.rows import task_usage
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
@@ -25,7 +25,16 @@ from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, 
 from airflow_provider_minimax.lineage import LineageMixin, prompt_hash
 from airflow_provider_minimax.models import TaskResult, TextInferenceTask
 from airflow_provider_minimax.operators._templating import PromptTemplateMixin, system_with_schema
-from airflow_provider_minimax.polling import outcome_from_event, results_of, wait_for_tasks
+from airflow_provider_minimax.polling import (
+    DEFAULT_NOT_FOUND_GRACE,
+    WaitOptions,
+    outcome_from_event,
+    refuse_bool,
+    require_task_api,
+    results_of,
+    seconds,
+    wait_for_tasks,
+)
 from airflow_provider_minimax.results import Spend, TasksOutcome, Usage
 from airflow_provider_minimax.structured import OutputMismatch, parse_output, reask_prompt, truncated
 
@@ -33,28 +42,16 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class _RunOptions(BaseModel):
+class _RunOptions(WaitOptions):
     """The operator's own knobs after templating, checked before any HTTP call."""
-
-    model_config = ConfigDict(extra="forbid")
 
     delivery: Literal["async", "sync"]
     number_results: int = Field(ge=1, le=4)
-    poll_interval: float = Field(gt=0)
-    max_poll_interval: float = Field(gt=0)
-    wait_timeout: float = Field(gt=0)
     max_output_retries: int = Field(ge=0, le=10)
     include_cost: bool
     include_usage: bool
 
-    @model_validator(mode="after")
-    def _cadence(self) -> _RunOptions:
-        if self.max_poll_interval < self.poll_interval:
-            raise ValueError(
-                f"max_poll_interval ({self.max_poll_interval}) must be >= "
-                f"poll_interval ({self.poll_interval})"
-            )
-        return self
+    _counts = field_validator("number_results", "max_output_retries", mode="before")(refuse_bool)
 
 
 class _Spent(BaseModel):
@@ -114,6 +111,8 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
     :param max_poll_interval: the cap of the wait between polls, in seconds.
     :param wait_timeout: how long to wait for the answer (seconds or a timedelta), counted from
         the first deferral of a try; the deadline then stays fixed across re-asks.
+    :param not_found_grace: seconds (or a timedelta) after the submit was accepted during which the
+        API's ``taskFailedOrNotFound`` reads as "not visible yet" rather than a failure (default 120).
     :param output_type: a pydantic model the answer must match; XCom gets ``output`` as JSON.
     :param max_output_retries: re-asks after an answer that does not match ``output_type``.
     """
@@ -136,6 +135,7 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
         "poll_interval",
         "max_poll_interval",
         "wait_timeout",
+        "not_found_grace",
         "max_output_retries",
     )
     template_ext: Sequence[str] = (".txt", ".md", ".j2")
@@ -163,6 +163,7 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
         poll_interval: float = 1.0,
         max_poll_interval: float = 10.0,
         wait_timeout: float | timedelta = timedelta(hours=1),
+        not_found_grace: float | timedelta = DEFAULT_NOT_FOUND_GRACE,
         output_type: type[BaseModel] | None = None,
         max_output_retries: int = 2,
         **kwargs: Any,
@@ -192,6 +193,7 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.wait_timeout = wait_timeout
+        self.not_found_grace = not_found_grace
         self.output_type = output_type
         self.max_output_retries = max_output_retries
         #: The taskUUIDs this try submitted or waits on, for on_kill and errors.
@@ -264,10 +266,12 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
             if results is None:
                 task_uuid, results = self._resolve(identity, store, attempt, mismatch, options)
                 if results is None:
+                    # Accepted (or found known) just now: not found reads as pending until then.
+                    not_found_until = time.time() + options.not_found_grace
                     end_time = end_time or time.time() + options.wait_timeout
                     if self.deferrable:
-                        self._defer(store, task_uuid, attempt, end_time, spent, options)
-                    results = results_of(self._wait(task_uuid, end_time, options))
+                        self._defer(store, task_uuid, attempt, end_time, not_found_until, spent, options)
+                    results = results_of(self._wait(task_uuid, end_time, not_found_until, options))
             spent = spent.add(results)
             self.minimax_spend = Spend.start(
                 self.hook.settings, self.model, prompt_hash(self.system_prompt, self.prompt, self.messages)
@@ -285,7 +289,9 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
                 mismatch, attempt, results = err, attempt + 1, None
 
     def _options(self) -> _RunOptions:
-        wait = self.wait_timeout
+        """The checked knobs; also refuses a chat connection and blank prompts, before any HTTP call."""
+        require_task_api(self.hook, type(self).__name__)
+        self._check_prompt()
         return build(
             _RunOptions,
             f"{type(self).__name__} parameters",
@@ -293,7 +299,8 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
             number_results=self.number_results,
             poll_interval=self.poll_interval,
             max_poll_interval=self.max_poll_interval,
-            wait_timeout=wait.total_seconds() if isinstance(wait, timedelta) else wait,
+            wait_timeout=seconds(self.wait_timeout),
+            not_found_grace=seconds(self.not_found_grace),
             max_output_retries=self.max_output_retries,
             include_cost=self.include_cost,
             include_usage=self.include_usage,
@@ -334,7 +341,15 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
             )
 
         resolution = resolve_and_submit(
-            self.hook, identity, build_task, [attempt], store, options.number_results
+            self.hook,
+            identity,
+            build_task,
+            [attempt],
+            store,
+            options.number_results,
+            not_found_grace=options.not_found_grace,
+            poll_interval=options.poll_interval,
+            max_poll_interval=options.max_poll_interval,
         )
         task_uuid = resolution.uuids[attempt]
         self.task_uuids = [task_uuid]
@@ -349,6 +364,7 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
         task_uuid: str,
         attempt: int,
         end_time: float,
+        not_found_until: float,
         spent: _Spent,
         options: _RunOptions,
     ) -> NoReturn:
@@ -366,17 +382,21 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
                 poll_interval=options.poll_interval,
                 max_poll_interval=options.max_poll_interval,
                 number_results=options.number_results,
+                not_found_until=not_found_until,
             ),
             method_name="execute_complete",
             kwargs=resume,
         )
 
-    def _wait(self, task_uuid: str, end_time: float, options: _RunOptions) -> TasksOutcome:
+    def _wait(
+        self, task_uuid: str, end_time: float, not_found_until: float, options: _RunOptions
+    ) -> TasksOutcome:
         self.log.info("Waiting in the worker for MiniMax task %s", task_uuid)
         return wait_for_tasks(
             self.hook,
             [task_uuid],
             end_time=end_time,
+            not_found_until=not_found_until,
             poll_interval=options.poll_interval,
             max_poll_interval=options.max_poll_interval,
             number_results=options.number_results,
@@ -384,6 +404,20 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
         )
 
     # ------------------------------------------------------------------ requests and answers
+
+    def _check_prompt(self) -> None:
+        """Refuse a blank prompt or message: the API would bill it, and it is never what was meant."""
+        if self.prompt is not None:
+            if isinstance(self.prompt, str) and not self.prompt.strip():
+                raise MiniMaxValidationError("prompt is empty or only whitespace", parameter="prompt")
+            return
+        for index, message in enumerate(self.messages or []):
+            content = message.get("content") if isinstance(message, Mapping) else None
+            if isinstance(content, str) and not content.strip():
+                raise MiniMaxValidationError(
+                    f"messages[{index}].content is empty or only whitespace",
+                    parameter=f"messages[{index}].content",
+                )
 
     def _conversation(self, mismatch: OutputMismatch | None) -> list[dict[str, Any]]:
         """The messages of one answer: the user's, plus the last wrong answer and the feedback on it."""

@@ -6,6 +6,7 @@ import ast
 import json
 import time
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -19,16 +20,20 @@ from airflow.sdk.exceptions import (
 
 from airflow_provider_minimax.batch.rows import task_usage
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
-from airflow_provider_minimax.exceptions import MiniMaxTaskFailedError
+from airflow_provider_minimax.exceptions import MiniMaxTaskFailedError, MiniMaxValidationError
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.lineage import LineageMixin
 from airflow_provider_minimax.models import split_think
 from airflow_provider_minimax.polling import (
+    DEFAULT_NOT_FOUND_GRACE,
     abbreviate,
     check_cadence,
     classify,
+    get_responses,
     outcome_from_event,
     polling_error,
+    require_task_api,
+    seconds,
 )
 from airflow_provider_minimax.results import Spend, Usage
 from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
@@ -75,6 +80,9 @@ class MiniMaxTaskSensor(LineageMixin, BaseSensorOperator):
     :param max_poll_interval: deferrable: cap of the wait between polls (x1.5 each time); also the
         default ``poke_interval`` when poking.
     :param max_consecutive_failures: deferrable: transient poll failures in a row tolerated.
+    :param not_found_grace: seconds (or a timedelta) from the sensor's first poke during which the
+        API's ``taskFailedOrNotFound`` reads as "not visible yet" rather than a failure (default 120):
+        a task submitted just before is not always visible to getResponse at once.
     """
 
     template_fields: Sequence[str] = ("task_uuids", "conn_id")
@@ -90,11 +98,17 @@ class MiniMaxTaskSensor(LineageMixin, BaseSensorOperator):
         poll_interval: float = 1.0,
         max_poll_interval: float = 10.0,
         max_consecutive_failures: int = 5,
+        not_found_grace: float | timedelta = DEFAULT_NOT_FOUND_GRACE,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("poke_interval", max_poll_interval)
         super().__init__(**kwargs)
         check_cadence(poll_interval, max_poll_interval, number_results)
+        grace = seconds(not_found_grace)
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
+            raise MiniMaxValidationError(
+                f"not_found_grace must be >= 0 seconds, got {not_found_grace!r}", parameter="not_found_grace"
+            )
         self.task_uuids = task_uuids
         self.conn_id = conn_id
         self.number_results = number_results
@@ -104,6 +118,9 @@ class MiniMaxTaskSensor(LineageMixin, BaseSensorOperator):
         self.max_consecutive_failures = max_consecutive_failures
         #: What the last successful check returned (the XCom value), for lineage.
         self.results_json: dict[str, dict[str, Any]] | None = None
+        self.not_found_grace = float(grace)
+        #: Epoch until which not found means not visible yet, fixed at the first poke.
+        self._not_found_until: float | None = None
 
     @cached_property
     def hook(self) -> MiniMaxHook:
@@ -120,6 +137,7 @@ class MiniMaxTaskSensor(LineageMixin, BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         """Poke, or check once and defer to the trigger."""
+        require_task_api(self.hook, type(self).__name__)
         if not self.deferrable:
             return super().execute(context)
         try:
@@ -139,6 +157,7 @@ class MiniMaxTaskSensor(LineageMixin, BaseSensorOperator):
                 max_poll_interval=self.max_poll_interval,
                 number_results=self.number_results,
                 max_consecutive_failures=self.max_consecutive_failures,
+                not_found_until=self.not_found_until(context),
             ),
             method_name="execute_complete",
         )
@@ -147,13 +166,30 @@ class MiniMaxTaskSensor(LineageMixin, BaseSensorOperator):
     def poke(self, context: Context) -> bool | PokeReturnValue:
         """One getResponse call: done when every task finished; raises when one failed."""
         uuids = self.uuids
-        results, errors, pending = classify(self.hook.get_responses(uuids), uuids, self.number_results)
+        batch = get_responses(self.hook, uuids)
+        results, errors, pending = classify(batch, uuids, self.number_results, self.not_found_until(context))
         if pending:
             self.log.info(
                 "Waiting for %d of %d MiniMax task(s): %s", len(pending), len(uuids), abbreviate(pending)
             )
             return False
         return PokeReturnValue(is_done=True, xcom_value=self._finish(results, errors))
+
+    def not_found_until(self, context: Context) -> float:
+        """The epoch until which not found reads as pending: the grace from the first poke.
+
+        In ``reschedule`` mode every poke is a new process, so the first poke is the first reschedule.
+
+        :param context: the task context.
+        """
+        if self._not_found_until is None:
+            started = time.time()
+            ti = context.get("ti")
+            if self.reschedule and ti is not None and hasattr(ti, "get_first_reschedule_date"):
+                first = ti.get_first_reschedule_date(context)
+                started = first.timestamp() if first is not None else started
+            self._not_found_until = started + self.not_found_grace
+        return self._not_found_until
 
     def execute_complete(self, context: Context, event: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         """Resume after the trigger: return the results, or raise what its event says."""

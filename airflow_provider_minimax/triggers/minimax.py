@@ -43,6 +43,8 @@ class MiniMaxTaskTrigger(BaseTrigger):
     :param results_in_event: False keeps the event small whatever the number of tasks: only how the
         wait ended (``status``, ``message``, ``code``, ``status_code``), no UUIDs, results or errors;
         the worker fetches them after resuming (getResponse is free). MiniMaxBatchOperator does so.
+    :param not_found_until: epoch until which ``taskFailedOrNotFound`` reads as still running (the
+        grace after an accepted submit; an absolute time, so it survives a triggerer restart).
     """
 
     #: Triggers on one connection share one poller per event loop, so a triggerer sends one
@@ -62,6 +64,7 @@ class MiniMaxTaskTrigger(BaseTrigger):
         number_results: int = 1,
         max_consecutive_failures: int = 5,
         results_in_event: bool = True,
+        not_found_until: float | None = None,
     ) -> None:
         super().__init__()
         if isinstance(task_uuids, str) or not task_uuids:
@@ -77,6 +80,7 @@ class MiniMaxTaskTrigger(BaseTrigger):
         self.number_results = number_results
         self.max_consecutive_failures = max_consecutive_failures
         self.results_in_event = results_in_event
+        self.not_found_until = None if not_found_until is None else float(not_found_until)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The class path and the kwargs to rebuild this trigger: ids and timing only."""
@@ -91,6 +95,7 @@ class MiniMaxTaskTrigger(BaseTrigger):
                 "number_results": self.number_results,
                 "max_consecutive_failures": self.max_consecutive_failures,
                 "results_in_event": self.results_in_event,
+                "not_found_until": self.not_found_until,
             },
         )
 
@@ -103,6 +108,7 @@ class MiniMaxTaskTrigger(BaseTrigger):
             max_poll_interval=self.max_poll_interval,
             number_results=self.number_results,
             max_consecutive_failures=self.max_consecutive_failures,
+            not_found_until=self.not_found_until,
         )
         progress = registration.progress
         # A timer, not the poller, enforces the deadline: a poll stuck in retries cannot delay it.

@@ -16,9 +16,11 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
+from airflow_provider_minimax.exceptions import MiniMaxAuthError, MiniMaxError
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.models import GetResponseTask
 from airflow_provider_minimax.polling import (
@@ -27,9 +29,11 @@ from airflow_provider_minimax.polling import (
     check_cadence,
     group_batch,
     is_transient,
+    lone_not_found,
     next_interval,
     progress_delay,
 )
+from airflow_provider_minimax.results import TaskBatchResult
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +49,28 @@ SLICE_SECONDS = 0.005
 #: getResponse requests in flight at once in one tick: enough to overlap round trips; few enough
 #: that httpcore's pool (which re-scans every connection for each request) stays cheap.
 REQUESTS_IN_FLIGHT = 4
+#: getResponse requests one tick may spend narrowing a request refused as a whole (400) down to
+#: the refused UUIDs: one per chunk, then about 2 x log2(k) per refused UUID in a chunk of k.
+MAX_BISECT_REQUESTS = 32
 #: What a registration's future holds when its deadline passed first.
 DEADLINE = object()
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """Why a UUID's poll was refused: narrowed down to it alone, or still in a refused group."""
+
+    error: MiniMaxError
+    uuid_refused: bool
+
+
+def _is_refused_as_a_whole(err: MiniMaxError) -> bool:
+    """A 400 for the whole request (bad UUIDs, a shape the server will not take): worth splitting."""
+    return err.status_code == 400 and not is_transient(err)
+
+
+def _is_key_refused(err: MiniMaxError) -> bool:
+    return isinstance(err, MiniMaxAuthError) and err.status_code == 401
 
 
 class Registration:
@@ -129,6 +153,8 @@ class TaskPoller:
         self._waiter: asyncio.Future[None] | None = None
         self._sleep_until = math.inf
         self._closed = False
+        #: Whether the connection was read again after a 401 since the last successful poll.
+        self._reread = False
 
     @classmethod
     def shared(cls, conn_id: str = DEFAULT_CONN_ID) -> TaskPoller:
@@ -162,6 +188,7 @@ class TaskPoller:
         max_poll_interval: float = 10.0,
         number_results: int = 1,
         max_consecutive_failures: int = 5,
+        not_found_until: float | None = None,
     ) -> Registration:
         """Start waiting on tasks; the first poll is ``poll_interval`` from now.
 
@@ -170,13 +197,14 @@ class TaskPoller:
         :param max_poll_interval: the cap of the wait between polls.
         :param number_results: results each task was submitted with.
         :param max_consecutive_failures: transient poll failures in a row tolerated.
+        :param not_found_until: epoch until which ``taskFailedOrNotFound`` means still running.
         """
         if self._closed:
             raise RuntimeError(f"the MiniMax poller of {self.conn_id!r} has stopped; get a new one")
         check_cadence(poll_interval, max_poll_interval, number_results)
         now = self._loop.time()
         registration = Registration(
-            TaskProgress(task_uuids, number_results),
+            TaskProgress(task_uuids, number_results, not_found_until),
             self._loop.create_future(),
             started=now,
             poll_interval=poll_interval,
@@ -245,39 +273,132 @@ class TaskPoller:
         """Poll every pending task of the due registrations at once and settle them."""
         task_uuids = list(dict.fromkeys(u for r in due for u in r.progress.pending))
         try:
-            grouped = await self._fetch(task_uuids)
+            grouped, refused = await self._fetch(task_uuids)
         except Exception as err:
-            now = self._loop.time()
-            transient = is_transient(err)
-            if transient:
-                log.warning("Polling %d MiniMax task(s) failed: %s", len(task_uuids), err)
-            for registration in due:
-                registration.failures += 1
-                if not transient or registration.failures >= registration.max_consecutive_failures:
-                    self._resolve(registration, err)
-                else:
-                    registration.reschedule(now, failed=True)
+            self._failed(due, err)
             return
-        now = self._loop.time()
+        now, wall = self._loop.time(), time.time()
         finished: list[Registration] = []
+        suspects: list[Registration] = []
         pause = _Pacer()
         for registration in due:
             if registration.future.done():  # left while the request was in flight
                 continue
+            culprit = next((refused[u] for u in registration.progress.pending if u in refused), None)
+            if culprit is not None:
+                if culprit.uuid_refused:
+                    self._resolve(registration, culprit.error)
+                else:
+                    suspects.append(registration)
+                continue
             registration.failures = 0
-            registration.progress.update(grouped)
+            registration.progress.update(grouped, wall)
             if registration.progress.done:
                 finished.append(registration)
             else:
                 registration.reschedule(now)
             if pause.due():
                 await asyncio.sleep(0)
+        if suspects:  # in a refused group not narrowed down this tick: a failed poll, not a verdict
+            self._failed(suspects, next(iter(refused.values())).error, transient=True)
         for count, registration in enumerate(finished, start=1):
             self._resolve(registration, None)
             if count % RESOLVE_SLICE == 0:
                 await asyncio.sleep(0)  # let the woken triggers run before waking more
 
-    async def _fetch(self, task_uuids: list[str]) -> dict[str, TaskItems]:
+    def _failed(
+        self, registrations: list[Registration], err: BaseException, *, transient: bool | None = None
+    ) -> None:
+        """A poll failed for these waiters: transient ones count against each budget, others end them.
+
+        :param registrations: the waiters whose poll failed.
+        :param err: the error; it ends a waiter's wait when not transient or past its budget.
+        :param transient: whether to count it as transient (default: by its type).
+        """
+        now = self._loop.time()
+        transient = is_transient(err) if transient is None else transient
+        if transient:
+            log.warning("Polling MiniMax task(s) of %d waiter(s) failed: %s", len(registrations), err)
+        for registration in registrations:
+            registration.failures += 1
+            if not transient or registration.failures >= registration.max_consecutive_failures:
+                self._resolve(registration, err)
+            else:
+                registration.reschedule(now, failed=True)
+
+    async def _request(self, task_uuids: Sequence[str]) -> TaskBatchResult:
+        # UUIDs were checked once, at registration: skip re-validating thousands of them per tick.
+        polls = [GetResponseTask.model_construct(task_uuid=u) for u in task_uuids]
+        return await self.hook.asubmit_tasks(polls)
+
+    async def _fetch(self, task_uuids: list[str]) -> tuple[dict[str, TaskItems], dict[str, _Refusal]]:
+        """One tick's answer by UUID; a 401 re-reads the connection once, a 400 is narrowed to its UUIDs."""
+        try:
+            grouped = await self._fetch_chunks(task_uuids)
+        except MiniMaxError as err:
+            if _is_key_refused(err) and not self._reread:
+                return await self._reread_connection(task_uuids, err)
+            if _is_refused_as_a_whole(err):
+                batch, refused = await self._bisect(task_uuids, err)
+                return group_batch(batch), refused
+            raise
+        self._reread = False  # a later rotation gets its own re-read
+        return grouped, {}
+
+    async def _reread_connection(
+        self, task_uuids: list[str], err: MiniMaxError
+    ) -> tuple[dict[str, TaskItems], dict[str, _Refusal]]:
+        """The key was refused: read the connection again (a rotated key) and poll once more."""
+        log.warning("MiniMax refused the key of %r (%s); reading the connection again", self.conn_id, err)
+        self._reread = True
+        stale, self.hook = self.hook, MiniMaxHook(minimax_conn_id=self.conn_id)
+        await stale.aclose()
+        await self.hook.aget_settings()  # the async lookup: never blocks the loop
+        return await self._fetch(task_uuids)
+
+    async def _bisect(
+        self, task_uuids: list[str], err: MiniMaxError
+    ) -> tuple[TaskBatchResult, dict[str, _Refusal]]:
+        """Split a request refused as a whole until the refused UUIDs are found (bounded requests).
+
+        A request larger than ``max_tasks_per_request`` is first asked chunk by chunk (as the hook
+        sent it), then each refused chunk is halved. UUIDs left unresolved when
+        :data:`MAX_BISECT_REQUESTS` is spent are suspects: their waiters count a failed poll, as for
+        a transient error, and are split again on their next tick.
+        """
+        batch = TaskBatchResult()
+        refused: dict[str, _Refusal] = {}
+        groups: list[tuple[list[str], MiniMaxError]] = [(task_uuids, err)]
+        budget = MAX_BISECT_REQUESTS
+        chunk = (await self.hook.aget_settings()).max_tasks_per_request
+        while groups:
+            group, error = groups.pop()
+            lone = lone_not_found(group, error)
+            if lone is not None:
+                batch.extend(lone)
+                continue
+            if len(group) == 1 or budget <= 0:
+                refusal = _Refusal(error, uuid_refused=len(group) == 1)
+                refused.update(dict.fromkeys(group, refusal))
+                continue
+            # Beyond one request's size, the hook sent chunks: ask each on its own, then halve.
+            size = chunk if len(group) > chunk else (len(group) + 1) // 2
+            for part in (group[start : start + size] for start in range(0, len(group), size)):
+                budget -= 1
+                try:
+                    batch.extend(await self._request(part))
+                except MiniMaxError as part_err:
+                    if not _is_refused_as_a_whole(part_err):
+                        raise
+                    groups.append((part, part_err))
+        log.warning(
+            "MiniMax refused a getResponse request as a whole (%s); the refused taskUUID(s): %s",
+            err,
+            ", ".join(u for u, r in refused.items() if r.uuid_refused) or "(not narrowed down yet)",
+        )
+        return batch, refused
+
+    async def _fetch_chunks(self, task_uuids: list[str]) -> dict[str, TaskItems]:
         """The answers for ``task_uuids``, indexed by UUID: one request per ``max_tasks_per_request``,
         at most :data:`REQUESTS_IN_FLIGHT` at once, each chunk built and read in its own loop step."""
         size = (await self.hook.aget_settings()).max_tasks_per_request

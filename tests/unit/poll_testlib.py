@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -30,16 +30,40 @@ class PollApi:
         self.fail_next: list[httpx.Response] = []
         #: UUID → error code the task fails with.
         self.task_errors: dict[str, str] = {}
+        #: UUIDs that make the server refuse the whole request (400, no taskUUID in the error).
+        self.poison: set[str] = set()
+        #: When set, only this Bearer key is accepted (401 otherwise); ``keys`` records each one seen.
+        self.valid_key: str | None = None
+        self.keys: list[str] = []
+        #: Called when a key is refused (a test rotates the connection's key there).
+        self.on_refused_key: Callable[[], None] | None = None
+        #: UUIDs left out of every answer (no data, no error).
+        self.omit: set[str] = set()
+        #: UUIDs answered ``taskFailedOrNotFound`` for their first ``not_found_polls`` polls.
+        self.not_found_polls = 0
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if self.fail_next:
             return self.fail_next.pop(0)
         uuids = [task["taskUUID"] for task in json.loads(request.content)]
         self.requests.append(uuids)
+        key = request.headers["authorization"].removeprefix("Bearer ")
+        self.keys.append(key)
+        if self.valid_key is not None and key != self.valid_key:
+            if self.on_refused_key is not None:
+                self.on_refused_key()
+            return httpx.Response(401, json={"errors": [{"code": "invalidApiKey", "message": "bad key"}]})
+        if self.poison & set(uuids):
+            return httpx.Response(400, json={"errors": [{"code": "invalidTaskUUID", "message": "refused"}]})
         data: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
         for task_uuid in uuids:
             self.polls[task_uuid] += 1
-            if task_uuid in self.task_errors:
+            if task_uuid in self.omit:
+                continue
+            if 0 < self.polls[task_uuid] <= self.not_found_polls:
+                errors.append({"code": "taskFailedOrNotFound", "message": "not found", "taskUUID": task_uuid})
+            elif task_uuid in self.task_errors:
                 error = {"code": self.task_errors[task_uuid], "message": "failed"}
                 data.append(
                     {"taskType": "textInference", "taskUUID": task_uuid, "status": "error", "error": error}
@@ -48,7 +72,7 @@ class PollApi:
                 data.append(task_result(task_uuid, status="success"))
             else:
                 data.append({"taskType": "textInference", "taskUUID": task_uuid, "status": "processing"})
-        return httpx.Response(200, json={"data": data})
+        return httpx.Response(200, json={"data": data, "errors": errors} if errors else {"data": data})
 
 
 def mocked_poll_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[PollApi]:

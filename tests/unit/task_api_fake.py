@@ -40,6 +40,16 @@ class FakeTaskApi:
         self.answers: list[str] = []
         #: A ``processing`` task turns ``success`` once polled more than this many times (0: never).
         self.finish_after_polls = 0
+        #: UUID → how many more getResponse answers leave it out entirely (no data, no error).
+        self.omit: Counter[str] = Counter()
+        #: UUID → how many more getResponse answers say ``taskFailedOrNotFound`` although it is known.
+        self.hide: Counter[str] = Counter()
+        #: A newly accepted task answers ``taskFailedOrNotFound`` to its first this many polls.
+        self.invisible_for = 0
+        #: Answer "not found" without the taskUUID (a whole-request 400) when it is the only error.
+        self.unscoped_not_found = False
+        #: Refuse to answer past this many requests, so a runaway loop fails its test instead of hanging.
+        self.max_requests = 500
 
     def set(self, task_uuid: str, status: str, text: str = "hello") -> None:
         """Script a UUID's state."""
@@ -51,6 +61,8 @@ class FakeTaskApi:
             return httpx.Response(self.fail_next.pop(0), json={"errors": [{"code": "providerUnavailable"}]})
         body = json.loads(request.content)
         self.bodies.append(body)
+        if len(self.bodies) > self.max_requests:
+            raise AssertionError(f"runaway client: more than {self.max_requests} requests")
         data: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         lose = False
@@ -75,17 +87,26 @@ class FakeTaskApi:
                 data += [task_result(task_uuid, answer, resultIndex=i) for i in range(n)]
             else:
                 self.set(task_uuid, self.accept_as, answer)
+                self.hide[task_uuid] = self.invisible_for
                 data.append({"taskType": "textInference", "taskUUID": task_uuid})
             lose = lose or self.lose_next_submit_response
         if lose:
             self.lose_next_submit_response = False
             return httpx.Response(503, json={"errors": [{"code": "providerUnavailable"}]})
-        if not data:
+        if errors and not data:
+            if self.unscoped_not_found and len(errors) == 1:
+                errors = [{key: value for key, value in errors[0].items() if key != "taskUUID"}]
             return httpx.Response(400, json={"errors": errors})
         return httpx.Response(200, json={"data": data, "errors": errors} if errors else {"data": data})
 
     def _poll(self, task_uuid: str, data: list[dict[str, Any]], errors: list[dict[str, Any]]) -> None:
+        if self.omit[task_uuid] > 0:
+            self.omit[task_uuid] -= 1
+            return
         status = self.tasks.get(task_uuid, "ghost")
+        if self.hide[task_uuid] > 0:
+            self.hide[task_uuid] -= 1
+            status = "ghost"
         if status == "processing" and 0 < self.finish_after_polls < self.polls[task_uuid]:
             status = self.tasks[task_uuid] = "success"
         head = {"taskType": "textInference", "taskUUID": task_uuid}

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import respx
 from airflow.sdk.exceptions import TaskDeferred
 from chat_testlib import FakeTI
-from hook_testlib import CONN_ID, TASK_URL, set_connection, task_result
+from hook_testlib import (
+    CHAT_COMPLETIONS_URL,
+    CONN_ID,
+    SECRET_KEY,
+    TASK_URL,
+    chat_body,
+    set_connection,
+    task_result,
+)
 from task_api_fake import FakeTaskApi, MemoryStore
 
 from airflow_provider_minimax.batch.checkpoint import RowCheckpoint
@@ -19,6 +29,7 @@ from airflow_provider_minimax.batch.io import read_rows
 from airflow_provider_minimax.batch.progress import Progress, progress_line
 from airflow_provider_minimax.batch.rows import MAX_FAILED_IN_MANIFEST, Manifest, RowResult, failed_row
 from airflow_provider_minimax.exceptions import MiniMaxValidationError
+from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.operators.batch import MiniMaxBatchOperator
 from airflow_provider_minimax.results import TasksOutcome
 
@@ -76,8 +87,22 @@ def answered(task_uuids: list[str]) -> dict[str, Any]:
             r"row 1: prompt_template rendered an empty",
         ),
         ([{"name": "a"}], {"temperature": 3}, r"row 0: .*temperature"),
-        ([{"name": "a"}], {"on_row_error": "ignore"}, r"on_row_error must be 'fail' or 'skip'"),
-        ([{"name": "a"}], {"max_concurrency": 0}, r"max_concurrency must be >= 1"),
+        ([{"name": "a"}], {"on_row_error": "ignore"}, r"on_row_error: Input should be 'fail' or 'skip'"),
+        ([{"name": "a"}], {"max_concurrency": 0}, r"max_concurrency: .*greater than or equal to 1"),
+        ([{"name": "a"}], {"max_concurrency": True}, r"max_concurrency: .*not a boolean"),
+        ([{"name": "a"}], {"requests_per_minute": 0}, r"requests_per_minute: .*greater than 0"),
+        ([{"name": "a"}], {"wait_timeout": -5}, r"wait_timeout: .*greater than 0"),
+        ([{"name": "a"}], {"wait_timeout": 0}, r"wait_timeout: .*greater than 0"),
+        ([{"name": "a"}], {"poll_interval": 0}, r"poll_interval: .*greater than 0"),
+        ([{"name": "a"}], {"max_poll_interval": -1}, r"max_poll_interval: .*greater than 0"),
+        (
+            [{"name": "a"}],
+            {"poll_interval": 5, "max_poll_interval": 2},
+            r"max_poll_interval \(2.0\) must be >=",
+        ),
+        ([{"name": "a"}], {"not_found_grace": -1}, r"not_found_grace: .*greater than or equal to 0"),
+        ([{"name": "a"}], {"max_xcom_bytes": -1}, r"max_xcom_bytes: .*greater than or equal to 0"),
+        ([{"name": "a"}], {"max_output_retries": -1}, r"max_output_retries: .*greater than or equal to 0"),
         ("not json", {}, r"rows rendered to text that is not a JSON list"),
     ],
 )
@@ -124,6 +149,14 @@ def test_jsonl_and_csv_inputs_read_the_same_rows(tmp_path: Path) -> None:
     (tmp_path / "in.jsonl").write_text('{"name": "a", "n": "1"}\n\n{"name": "b", "n": "2"}\n')
     (tmp_path / "in.csv").write_text("name,n\na,1\nb,2\n")
     assert read_rows(tmp_path / "in.jsonl") == read_rows(f"file://{tmp_path}/in.csv")
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.jsonl"])
+def test_inputs_saved_with_a_utf8_bom_are_read(tmp_path: Path, name: str) -> None:
+    # What spreadsheet tools export as "CSV UTF-8": the first field must not become "\ufeffname".
+    content = "name,n\na,1\n" if name.endswith(".csv") else '{"name": "a", "n": "1"}\n'
+    (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + content.encode())
+    assert read_rows(tmp_path / name) == [{"name": "a", "n": "1"}]
 
 
 @pytest.mark.parametrize(
@@ -291,3 +324,64 @@ def test_a_resume_gathers_every_row_with_or_without_the_deferral_kwargs(
         (1, "failed", "invalidSeed"),
         (2, "success", None),
     ]
+
+
+def test_the_batch_deferral_carries_the_not_found_grace(api: FakeTaskApi) -> None:
+    before = time.time()
+    op = operator(rows=[{"name": "a"}], deferrable=True, not_found_grace=45)
+    until = deferral(op, context()).trigger.serialize()[1]["not_found_until"]
+    assert before + 45 <= until <= time.time() + 45
+
+
+@pytest.mark.parametrize(("grace", "status"), [(120, "success"), (0, "failed")])
+def test_rows_not_found_right_after_their_submit_are_pending_within_the_grace(
+    api: FakeTaskApi, monkeypatch: pytest.MonkeyPatch, grace: float, status: str
+) -> None:
+    monkeypatch.setattr(MiniMaxHook, "sleep", staticmethod(lambda _: None))
+    api.invisible_for, api.finish_after_polls = 2, 3
+    op = operator(rows=[{"name": "a"}, {"name": "b"}], on_row_error="skip", not_found_grace=grace)
+    rows = op.execute(context())
+    assert [row["status"] for row in rows] == [status, status]
+    assert sum(api.submissions.values()) == 2  # never paid twice
+
+
+# ---------------------------------------------------------------- chat mode: one row's failure stays its own
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        httpx.DecodingError("bad gzip"),
+        httpx.LocalProtocolError("illegal header"),
+        ValueError("a library bug"),
+    ],
+)
+def test_a_raw_library_error_fails_only_its_row(monkeypatch: pytest.MonkeyPatch, raised: Exception) -> None:
+    set_connection(monkeypatch, api="chat", max_retries=0)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if b"boom" in request.content:
+            raise raised
+        return httpx.Response(200, json=chat_body("fine"))
+
+    with respx.mock(assert_all_called=False) as router:
+        router.post(CHAT_COMPLETIONS_URL).mock(side_effect=answer)
+        rows = operator(rows=[{"name": "a"}, {"name": "boom"}, {"name": "c"}], on_row_error="skip").execute(
+            context()
+        )
+    assert [row["status"] for row in rows] == ["success", "failed", "success"]
+    # The hook types transport errors itself; anything it lets through becomes ``clientError``.
+    assert rows[1]["error_code"] and type(raised).__name__ in rows[1]["error_message"]
+    assert isinstance(raised, httpx.HTTPError) or rows[1]["error_code"] == "clientError"
+
+
+def test_the_key_never_reaches_a_failed_rows_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_connection(monkeypatch, api="chat", max_retries=0)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        raise httpx.LocalProtocolError(f"Illegal header value b'{request.headers['authorization']}'")
+
+    with respx.mock(assert_all_called=False) as router:
+        router.post(CHAT_COMPLETIONS_URL).mock(side_effect=answer)
+        rows = operator(rows=[{"name": "a"}], on_row_error="skip").execute(context())
+    assert rows[0]["status"] == "failed" and SECRET_KEY not in json.dumps(rows)

@@ -184,13 +184,6 @@ def test_conflict_means_accepted_and_is_polled_not_paid_again(hook: MiniMaxHook,
     assert api.submissions == {uuid_of(hook): 2}  # the hook's retry; no second UUID paid for
 
 
-def test_conflict_on_a_uuid_that_never_answers_moves_on(hook: MiniMaxHook, api: FakeTaskApi) -> None:
-    api.set(uuid_of(hook), "ghost")  # known upstream, yet getResponse says not found (expired)
-    resolution = resolve(hook)
-    assert resolution.waiting == {0: uuid_of(hook, generation=1)}
-    assert api.submitted == [uuid_of(hook), uuid_of(hook, generation=1)]
-
-
 def test_stored_generation_is_where_the_next_try_starts(hook: MiniMaxHook, api: FakeTaskApi) -> None:
     store = MemoryStore()
     store.values[GENERATIONS_KEY] = {"0": 2}
@@ -272,3 +265,60 @@ def test_bad_input_makes_no_http_call(hook: MiniMaxHook, api: FakeTaskApi) -> No
     with pytest.raises(MiniMaxValidationError, match="temperature"):
         resolve_and_submit(hook, IDENTITY, builder(hook, temperature=7), [0], GenerationStore({}))
     assert not api.bodies
+
+
+# ------------------------------------------------------------------ bounded walk, not-found grace
+
+
+class FakeClock:
+    """A monotonic clock that the hook's fake sleep moves forward."""
+
+    def __init__(self, hook: MiniMaxHook) -> None:
+        self.sleeps: Any = hook.sleep
+
+    def __call__(self) -> float:
+        return float(sum(self.sleeps.waits))
+
+
+def test_a_lost_submit_then_an_omitted_uuid_is_waited_on_not_resubmitted(
+    hook: MiniMaxHook, api: FakeTaskApi
+) -> None:
+    # The submit's answer is lost (503, the hook retries and meets conflictTaskUUID), then
+    # getResponse leaves the UUID out of its answers: it is pending, never a reason to pay again.
+    task_uuid = uuid_of(hook)
+    api.lose_next_submit_response = True
+    api.omit[task_uuid] = 10_000
+    resolution = resolve(hook, clock=FakeClock(hook))
+    assert resolution.waiting == {0: task_uuid}
+    assert api.submissions == {task_uuid: 2}  # the lost one and the hook's retry: one task paid
+    assert len(api.bodies) <= 4
+
+
+def test_not_found_after_a_conflict_is_pending_within_the_grace(hook: MiniMaxHook, api: FakeTaskApi) -> None:
+    # Accepted (the answer was lost), then invisible for a few polls: eventual consistency.
+    task_uuid = uuid_of(hook)
+    api.lose_next_submit_response = True
+    api.hide[task_uuid] = 3
+    resolution = resolve(hook, clock=FakeClock(hook))
+    assert resolution.waiting == {0: task_uuid} and resolution.generations == {0: 0}
+    assert api.submissions == {task_uuid: 2}
+    assert all(wait > 0 for wait in hook.sleep.waits[1:])  # type: ignore[attr-defined]
+
+
+def test_not_found_past_the_grace_after_a_conflict_moves_on_with_bounded_requests(
+    hook: MiniMaxHook, api: FakeTaskApi
+) -> None:
+    api.set(uuid_of(hook), "ghost")  # known upstream, yet getResponse says not found (expired)
+    clock = FakeClock(hook)
+    resolution = resolve(hook, clock=clock, not_found_grace=60)
+    assert resolution.waiting == {0: uuid_of(hook, generation=1)}
+    assert api.submitted == [uuid_of(hook), uuid_of(hook, generation=1)]
+    assert clock() >= 60  # waited out the grace before paying for generation 1
+    assert len(api.bodies) <= 20  # 1 s growing x1.5 to 10 s: about a dozen polls in 60 s
+
+
+def test_an_unscoped_not_found_for_a_lone_uuid_reads_as_unknown(hook: MiniMaxHook, api: FakeTaskApi) -> None:
+    # A server may answer a one-UUID getResponse with a whole-request 400 that names no task.
+    api.unscoped_not_found = True
+    resolution = resolve(hook)
+    assert resolution.waiting == {0: uuid_of(hook)} and api.submitted == [uuid_of(hook)]

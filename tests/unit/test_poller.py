@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from hook_testlib import CONN_ID, TASK_URL, set_connection, v4
+from hook_testlib import CONN_ID, SECRET_KEY, TASK_URL, set_connection, v4
 from poll_testlib import FAST, PollApi, mocked_poll_api
 
 from airflow_provider_minimax.triggers import poller as poller_module
@@ -104,7 +105,8 @@ async def test_a_transient_burst_within_the_budget_is_survived(api):
     ("replies", "budget", "error_name", "requests"),
     [
         ([httpx.Response(503)] * 3, 3, "MiniMaxServerError", 3),
-        ([httpx.Response(401, json={"errors": [{"code": "invalidApiKey"}]})], 5, "MiniMaxAuthError", 1),
+        # A 401 re-reads the connection once; refused again, the wait fails.
+        ([httpx.Response(401, json={"errors": [{"code": "invalidApiKey"}]})] * 2, 5, "MiniMaxAuthError", 2),
     ],
 )
 async def test_polling_fails_after_the_budget_or_at_once_on_auth(api, replies, budget, error_name, requests):
@@ -170,3 +172,70 @@ def test_freezing_can_be_turned_off(monkeypatch):
     monkeypatch.setenv("AIRFLOW__MINIMAX__FREEZE_GC", "false")
     monkeypatch.setattr(poller_module.gc, "freeze", lambda: pytest.fail("froze although turned off"))
     poller_module.HeapFreezer().note_waiters(1)
+
+
+async def test_a_401_re_reads_the_connection_and_polls_on_with_the_rotated_key(api, monkeypatch):
+    api.valid_key = "sk-rotated"
+    # The key is rotated in the connection while the poller still holds the old one.
+    api.on_refused_key = lambda: set_connection(monkeypatch, max_retries=0, password="sk-rotated")
+    assert await wait(TaskPoller.shared(CONN_ID), [v4(1)]) is None
+    assert api.keys[0] == SECRET_KEY and set(api.keys[1:]) == {"sk-rotated"}
+
+
+async def test_a_key_refused_again_later_is_re_read_again(api, monkeypatch):
+    api.valid_key, api.finish_after = "sk-2", 3
+    # Each refusal finds the server's current key already in the connection (a rotation).
+    api.on_refused_key = lambda: set_connection(monkeypatch, max_retries=0, password=api.valid_key)
+    poller = TaskPoller.shared(CONN_ID)
+    registration = poller.register([v4(1)], **FAST)
+    async with asyncio.timeout(5):
+        while "sk-2" not in api.keys:
+            await asyncio.sleep(0.005)
+    api.valid_key = "sk-3"  # a second rotation after a successful poll: one more re-read
+    assert await asyncio.wait_for(registration.future, 5) is None
+    assert api.keys[-1] == "sk-3"
+
+
+async def test_a_request_refused_as_a_whole_fails_only_the_waiters_of_the_refused_uuid(api):
+    poller = TaskPoller.shared(CONN_ID)
+    api.poison = {v4(5)}
+    registrations = [poller.register([v4(i)], **FAST) for i in range(16)]  # all due in one tick
+    endings = await asyncio.wait_for(asyncio.gather(*(r.future for r in registrations)), 5)
+    assert [type(e).__name__ for e in endings] == ["NoneType"] * 5 + ["MiniMaxInvalidRequestError"] + [
+        "NoneType"
+    ] * 10
+    assert "invalidTaskUUID" in str(endings[5])
+    # First tick: the refused request, then 2 per halving (16 → 1: 4 levels); second tick: 1 request.
+    assert len(api.requests) <= 1 + 2 * 4 + 1
+
+
+async def test_splitting_a_refused_request_is_bounded_per_tick(api, monkeypatch):
+    monkeypatch.setattr("airflow_provider_minimax.triggers.poller.MAX_BISECT_REQUESTS", 2)
+    api.poison = {v4(0), v4(1)}
+    poller = TaskPoller.shared(CONN_ID)
+    endings = await asyncio.gather(*(wait(poller, [v4(i)], max_consecutive_failures=3) for i in range(8)))
+    # Waiters not narrowed down within a tick's budget count a failed poll and are split again
+    # next tick: the innocent ones finish, only the refused UUIDs' waiters fail.
+    assert [type(e).__name__ for e in endings] == ["MiniMaxInvalidRequestError"] * 2 + ["NoneType"] * 6
+    assert len(api.requests) <= 4 * (1 + 2)  # at most 1 + MAX_BISECT_REQUESTS per tick
+
+
+async def test_an_unscoped_not_found_for_one_uuid_is_that_tasks_answer_and_gets_the_grace(api):
+    poller = TaskPoller.shared(CONN_ID)
+    unscoped = {"errors": [{"code": "taskFailedOrNotFound", "message": "not found"}]}
+    api.fail_next = [httpx.Response(400, json=unscoped)] * 2  # the whole request, then its half
+    registration = poller.register([v4(1), v4(2)], **FAST, not_found_until=time.time() + 60)
+    assert await asyncio.wait_for(registration.future, 5) is None
+    assert set(registration.progress.results) == {v4(1), v4(2)}
+    poller.unregister(registration)
+
+
+async def test_a_refused_request_of_several_chunks_is_split_chunk_first(api, monkeypatch):
+    set_connection(monkeypatch, max_retries=0, max_tasks_per_request=8)
+    api.finish_after, api.poison = 1, {v4(21)}
+    poller = TaskPoller.shared(CONN_ID)
+    registrations = [poller.register([v4(i)], **FAST) for i in range(32)]  # all due in one tick
+    endings = await asyncio.wait_for(asyncio.gather(*(r.future for r in registrations)), 5)
+    assert [i for i, e in enumerate(endings) if e is not None] == [21]
+    # 4 chunks refused as one call; then one request per chunk (4), then 8 → 1 in halves (2 x 3).
+    assert len(api.requests) <= 4 + 4 + 6

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -12,7 +14,13 @@ from airflow.sdk import PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
 from hook_testlib import CONN_ID, TASK_URL, set_connection, task_result, v4
 
-from airflow_provider_minimax.exceptions import MiniMaxAuthError, MiniMaxError, MiniMaxTaskFailedError
+from airflow_provider_minimax.exceptions import (
+    MiniMaxAuthError,
+    MiniMaxConfigurationError,
+    MiniMaxError,
+    MiniMaxTaskFailedError,
+    MiniMaxValidationError,
+)
 from airflow_provider_minimax.models import TaskResult
 from airflow_provider_minimax.results import TasksOutcome
 from airflow_provider_minimax.sensors.minimax import (
@@ -167,3 +175,49 @@ def test_resume_with_soft_fail_skips_a_timeout():
     event = outcome("timeout", pending=[B], message="late")
     with pytest.raises(AirflowSkipException):
         sensor(soft_fail=True).resume_execution("execute_complete", {"event": event}, {})
+
+
+def test_a_bare_uuid_string_is_one_uuid_on_the_wire(task_api):
+    task_api.mock(return_value=answer(done(A)))
+    poked = sensor(task_uuids=A).poke({})
+    assert isinstance(poked, PokeReturnValue) and set(poked.xcom_value) == {A}
+    assert json.loads(task_api.calls.last.request.content) == [{"taskType": "getResponse", "taskUUID": A}]
+
+
+@pytest.mark.parametrize("deferrable", [True, False])
+def test_a_chat_connection_is_refused_naming_the_api_needed(task_api, monkeypatch, deferrable):
+    set_connection(monkeypatch, api="chat")
+    with pytest.raises(MiniMaxConfigurationError, match="needs a connection on the task API"):
+        sensor(deferrable=deferrable).execute({})
+    assert not task_api.calls
+
+
+def test_not_found_within_the_grace_is_pending(task_api):
+    task_api.mock(return_value=not_found(A, B))
+    assert sensor().poke({}) is False
+
+
+def test_not_found_past_the_grace_fails_naming_the_tasks(task_api):
+    task_api.mock(return_value=not_found(A, B))
+    with pytest.raises(MiniMaxTasksFailedError, match="taskFailedOrNotFound"):
+        sensor(not_found_grace=0).poke({})
+
+
+def test_the_deferral_carries_the_grace_from_the_first_poke(task_api):
+    task_api.mock(return_value=not_found(A, B))
+    before = time.time()
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor(deferrable=True, not_found_grace=timedelta(minutes=1)).execute({})
+    until = deferred.value.trigger.serialize()[1]["not_found_until"]
+    assert before + 60 <= until <= time.time() + 60
+
+
+@pytest.mark.parametrize("grace", [-1, True, "soon"])
+def test_a_bad_grace_is_refused_naming_the_field(grace):
+    with pytest.raises(MiniMaxValidationError, match="not_found_grace"):
+        sensor(not_found_grace=grace)
+
+
+def not_found(*uuids: str) -> httpx.Response:
+    errors = [{"code": "taskFailedOrNotFound", "message": "not found", "taskUUID": u} for u in uuids]
+    return httpx.Response(400, json={"errors": errors})

@@ -21,6 +21,7 @@ from task_api_fake import FakeTaskApi, MemoryStore
 
 from airflow_provider_minimax.exceptions import (
     MiniMaxAuthError,
+    MiniMaxConfigurationError,
     MiniMaxError,
     MiniMaxOutputValidationError,
     MiniMaxTaskFailedError,
@@ -193,6 +194,11 @@ def test_running_task_is_re_attached_by_a_retry(api: FakeTaskApi, context: dict[
         ({"delivery": "stream"}, "delivery"),
         ({"messages": [{"role": "assistant", "content": "x"}], "prompt": None}, "messages"),
         ({"output_type": City, "number_results": 2}, "number_results"),
+        ({"not_found_grace": -1}, "not_found_grace"),
+        ({"poll_interval": True}, "poll_interval: .*not a boolean"),
+        ({"number_results": True}, "number_results: .*not a boolean"),
+        ({"prompt": " \n\t "}, "prompt"),
+        ({"messages": [{"role": "user", "content": "  "}], "prompt": None}, r"messages\[0\]\.content"),
     ],
 )
 def test_bad_parameters_fail_before_any_http_call(
@@ -201,6 +207,61 @@ def test_bad_parameters_fail_before_any_http_call(
     with pytest.raises(MiniMaxValidationError, match=field):
         operator(**kwargs).execute(context)
     assert not api.bodies
+
+
+@pytest.mark.parametrize("deferrable", [True, False])
+def test_a_chat_connection_is_refused_naming_the_api_needed(
+    api: FakeTaskApi, context: dict[str, Any], monkeypatch: pytest.MonkeyPatch, deferrable: bool
+) -> None:
+    set_connection(monkeypatch, api="chat")
+    with pytest.raises(MiniMaxConfigurationError, match=r"needs a connection on the task API.*chat API"):
+        operator(deferrable=deferrable).execute(context)
+    assert not api.bodies
+
+
+def test_the_trigger_carries_the_not_found_grace_as_an_epoch(
+    api: FakeTaskApi, context: dict[str, Any]
+) -> None:
+    before = time.time()
+    kwargs = deferral(operator(not_found_grace=timedelta(seconds=30)), context).trigger.serialize()[1]
+    assert before + 30 <= kwargs["not_found_until"] <= time.time() + 30
+    default = deferral(operator(), context).trigger.serialize()[1]["not_found_until"]
+    assert before + 120 <= default <= time.time() + 120
+
+
+@pytest.mark.parametrize("deferrable", [True, False])
+def test_a_lost_submit_and_an_omitted_uuid_cost_a_bounded_number_of_requests(
+    api: FakeTaskApi, context: dict[str, Any], deferrable: bool
+) -> None:
+    # The loop: the submit's answer is lost, the hook's retry meets conflictTaskUUID and
+    # getResponse leaves the UUID out: once ~1,460 requests in 1.5 s, 713 of them refused submits.
+    learn = operator()
+    deferral(learn, context)  # learn the UUID, then forget the task upstream
+    api.tasks.clear(), api.submissions.clear(), api.bodies.clear()
+    api.lose_next_submit_response, api.finish_after_polls = True, 8
+    api.omit.update(dict.fromkeys(learn.task_uuids, 6))
+    op = operator(deferrable=deferrable)
+    if deferrable:
+        deferral(op, context)
+    else:
+        assert op.execute(context)["text"].startswith("answer")
+    assert sum(api.submissions.values()) == 2  # the lost attempt and the hook's retry
+    assert len(api.bodies) <= (4 if deferrable else 4 + 8)  # poll, submit + its retry, poll; then waits
+
+
+def test_not_found_right_after_the_accepted_submit_is_pending_in_the_worker(
+    api: FakeTaskApi, context: dict[str, Any]
+) -> None:
+    api.invisible_for, api.finish_after_polls = 2, 3  # eventual consistency, then the answer
+    result = operator(deferrable=False).execute(context)
+    assert result["text"].startswith("answer") and sum(api.submissions.values()) == 1
+
+
+def test_not_found_past_the_grace_fails_the_task(api: FakeTaskApi, context: dict[str, Any]) -> None:
+    api.invisible_for = 10_000
+    with pytest.raises(MiniMaxTaskFailedError, match="taskFailedOrNotFound"):
+        operator(deferrable=False, not_found_grace=0).execute(context)
+    assert sum(api.submissions.values()) == 1
 
 
 def test_refused_submit_raises_the_api_error_naming_the_uuid(

@@ -49,6 +49,7 @@ def test_serialize_holds_only_ids_and_timing_and_round_trips():
         "number_results": 1,
         "max_consecutive_failures": 5,
         "results_in_event": True,
+        "not_found_until": None,
     }
     assert MiniMaxTaskTrigger(**kwargs).serialize() == (classpath, kwargs)
     json.dumps(kwargs)  # plain JSON, nothing secret to leak
@@ -98,7 +99,9 @@ async def test_a_deadline_already_past_times_out_without_polling(api):
 
 
 async def test_an_auth_error_fires_an_error_event_at_once_without_the_key(api):
-    api.fail_next = [httpx.Response(401, json={"errors": [{"code": "invalidApiKey", "message": "bad key"}]})]
+    api.fail_next = [
+        httpx.Response(401, json={"errors": [{"code": "invalidApiKey", "message": "bad key"}]})
+    ] * 2
     (outcome,) = await events_of(make())
     assert outcome.status == "error" and outcome.code == "invalidApiKey" and outcome.status_code == 401
     assert SECRET_KEY not in json.dumps(outcome.to_event())
@@ -152,3 +155,28 @@ async def test_without_results_in_event_the_event_stays_small_whatever_the_tasks
     assert outcome.status == ("success" if finish else "timeout")
     assert (outcome.task_uuids, outcome.results, outcome.errors, outcome.pending) == ([], {}, {}, [])
     assert len(json.dumps(outcome.to_event())) < 2000  # 300 UUIDs alone would be 12 KB
+
+
+async def test_not_found_within_the_grace_is_pending(api):
+    api.not_found_polls = 2  # accepted, but not visible to getResponse for two polls
+    (outcome,) = await events_of(make(not_found_until=time.time() + 60))
+    assert outcome.status == "success" and not outcome.errors
+
+
+async def test_not_found_past_the_grace_is_the_tasks_failure(api):
+    api.not_found_polls = 2
+    (outcome,) = await events_of(make(not_found_until=time.time() - 1))
+    assert outcome.errors[v4(1)].code == "taskFailedOrNotFound"
+
+
+async def test_the_grace_survives_a_restart_as_an_epoch(api):
+    api.not_found_polls = 2
+    _, kwargs = make(not_found_until=time.time() + 60).serialize()
+    (outcome,) = await events_of(MiniMaxTaskTrigger(**kwargs))  # rebuilt by another triggerer
+    assert outcome.status == "success"
+
+
+async def test_an_omitted_uuid_stays_pending_until_the_deadline(api):
+    api.omit = {v4(1)}
+    (outcome,) = await events_of(make(seconds=0.1))
+    assert outcome.status == "timeout" and outcome.pending == [v4(1)]
