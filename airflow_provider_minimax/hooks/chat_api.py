@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from airflow_provider_minimax.hooks.events import StreamShape
-from airflow_provider_minimax.hooks.request_building import Messages, build, normalise_messages
+from airflow_provider_minimax.hooks.request_building import Messages, build, checked_text, normalise_messages
 from airflow_provider_minimax.hooks.responses import (
     chat_chunk,
     parse_chat_response,
@@ -40,13 +40,13 @@ class ChatApiMixin(MiniMaxBaseHook):
             ``tool_choice``, ``response_format``, ``reasoning_split``, ``seed``, ``stop``...
         """
         turns = normalise_messages(messages)
-        if system_prompt is not None:
+        if checked_text(system_prompt, "system_prompt") is not None:
             turns.insert(0, {"role": "system", "content": system_prompt})
         fields = {key: value for key, value in params.items() if value is not None}
         return build(
             ChatCompletionRequest,
             "chat completions request",
-            model=model or self._default_model("chat"),
+            model=checked_text(model, "model") or self._default_model("chat"),
             messages=turns,
             extra_body=extra_body,
             **fields,

@@ -51,6 +51,23 @@ def build(model_cls: type[BaseModel], what: str, **fields: Any) -> Any:
         raise validation_error(err, what) from None
 
 
+def checked_text(value: Any, parameter: str, *, required: bool = False) -> str | None:
+    """A text parameter: a string with something in it, or None where it may be omitted.
+
+    Checked before any string work, so a number or a blank value is refused naming the
+    parameter rather than failing deep inside (a ``TypeError``) or being sent as it is.
+
+    :param value: the parameter's value.
+    :param parameter: its name, for the message.
+    :param required: refuse None too.
+    """
+    if (value is not None or required) and (not isinstance(value, str) or not value.strip()):
+        raise MiniMaxValidationError(
+            f"{parameter} must be a non-blank string, got {_short_repr(value)}", parameter=parameter
+        )
+    return value
+
+
 def normalise_messages(messages: Messages) -> list[dict[str, Any]]:
     """Accept a prompt string or a list of message mappings.
 
@@ -81,14 +98,15 @@ def split_system(
     :param messages: message dicts.
     :param system_prompt: an explicit system prompt, which comes first.
     """
-    system_parts = [system_prompt] if system_prompt is not None else []
+    system_parts = [checked_text(system_prompt, "system_prompt")]
     turns = []
-    for message in messages:
+    for index, message in enumerate(messages):
         if message.get("role") == "system":
-            system_parts.append(str(message.get("content") or ""))
+            # systemPrompt is plain text: content parts or numbers are refused, never str()-ed.
+            system_parts.append(
+                checked_text(message.get("content"), f"messages[{index}].content", required=True)
+            )
         else:
             turns.append({"role": message.get("role"), "content": message.get("content")})
-    if not system_parts:
-        return turns, None
-    # A system prompt given but empty is bad input (1..200000 chars): "" lets validation name it.
-    return turns, "\n\n".join(part for part in system_parts if part)
+    texts = [part for part in system_parts if part is not None]
+    return turns, "\n\n".join(texts) if texts else None

@@ -11,8 +11,16 @@ import httpx
 
 from airflow_provider_minimax.connection import MiniMaxConnectionSettings
 from airflow_provider_minimax.exceptions import MiniMaxValidationError
+from airflow_provider_minimax.hooks.accepted_task import AcceptedTask
+from airflow_provider_minimax.hooks.call_budget import CallBudget
 from airflow_provider_minimax.hooks.events import StreamShape
-from airflow_provider_minimax.hooks.request_building import Messages, build, normalise_messages, split_system
+from airflow_provider_minimax.hooks.request_building import (
+    Messages,
+    build,
+    checked_text,
+    normalise_messages,
+    split_system,
+)
 from airflow_provider_minimax.hooks.responses import (
     CONFLICT_CODE,
     api_error,
@@ -84,8 +92,9 @@ class TaskApiMixin(MiniMaxBaseHook):
         return build(
             TextInferenceTask,
             "textInference task",
-            task_uuid=task_uuid or str(uuid.uuid4()),
-            model=model or self._default_model("task"),
+            # "is None", not "or": an empty or falsy value is bad input, never a silent default.
+            task_uuid=str(uuid.uuid4()) if task_uuid is None else task_uuid,
+            model=checked_text(model, "model") or self._default_model("task"),
             delivery_method=delivery_method,
             webhook_url=webhook_url,
             include_cost=include_cost or None,
@@ -114,12 +123,16 @@ class TaskApiMixin(MiniMaxBaseHook):
         :param tasks: validated tasks (textInference and/or getResponse).
         :param max_retries: retries for transient failures, for this call.
         """
+        return self._submit(tasks, max_retries)
+
+    def _submit(
+        self, tasks: Sequence[TaskLike], max_retries: int | None, budget: CallBudget | None = None
+    ) -> TaskBatchResult:
         settings = self.settings
         outcome = TaskBatchResult()
         for body in self._task_bodies(tasks, settings):
-            outcome.extend(
-                _submit_outcome(self._send(settings.base_url, body, _batch, max_retries, api="task"))
-            )
+            reply = self._send(settings.base_url, body, _batch, max_retries, api="task", budget=budget)
+            outcome.extend(_submit_outcome(reply))
         return outcome
 
     async def asubmit_tasks(
@@ -130,10 +143,15 @@ class TaskApiMixin(MiniMaxBaseHook):
         :param tasks: validated tasks (textInference and/or getResponse).
         :param max_retries: retries for transient failures, for this call.
         """
+        return await self._asubmit(tasks, max_retries)
+
+    async def _asubmit(
+        self, tasks: Sequence[TaskLike], max_retries: int | None, budget: CallBudget | None = None
+    ) -> TaskBatchResult:
         settings = await self.aget_settings()
         replies = await asyncio.gather(
             *(
-                self._asend(settings.base_url, body, _batch, max_retries, api="task")
+                self._asend(settings.base_url, body, _batch, max_retries, api="task", budget=budget)
                 for body in self._task_bodies(tasks, settings)
             )
         )
@@ -171,18 +189,26 @@ class TaskApiMixin(MiniMaxBaseHook):
     ) -> TaskBatchResult:
         """Run one textInference with sync delivery and return its result(s).
 
+        When the submit's answer was lost and the retry meets ``conflictTaskUUID`` (the task ran
+        and was paid for), the result is polled for within the call's ``total_timeout``.
+
         :param messages: a prompt or message dicts.
         :param max_retries: retries for transient failures, for this call.
         :param params: any :meth:`new_text_inference` parameter.
         """
+        settings = self.settings
         task = self.new_text_inference(messages, delivery_method="sync", **params)
-        outcome = self.submit_tasks([task], max_retries=max_retries)
-        accepted_before = task.task_uuid in outcome.already_accepted
-        if accepted_before:
-            # A retried submit whose first answer was lost (read timeout, dropped connection):
-            # the task ran and was paid for, so fetch its result instead of failing.
-            outcome = self.get_responses([task.task_uuid], max_retries=max_retries)
-        return _single_task(outcome, task.task_uuid, accepted_before)
+        budget = CallBudget(settings, settings.base_url)
+        outcome = self._submit([task], max_retries, budget)
+        if task.task_uuid not in outcome.already_accepted:
+            return _sync_answer(outcome, task.task_uuid)
+        accepted = AcceptedTask(task, budget)
+        return accepted.wait(
+            lambda: self._send(
+                settings.base_url, accepted.poll, _batch, max_retries, api="task", budget=budget
+            ),
+            self.sleep,
+        )
 
     async def atext_inference(
         self, messages: Messages, *, max_retries: int | None = None, **params: Any
@@ -193,13 +219,19 @@ class TaskApiMixin(MiniMaxBaseHook):
         :param max_retries: retries for transient failures, for this call.
         :param params: any :meth:`new_text_inference` parameter.
         """
-        await self.aget_settings()
+        settings = await self.aget_settings()
         task = self.new_text_inference(messages, delivery_method="sync", **params)
-        outcome = await self.asubmit_tasks([task], max_retries=max_retries)
-        accepted_before = task.task_uuid in outcome.already_accepted
-        if accepted_before:
-            outcome = await self.aget_responses([task.task_uuid], max_retries=max_retries)
-        return _single_task(outcome, task.task_uuid, accepted_before)
+        budget = CallBudget(settings, settings.base_url)
+        outcome = await self._asubmit([task], max_retries, budget)
+        if task.task_uuid not in outcome.already_accepted:
+            return _sync_answer(outcome, task.task_uuid)
+        accepted = AcceptedTask(task, budget)
+        return await accepted.await_result(
+            lambda: self._asend(
+                settings.base_url, accepted.poll, _batch, max_retries, api="task", budget=budget
+            ),
+            self.asleep,
+        )
 
     def stream_text_inference(
         self, messages: Messages, *, max_retries: int | None = None, **params: Any
@@ -301,29 +333,27 @@ def _batch(response: httpx.Response) -> TaskBatchResult:
     return outcome
 
 
-def _single_task(outcome: TaskBatchResult, task_uuid: str, accepted_before: bool) -> TaskBatchResult:
-    """Raise the task's own error when a one-task request failed.
+def _sync_answer(outcome: TaskBatchResult, task_uuid: str) -> TaskBatchResult:
+    """The answer to a sync submit: its result, or the task's own error raised.
 
-    :param outcome: the answer to the submit, or to the poll that followed a conflict.
+    An answer with neither (nothing for the task, or only a placeholder or a ``processing``
+    item, which a sync answer never is) breaks the contract: the task may have been paid for,
+    so it is not submitted again.
+
+    :param outcome: the answer to the submit.
     :param task_uuid: the task.
-    :param accepted_before: the submit met ``conflictTaskUUID``: a task the poll leaves out
-        is still unknown there, not a broken answer.
     """
     error = outcome.error_for(task_uuid)
     if error is not None:
-        raise api_error(error, outcome.http_status_for(task_uuid))
+        # An item's own error (status "error") does not repeat the taskUUID: the task is known here.
+        raise api_error(error.model_copy(update={"task_uuid": task_uuid}), outcome.http_status_for(task_uuid))
     results = outcome.results_for(task_uuid)
-    if not (results or accepted_before or task_uuid in outcome.already_accepted):
-        raise malformed(
-            "task", None, f"the answer holds neither a result nor an error for taskUUID {task_uuid}"
-        )
-    if not any(r.is_success for r in results):
-        raise MiniMaxValidationError(
-            f"taskUUID {task_uuid} was already submitted and has no result yet; poll it with get_responses()",
-            code=CONFLICT_CODE,
-            task_uuid=task_uuid,
-        )
-    return outcome
+    if any(r.is_success for r in results):
+        return outcome
+    held = f"{len(results)} item(s) but no result" if results else "neither a result nor an error"
+    raise malformed(
+        "task", outcome.http_status_for(task_uuid), f"the sync answer holds {held} for taskUUID {task_uuid}"
+    )
 
 
 def result_from_task(outcome: TaskBatchResult) -> GenerateResult:

@@ -219,10 +219,14 @@ class MiniMaxBaseHook(BaseHook):
         max_retries: int | None = None,
         *,
         api: Api,
+        budget: CallBudget | None = None,
     ) -> T:
-        """POST ``body`` and parse the answer, retrying transient failures within the call's budget."""
+        """POST ``body`` and parse the answer, retrying transient failures within the call's budget.
+
+        :param budget: the budget of a call that spans several requests; a fresh one when omitted.
+        """
         settings = self.settings
-        budget = CallBudget(settings, url)
+        budget = budget or CallBudget(settings, url)
         policy = self._policy(settings, max_retries, api, budget)
         try:
             for attempt in policy.retrying(sleep=self.sleep):
@@ -241,11 +245,15 @@ class MiniMaxBaseHook(BaseHook):
         max_retries: int | None = None,
         *,
         api: Api,
+        budget: CallBudget | None = None,
     ) -> T:
-        """POST ``body`` and parse the answer without blocking the loop, retrying transient failures."""
+        """POST ``body`` and parse the answer without blocking the loop, retrying transient failures.
+
+        :param budget: the budget of a call that spans several requests; a fresh one when omitted.
+        """
         settings = await self.aget_settings()
         client = await self.aclient()
-        budget = CallBudget(settings, url)
+        budget = budget or CallBudget(settings, url)
         policy = self._policy(settings, max_retries, api, budget)
         try:
             async for attempt in policy.async_retrying(sleep=self.asleep):

@@ -19,6 +19,7 @@ from hook_testlib import (
     TASK_URL,
     chat_body,
     make_hook,
+    sent_json,
     sse_response,
     task_result,
     v4,
@@ -32,9 +33,10 @@ from airflow_provider_minimax.exceptions import (
     MiniMaxRateLimitError,
     MiniMaxRedirectError,
     MiniMaxResponseTooLargeError,
-    MiniMaxValidationError,
+    MiniMaxTaskFailedError,
 )
 from airflow_provider_minimax.hooks import call_budget
+from airflow_provider_minimax.hooks.accepted_task import NOT_FOUND_GRACE
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 
 
@@ -230,17 +232,146 @@ def test_task_answer_without_our_result_is_a_typed_error(
     assert v4(1) in str(caught.value)
 
 
-def test_poll_leaving_out_a_task_accepted_before_reads_as_not_finished(
+SYNC_ANSWERS_WITHOUT_A_RESULT = [
+    pytest.param({"data": [{"taskType": "textInference", "taskUUID": v4(1)}]}, id="placeholder"),
+    pytest.param(
+        {"data": [{"taskType": "textInference", "taskUUID": v4(1), "status": "processing"}]}, id="processing"
+    ),
+    pytest.param({"data": [{"taskType": "textInference", "taskUUID": v4(2), "text": "x"}]}, id="other-uuid"),
+]
+
+
+@sync_and_async
+@pytest.mark.parametrize("answer", SYNC_ANSWERS_WITHOUT_A_RESULT)
+def test_sync_answer_without_a_result_is_malformed_not_bad_input(
+    monkeypatch: pytest.MonkeyPatch, router: respx.MockRouter, answer: Any, is_async: bool
+) -> None:
+    hook, _ = make_hook(monkeypatch, max_retries=3)
+    route = router.post(TASK_URL).respond(200, json=answer)
+    with pytest.raises(MiniMaxMalformedResponseError) as caught:
+        _call(hook, "text_inference", is_async, "hi", task_uuid=v4(1))
+    assert v4(1) in str(caught.value)
+    assert route.call_count == 1  # not resent: the task may have been paid for
+
+
+def test_async_submit_placeholder_is_the_acknowledgement(
     monkeypatch: pytest.MonkeyPatch, router: respx.MockRouter
 ) -> None:
-    hook, _ = make_hook(monkeypatch, max_retries=0)
-    conflict = {"errors": [{"code": "conflictTaskUUID", "taskUUID": v4(1)}]}
-    router.post(TASK_URL).mock(
-        side_effect=[httpx.Response(400, json=conflict), httpx.Response(200, json={"data": []})]
-    )
-    with pytest.raises(MiniMaxValidationError, match="no result yet") as caught:
+    hook, _ = make_hook(monkeypatch)
+    router.post(TASK_URL).respond(200, json={"data": [{"taskType": "textInference", "taskUUID": v4(1)}]})
+    task = hook.new_text_inference("hi", task_uuid=v4(1), delivery_method="async")
+    outcome = hook.submit_tasks([task])
+    assert ([r.task_uuid for r in outcome.results], outcome.errors) == ([v4(1)], [])
+
+
+def test_sync_answer_with_an_error_item_is_the_task_failure(
+    monkeypatch: pytest.MonkeyPatch, router: respx.MockRouter
+) -> None:
+    hook, _ = make_hook(monkeypatch)
+    failed = {**task_result(v4(1)), "status": "error", "error": {"code": "inferenceError", "message": "m"}}
+    router.post(TASK_URL).respond(200, json={"data": [failed]})
+    with pytest.raises(MiniMaxTaskFailedError) as caught:
         hook.text_inference("hi", task_uuid=v4(1))
-    assert caught.value.code == "conflictTaskUUID"
+    assert (caught.value.code, caught.value.task_uuid) == ("inferenceError", v4(1))
+
+
+# ------------------------------------------------------------------------ a lost answer, then a conflict
+
+CONFLICT = {"errors": [{"code": "conflictTaskUUID", "taskUUID": v4(1)}]}
+POLL = [{"taskType": "getResponse", "taskUUID": v4(1)}]
+PENDING_ITEM = {"taskType": "textInference", "taskUUID": v4(1), "status": "processing"}
+PENDING_POLLS = {
+    "omitted": {"data": []},
+    "processing": {"data": [PENDING_ITEM]},
+    "not-found": {"errors": [{"code": "taskFailedOrNotFound", "taskUUID": v4(1)}]},
+    "unscoped-not-found": {"errors": [{"code": "taskFailedOrNotFound", "message": "not found"}]},
+    "conflict-again": CONFLICT,
+}
+
+
+def _timed_hook(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock, total_timeout: float
+) -> tuple[MiniMaxHook, list[float]]:
+    """A task hook whose sleeps move the fake clock instead of waiting, and the waits it asked for."""
+    hook, sleeper = make_hook(monkeypatch, total_timeout=total_timeout, max_retries=0)
+
+    def sleep(seconds: float) -> None:
+        sleeper(seconds)
+        clock.now += seconds
+
+    async def asleep(seconds: float) -> None:
+        sleep(seconds)
+
+    hook.sleep = sleep  # type: ignore[method-assign]
+    hook.asleep = asleep  # type: ignore[method-assign]
+    return hook, sleeper.waits
+
+
+@pytest.fixture
+def timed_hook(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> tuple[MiniMaxHook, list[float]]:
+    return _timed_hook(monkeypatch, clock, total_timeout=60)
+
+
+def _answers(*bodies: dict[str, Any]) -> list[httpx.Response]:
+    return [httpx.Response(400 if body is CONFLICT else 200, json=body) for body in bodies]
+
+
+@sync_and_async
+@pytest.mark.parametrize("pending", PENDING_POLLS)
+def test_conflict_polls_until_the_result_arrives(
+    router: respx.MockRouter, timed_hook: tuple[MiniMaxHook, list[float]], pending: str, is_async: bool
+) -> None:
+    hook, waits = timed_hook
+    done = {"data": [{**task_result(v4(1), text="paid once"), "status": "success"}]}
+    route = router.post(TASK_URL).mock(side_effect=_answers(CONFLICT, *[PENDING_POLLS[pending]] * 3, done))
+    outcome = _call(hook, "text_inference", is_async, "hi", task_uuid=v4(1))
+    assert [r.text for r in outcome.results] == ["paid once"]
+    assert [sent_json(call.request) for call in route.calls[1:]] == [POLL] * 4
+    assert waits == [1.0, 1.5, 2.25]  # the contract's cadence: ~1 s, then x1.5
+
+
+@sync_and_async
+def test_conflict_without_a_result_times_out_naming_the_uuid(
+    router: respx.MockRouter, timed_hook: tuple[MiniMaxHook, list[float]], is_async: bool
+) -> None:
+    hook, waits = timed_hook
+    route = router.post(TASK_URL).mock(side_effect=_answers(CONFLICT, *[PENDING_POLLS["omitted"]] * 100))
+    with pytest.raises(MiniMaxDeadlineError) as caught:
+        _call(hook, "text_inference", is_async, "hi", task_uuid=v4(1))
+    error = caught.value
+    assert (error.task_uuid, error.task_uuids) == (v4(1), [v4(1)])
+    assert f"get_responses('{v4(1)}')" in str(error) and "total_timeout of 60 s" in str(error)
+    assert max(waits) == 10.0 and sum(waits) < 60  # capped back-off, never sleeping past the deadline
+    assert route.call_count == 1 + len(waits) + 1
+
+
+@sync_and_async
+@pytest.mark.parametrize(
+    ("poll", "code"),
+    [
+        pytest.param(PENDING_POLLS["not-found"], "taskFailedOrNotFound", id="not-found-past-the-grace"),
+        pytest.param(
+            {"data": [{**PENDING_ITEM, "status": "error", "error": {"code": "inferenceError"}}]},
+            "inferenceError",
+            id="failed",
+        ),
+    ],
+)
+def test_conflict_then_a_failure_is_the_task_failure(
+    monkeypatch: pytest.MonkeyPatch,
+    router: respx.MockRouter,
+    clock: FakeClock,
+    poll: dict[str, Any],
+    code: str,
+    is_async: bool,
+) -> None:
+    hook, waits = _timed_hook(monkeypatch, clock, total_timeout=1000)
+    router.post(TASK_URL).mock(side_effect=_answers(CONFLICT, *[poll] * 100))
+    with pytest.raises(MiniMaxTaskFailedError) as caught:
+        _call(hook, "text_inference", is_async, "hi", task_uuid=v4(1))
+    assert (caught.value.code, caught.value.task_uuid) == (code, v4(1))
+    if code == "taskFailedOrNotFound":
+        assert sum(waits) >= NOT_FOUND_GRACE > sum(waits[:-1])  # pending for the grace, no longer
 
 
 @pytest.mark.parametrize(

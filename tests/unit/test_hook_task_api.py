@@ -294,29 +294,6 @@ def test_sync_conflict_fetches_the_result_of_the_earlier_submit(
     assert sent_json(route.calls[1].request) == [{"taskType": "getResponse", "taskUUID": v4(1)}]
 
 
-@pytest.mark.parametrize(
-    "poll_answer",
-    [
-        pytest.param(
-            {"data": [{"taskType": "textInference", "taskUUID": v4(1), "status": "processing"}]}, id="running"
-        ),
-        pytest.param({"errors": [{"code": "conflictTaskUUID", "taskUUID": v4(1)}]}, id="conflict-again"),
-    ],
-)
-def test_sync_conflict_without_a_result_says_to_poll(
-    hook: MiniMaxHook, router: respx.MockRouter, poll_answer: dict[str, Any]
-) -> None:
-    router.post(TASK_URL).mock(
-        side_effect=[
-            httpx.Response(400, json={"errors": [{"code": "conflictTaskUUID", "taskUUID": v4(1)}]}),
-            httpx.Response(200, json=poll_answer),
-        ]
-    )
-    with pytest.raises(MiniMaxError, match="get_responses") as caught:
-        hook.text_inference("hi", task_uuid=v4(1))
-    assert (caught.value.code, caught.value.task_uuid) == ("conflictTaskUUID", v4(1))
-
-
 async def test_async_sync_conflict_fetches_the_result(hook: MiniMaxHook, router: respx.MockRouter) -> None:
     router.post(TASK_URL).mock(
         side_effect=[

@@ -34,7 +34,7 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], str, str, str]] = [
     ("topP-above", "task", {"top_p": 1.5}, "top_p", "1.5", "1"),
     ("maxTokens-0", "task", {"max_tokens": 0}, "max_tokens", "0", "1"),
     ("maxTokens-196609", "task", {"max_tokens": 196609}, "max_tokens", "196609", "196608"),
-    ("systemPrompt-empty", "task", {"system_prompt": ""}, "system_prompt", "''", "whitespace"),
+    ("systemPrompt-empty", "task", {"system_prompt": ""}, "system_prompt", "''", "non-blank"),
     ("systemPrompt-too-long", "task", {"system_prompt": "x" * 200_001}, "system_prompt", "xxx", "200000"),
     ("no-messages", "task", {"messages": []}, "messages", "[]", "1 item"),
     (
@@ -93,7 +93,7 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], str, str, str]] = [
         "tool_call_id",
     ),
     ("chat-bad-role", "chat", {"messages": [{"role": "robot", "content": "x"}]}, "role", "'robot'", "'user'"),
-    ("chat-systemPrompt-empty", "chat", {"system_prompt": ""}, "messages.0", "''", "non-empty"),
+    ("chat-systemPrompt-empty", "chat", {"system_prompt": ""}, "system_prompt", "''", "non-blank"),
 ]
 
 
