@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
-from airflow.sdk import BaseHook
+from airflow.providers.common.compat.sdk import BaseHook
 from typing_extensions import Self
 
 from airflow_provider_minimax import __version__
@@ -34,7 +34,7 @@ from airflow_provider_minimax.hooks.responses import is_event_stream, raise_for_
 from airflow_provider_minimax.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from airflow.sdk import Connection
+    from airflow.providers.common.compat.sdk import Connection
 
 T = TypeVar("T")
 _API_CALLS: dict[str, str] = {

@@ -10,7 +10,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow.sdk import BaseOperator, conf
+from airflow.providers.common.compat.sdk import BaseOperator, conf
 from pydantic import BaseModel, Field
 
 from airflow_provider_minimax.batch.chat import ChatBatchRunner, ChatRunSettings, shard_count
@@ -56,7 +56,7 @@ from airflow_provider_minimax.structured import OutputMismatch, parse_output, re
 
 if TYPE_CHECKING:
     import jinja2
-    from airflow.sdk import Context, ObjectStoragePath
+    from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
 
 OnRowError = Literal["fail", "skip"]
 #: Failed rows named in the task's error message (the output and the manifest list them all).

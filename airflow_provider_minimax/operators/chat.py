@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.providers.common.compat.sdk import BaseOperator
 from pydantic import BaseModel
 
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
@@ -36,7 +36,7 @@ from airflow_provider_minimax.structured import (
 from airflow_provider_minimax.tools import Tool, ToolBox
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
 #: XCom keys pushed next to the return value.
 USAGE_KEY, COST_KEY, REASONING_KEY = "usage", "cost", "reasoning"

@@ -8,8 +8,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
-from airflow.sdk import BaseOperator, conf
-from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
+from airflow.providers.common.compat.sdk import BaseOperator, conf
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from airflow_provider_minimax.batch.rows import task_usage
@@ -29,8 +28,13 @@ from airflow_provider_minimax.polling import outcome_from_event, results_of, wai
 from airflow_provider_minimax.results import Spend, TasksOutcome, Usage
 from airflow_provider_minimax.structured import OutputMismatch, parse_output, reask_prompt, truncated
 
+try:  # the class BaseOperator.resume_execution raises: the Task SDK's, or core's before Airflow 3.2
+    from airflow.sdk.exceptions import TaskDeferralTimeout
+except ImportError:  # Airflow < 3.2
+    from airflow.exceptions import TaskDeferralTimeout  # type: ignore[no-redef]
+
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
 
 class _RunOptions(BaseModel):
@@ -226,16 +230,16 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Turn Airflow's own deferral timeout (``execution_timeout``) into an error naming the UUIDs."""
-        error = (next_kwargs or {}).get("error")
-        if next_method == TRIGGER_FAIL_REPR and error == TriggerFailureReason.TRIGGER_TIMEOUT:
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except TaskDeferralTimeout as timeout:
             uuids = GenerationStore(context).waiting()
             raise MiniMaxTimeoutError(
                 f"Airflow's deferral timeout (execution_timeout) hit while waiting for MiniMax task(s) "
                 f"{', '.join(uuids) or '(unknown: no task-state store)'}; they may still finish "
                 "upstream, and a retry re-attaches to them instead of paying again",
                 task_uuids=uuids,
-            )
-        return super().resume_execution(next_method, next_kwargs, context)
+            ) from timeout
 
     def on_kill(self) -> None:
         """Log the UUIDs in flight: the API has no cancel call, so they run (and bill) to the end."""

@@ -9,12 +9,13 @@ from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.configuration import conf
-from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.exceptions import (
+from airflow.providers.common.compat.sdk import (
     AirflowFailException,
     AirflowSensorTimeout,
     AirflowSkipException,
+    BaseSensorOperator,
+    PokeReturnValue,
+    conf,
 )
 
 from airflow_provider_minimax.batch.rows import task_usage
@@ -34,7 +35,7 @@ from airflow_provider_minimax.results import Spend, Usage
 from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_minimax.models import ApiError, TaskResult
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import respx
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.providers.common.compat.sdk import TaskDeferred
 from chat_testlib import FakeTI
 from hook_testlib import CONN_ID, TASK_URL, set_connection, task_result
 from task_api_fake import FakeTaskApi, MemoryStore

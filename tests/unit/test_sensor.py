@@ -8,8 +8,12 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from airflow.sdk import PokeReturnValue
-from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
+from airflow.providers.common.compat.sdk import (
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    PokeReturnValue,
+    TaskDeferred,
+)
 from hook_testlib import CONN_ID, TASK_URL, set_connection, task_result, v4
 
 from airflow_provider_minimax.exceptions import MiniMaxAuthError, MiniMaxError, MiniMaxTaskFailedError
