@@ -11,6 +11,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
 from functools import cache, cached_property
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -198,9 +199,8 @@ class MiniMaxBaseHook(BaseHook):
         self, settings: MiniMaxConnectionSettings, max_retries: int | None, api: Api, budget: CallBudget
     ) -> RetryPolicy:
         chat = api == "chat"
-        return RetryPolicy(
-            max_retries=settings.max_retries if max_retries is None else max_retries,
-            max_wait=settings.retry_max_wait,
+        return replace(
+            RetryPolicy.for_connection(settings, max_retries),
             retry_sent=settings.chat_retry_on_read_timeout or not chat,
             time_left=budget.remaining,
             on_resend=self._count_chat_resend if chat else None,

@@ -52,6 +52,7 @@ from airflow_provider_minimax.operators._templating import system_with_schema
 from airflow_provider_minimax.polling import TaskProgress, group_batch, outcome_from_event, wait_for_tasks
 from airflow_provider_minimax.rate_control import AdaptiveLimiter
 from airflow_provider_minimax.results import GenerateResult, Spend, TasksOutcome
+from airflow_provider_minimax.retry import RetryPolicy
 from airflow_provider_minimax.structured import OutputMismatch, parse_output, response_format
 
 if TYPE_CHECKING:
@@ -664,11 +665,11 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         elif not checkpoint.enabled:
             self.log.warning("No task-state store (Airflow < 3.3): a retry of this task redoes every row")
         todo = {row: prompt for row, prompt in prompts.items() if row not in results}
-        settings = self.hook.settings
+        policy = RetryPolicy.for_connection(self.hook.settings)
         self.limiter = AdaptiveLimiter(
             int(self.max_concurrency),
             float(self.requests_per_minute) if self.requests_per_minute else None,
-            backoff_max=settings.retry_max_wait,
+            policy=policy,
         )
         recorder = _Recorder(results, total, checkpoint, fingerprints, self.log, before)
         extra_hooks = [
@@ -683,8 +684,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
                 images=images,
                 output_type=self.output_type,
                 output_retries=self.max_output_retries,
-                max_retries=settings.max_retries,
-                backoff_max=settings.retry_max_wait,
+                policy=policy,
             ),
             on_row=recorder.record,
         )
