@@ -278,10 +278,6 @@ class TaskBatchResult(BaseModel):
                 return item.error or ApiError(code="unknown", message="task failed", taskUUID=task_uuid)
         return None
 
-    def to_jsonable(self) -> dict[str, Any]:
-        """Plain JSON, for XCom and trigger events."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
 
 class TasksOutcome(BaseModel):
     """How waiting on async tasks ended: the trigger's event payload and the worker poller's result.
