@@ -66,7 +66,7 @@ ROWS_IN_ERROR = 20
 NIL_UUID = "00000000-0000-4000-8000-000000000000"
 
 
-class _Resume(BaseModel):
+class _BatchDeferralState(BaseModel):
     """What gathering the rows needs besides the wait's outcome; the deferral's kwargs, also stored.
 
     :param row_count: rows in the batch.
@@ -246,16 +246,18 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
 
         :param context: the task context.
         :param event: the trigger's :class:`TasksOutcome` payload.
-        :param resume: the deferral's kwargs (see :class:`_Resume`); empty when the runner drops
+        :param resume: the deferral's kwargs (see :class:`_BatchDeferralState`); empty when the runner drops
             them (``airflow dags test``), and then read from the task-state store.
         """
         outcome = outcome_from_event(event)
-        state = _Resume.model_validate(GenerationStore(context).load_resume(resume))
+        state = _BatchDeferralState.model_validate(GenerationStore(context).load_resume(resume))
         if not outcome.task_uuids and outcome.status != "error" and state.row_count > len(state.rejected):
             outcome = self._fetch_results(context, outcome, state)
         return self._complete(context, outcome, state)
 
-    def _fetch_results(self, context: Context, ended: TasksOutcome, state: _Resume) -> TasksOutcome:
+    def _fetch_results(
+        self, context: Context, ended: TasksOutcome, state: _BatchDeferralState
+    ) -> TasksOutcome:
         """The rows' results after a deferral whose event said only how the wait ended.
 
         The event of a batch stays small whatever its size (no UUIDs, no results): the rows'
@@ -394,22 +396,23 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         outputs = [self.output_path] if self.output_path is not None else []
         return inputs, outputs
 
-    def _settings(self) -> dict[str, Any]:
-        settings = {
+    def _sampling(self) -> dict[str, Any]:
+        """The model and sampling parameters given, for every row's request."""
+        sampling = {
             "model": self.model or None,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "max_tokens": self.max_tokens,
             "seed": self.seed,
         }
-        return {key: value for key, value in settings.items() if value is not None}
+        return {key: value for key, value in sampling.items() if value is not None}
 
     # ------------------------------------------------------------------ task API
 
     def _task_builder(self, prompts: Mapping[int, str]) -> Callable[[int, str], TextInferenceTask]:
         """Builds (validates) the async textInference task of a row for a given taskUUID."""
         system = system_with_schema(self.system_prompt, self.output_type)
-        settings = self._settings()
+        sampling = self._sampling()
 
         def build_task(row: int, task_uuid: str) -> TextInferenceTask:
             try:
@@ -418,7 +421,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
                     system_prompt=system,
                     task_uuid=task_uuid,
                     delivery_method="async",
-                    **settings,
+                    **sampling,
                 )
             except MiniMaxValidationError as err:
                 raise MiniMaxValidationError(f"row {row}: {err.message}", parameter=f"rows[{row}]") from None
@@ -445,7 +448,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         resolution = self._submit_rows(context, dict(enumerate(prompts)))
         rows = [row for row in range(len(prompts)) if row not in resolution.rejected]
         uuids = [resolution.uuids[row] for row in rows]
-        state = _Resume(
+        state = _BatchDeferralState(
             row_count=len(prompts),
             rejected={str(row): error for row, error in resolution.rejected.items()},
             started=started,
@@ -525,7 +528,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
             outcome.results[resolution.uuids[row]] = found
         return self._gather(outcome, list(prompts), resolution.rejected)
 
-    def _complete(self, context: Context, outcome: TasksOutcome, state: _Resume) -> Any:
+    def _complete(self, context: Context, outcome: TasksOutcome, state: _BatchDeferralState) -> Any:
         """Every row's result from the wait's outcome, the progress line, then :meth:`_finish`.
 
         :param context: the task context.
@@ -620,7 +623,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         return self._finish(context, [results[row] for row in range(len(prompts))])
 
     def _chat_params(self) -> dict[str, Any]:
-        params: dict[str, Any] = {"system_prompt": self.system_prompt or None, **self._settings()}
+        params: dict[str, Any] = {"system_prompt": self.system_prompt or None, **self._sampling()}
         if self.output_type is not None:
             params["response_format"] = response_format(self.output_type)
         return params

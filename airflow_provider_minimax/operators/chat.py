@@ -266,26 +266,26 @@ class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
         :param conversation: the messages so far.
         :param spend: where calls, usage and cost are summed.
         """
-        system, settings = self._request(api)
+        system, sampling = self._request(api)
         if self.tools:
-            return self._tool_loop(conversation, system, settings, spend)
+            return self._tool_loop(conversation, system, sampling, spend)
         if self.stream:
             log = StreamLog(self.log.info, show_reasoning=self.include_reasoning)
             if api == "chat":
-                chunks = self.hook.stream_chat_completion(conversation, system_prompt=system, **settings)
+                chunks = self.hook.stream_chat_completion(conversation, system_prompt=system, **sampling)
                 result = collect_chat_stream(chunks, log)
             else:
-                pieces = self.hook.stream_text_inference(conversation, system_prompt=system, **settings)
+                pieces = self.hook.stream_text_inference(conversation, system_prompt=system, **sampling)
                 result = collect_task_stream(pieces, log)
             if log.reasoning_chars and not self.include_reasoning:
                 self.log.info("(%d characters of reasoning not logged)", log.reasoning_chars)
             return spend.add(result)
         if api == "task":
-            return spend.add(self._paid_once(conversation, system, settings, item=spend.calls))
-        return spend.add(self.hook.generate(conversation, system_prompt=system, **settings))
+            return spend.add(self._paid_once(conversation, system, sampling, item=spend.calls))
+        return spend.add(self.hook.generate(conversation, system_prompt=system, **sampling))
 
     def _paid_once(
-        self, conversation: list[dict[str, Any]], system: str | None, settings: dict[str, Any], item: int
+        self, conversation: list[dict[str, Any]], system: str | None, sampling: dict[str, Any], item: int
     ) -> GenerateResult:
         """One task-API answer whose taskUUID derives from the task instance and the request.
 
@@ -297,7 +297,7 @@ class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
 
         def build_task(_: int, task_uuid: str) -> TextInferenceTask:
             return self.hook.new_text_inference(
-                conversation, system_prompt=system, task_uuid=task_uuid, **settings
+                conversation, system_prompt=system, task_uuid=task_uuid, **sampling
             )
 
         resolution = resolve_and_submit(self.hook, self._identity, build_task, [item], self._store)
@@ -315,9 +315,9 @@ class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
         return result_from_task(TaskBatchResult(results=results))
 
     def _request(self, api: str) -> tuple[str | None, dict[str, Any]]:
-        """The system prompt and model settings for ``api``, structured-output hints included."""
+        """The system prompt and the model / sampling parameters for ``api``, with structured-output hints."""
         system = self.system_prompt or None
-        settings: dict[str, Any] = {
+        sampling: dict[str, Any] = {
             "model": self.model or None,
             "temperature": self.temperature,
             "top_p": self.top_p,
@@ -326,20 +326,20 @@ class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
         }
         if self.output_type is not None:
             if api == "chat":
-                settings["response_format"] = response_format(self.output_type)
+                sampling["response_format"] = response_format(self.output_type)
             else:  # The task API has no response_format: the schema goes into the system prompt.
                 system = system_with_schema(system, self.output_type)
-        return system, {key: value for key, value in settings.items() if value is not None}
+        return system, {key: value for key, value in sampling.items() if value is not None}
 
     def _tool_loop(
-        self, conversation: list[dict[str, Any]], system: str | None, settings: dict[str, Any], spend: Spend
+        self, conversation: list[dict[str, Any]], system: str | None, sampling: dict[str, Any], spend: Spend
     ) -> GenerateResult:
         """Call the model, run the tools it asks for, send their results back, until it answers."""
         specs = self.toolbox.specs()
         calls: list[ChatToolCall] = []
         for round_ in range(self.max_tool_rounds + 1):
             completion = self.hook.chat_completion(
-                conversation, system_prompt=system, tools=specs, **settings
+                conversation, system_prompt=system, tools=specs, **sampling
             )
             result = spend.add(result_from_chat(completion))
             calls = completion.message.tool_calls or []

@@ -78,7 +78,7 @@ class _Spent(BaseModel):
         return _Spent(usage=usage, cost=cost, task_uuids=uuids)
 
 
-class _Resume(BaseModel):
+class _AnswerDeferralState(BaseModel):
     """What a resume needs from its deferral: the deferral's kwargs, also kept in the task-state store.
 
     :param attempt: which answer is awaited (0, then 1, 2... for structured-output re-asks).
@@ -219,13 +219,13 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
 
         :param context: the task context.
         :param event: the trigger's :class:`TasksOutcome` payload.
-        :param resume: the deferral's kwargs (see :class:`_Resume`); empty when the runner drops
+        :param resume: the deferral's kwargs (see :class:`_AnswerDeferralState`); empty when the runner drops
             them (``airflow dags test``), and then read from the task-state store.
         """
         outcome = outcome_from_event(event)
         self.task_uuids = list(outcome.task_uuids)
         results = results_of(outcome)
-        state = _Resume.model_validate(GenerationStore(context).load_resume(resume))
+        state = _AnswerDeferralState.model_validate(GenerationStore(context).load_resume(resume))
         return self._advance(context, state.attempt, results, state.spent, state.end_time)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
@@ -359,7 +359,7 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
         from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
 
         store.remember_waiting([task_uuid])
-        resume = _Resume(attempt=attempt, end_time=end_time, spent=spent).model_dump(mode="json")
+        resume = _AnswerDeferralState(attempt=attempt, end_time=end_time, spent=spent).model_dump(mode="json")
         store.save_resume(resume)
         self.log.info("Deferring on MiniMax task %s (deadline %.0f)", task_uuid, end_time)
         self.defer(

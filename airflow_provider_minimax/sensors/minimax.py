@@ -5,10 +5,12 @@ from __future__ import annotations
 import ast
 import json
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.providers.common.compat.sdk import (
     AirflowFailException,
     AirflowSensorTimeout,
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
     from airflow_provider_minimax.models import ApiError, TaskResult
 
 
-class MiniMaxTasksFailedError(MiniMaxTaskFailedError, AirflowFailException):
+class MiniMaxSensorTasksFailedError(MiniMaxTaskFailedError, AirflowFailException):
     """Some waited-on tasks finished with an error; retrying the sensor cannot change that.
 
     :param task_uuids: the tasks that failed.
@@ -49,6 +51,18 @@ class MiniMaxTasksFailedError(MiniMaxTaskFailedError, AirflowFailException):
     def __init__(self, message: str, *, task_uuids: Sequence[str] = (), **kwargs: Any) -> None:
         self.task_uuids = list(task_uuids)
         super().__init__(message, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    # The old name differed by one letter from MiniMaxTaskFailedError (its base class).
+    if name == "MiniMaxTasksFailedError":
+        warnings.warn(
+            "MiniMaxTasksFailedError is deprecated; use MiniMaxSensorTasksFailedError",
+            AirflowProviderDeprecationWarning,
+            stacklevel=2,
+        )
+        return MiniMaxSensorTasksFailedError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class MiniMaxTaskSensor(LineageMixin, BaseSensorOperator):
@@ -64,7 +78,7 @@ class MiniMaxTaskSensor(LineageMixin, BaseSensorOperator):
     ``number_results > 1``, ``text`` and ``finish_reason`` are lists and ``usage``/``cost`` are
     summed; ``cost`` is None when the task was submitted without includeCost.
 
-    When a task failed it raises :class:`MiniMaxTasksFailedError` naming the UUIDs and the API's
+    When a task failed it raises :class:`MiniMaxSensorTasksFailedError` naming the UUIDs and the API's
     codes (with ``soft_fail`` the task is skipped instead, as for any sensor).
 
     :param task_uuids: the taskUUIDs (templated): a list, or a string holding one UUID, a
@@ -171,7 +185,7 @@ class MiniMaxTaskSensor(LineageMixin, BaseSensorOperator):
         if errors:
             described = "; ".join(f"{u}: {e.code}: {e.message or 'no message'}" for u, e in errors.items())
             first_uuid, first = next(iter(errors.items()))
-            raise MiniMaxTasksFailedError(
+            raise MiniMaxSensorTasksFailedError(
                 f"{len(errors)} MiniMax task(s) failed: {described}",
                 task_uuids=list(errors),
                 code=first.code,

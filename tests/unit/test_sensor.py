@@ -20,8 +20,8 @@ from airflow_provider_minimax.exceptions import MiniMaxAuthError, MiniMaxError, 
 from airflow_provider_minimax.models import TaskResult
 from airflow_provider_minimax.results import TasksOutcome
 from airflow_provider_minimax.sensors.minimax import (
+    MiniMaxSensorTasksFailedError,
     MiniMaxTaskSensor,
-    MiniMaxTasksFailedError,
     parse_task_uuids,
     result_json,
 )
@@ -106,7 +106,7 @@ def test_several_results_per_task_give_lists_with_summed_usage_and_cost():
 
 def test_poke_mode_fails_naming_the_task_and_the_api_code(task_api):
     task_api.mock(return_value=answer(done(A), {"taskUUID": B, **FAILED}))
-    with pytest.raises(MiniMaxTasksFailedError, match=f"{B}: inferenceError") as raised:
+    with pytest.raises(MiniMaxSensorTasksFailedError, match=f"{B}: inferenceError") as raised:
         sensor().execute({})
     assert isinstance(raised.value, MiniMaxTaskFailedError)
     assert raised.value.task_uuids == [B] and raised.value.code == "inferenceError"
@@ -156,7 +156,10 @@ def test_execute_complete_returns_the_results():
 @pytest.mark.parametrize(
     ("event", "error"),
     [
-        (outcome("success", errors={B: {"code": "inferenceError", "taskUUID": B}}), MiniMaxTasksFailedError),
+        (
+            outcome("success", errors={B: {"code": "inferenceError", "taskUUID": B}}),
+            MiniMaxSensorTasksFailedError,
+        ),
         (outcome("timeout", pending=[B], message=f"still running: {B}"), AirflowSensorTimeout),
         (outcome("error", message="key revoked", code="invalidApiKey", status_code=401), MiniMaxAuthError),
         ({"status": "done", "whatever": 1}, MiniMaxError),
@@ -171,3 +174,12 @@ def test_resume_with_soft_fail_skips_a_timeout():
     event = outcome("timeout", pending=[B], message="late")
     with pytest.raises(AirflowSkipException):
         sensor(soft_fail=True).resume_execution("execute_complete", {"event": event}, {})
+
+
+def test_the_old_error_name_still_works_with_a_deprecation_warning() -> None:
+    from airflow.exceptions import AirflowProviderDeprecationWarning
+
+    from airflow_provider_minimax.sensors import minimax
+
+    with pytest.warns(AirflowProviderDeprecationWarning, match="MiniMaxSensorTasksFailedError"):
+        assert minimax.MiniMaxTasksFailedError is MiniMaxSensorTasksFailedError
