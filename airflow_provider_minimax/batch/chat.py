@@ -41,9 +41,8 @@ from airflow_provider_minimax.exceptions import (
     MiniMaxTransientError,
     MiniMaxValidationError,
 )
-from airflow_provider_minimax.hooks.minimax import result_from_chat
 from airflow_provider_minimax.images import image_part, with_images
-from airflow_provider_minimax.results import GenerateResult, Usage
+from airflow_provider_minimax.results import GenerateResult, Usage, result_from_chat
 from airflow_provider_minimax.retry import RetryPolicy
 from airflow_provider_minimax.structured import OutputMismatch, parse_output, reask_prompt
 

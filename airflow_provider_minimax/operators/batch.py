@@ -32,7 +32,6 @@ from airflow_provider_minimax.batch.rows import (
     failed_row,
     row_from_answer,
     row_from_error,
-    task_usage,
 )
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import MiniMaxError, MiniMaxTaskFailedError, MiniMaxValidationError
@@ -51,7 +50,7 @@ from airflow_provider_minimax.models import ApiError, TaskResult, TextInferenceT
 from airflow_provider_minimax.operators._templating import system_with_schema
 from airflow_provider_minimax.polling import TaskProgress, group_batch, outcome_from_event, wait_for_tasks
 from airflow_provider_minimax.rate_control import AdaptiveLimiter
-from airflow_provider_minimax.results import GenerateResult, Spend, TasksOutcome
+from airflow_provider_minimax.results import GenerateResult, Spend, TasksOutcome, task_usage
 from airflow_provider_minimax.retry import RetryPolicy
 from airflow_provider_minimax.structured import OutputMismatch, parse_output, response_format
 

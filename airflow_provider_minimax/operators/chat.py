@@ -16,7 +16,7 @@ from airflow_provider_minimax.exceptions import (
     MiniMaxOutputValidationError,
     MiniMaxValidationError,
 )
-from airflow_provider_minimax.hooks.minimax import MiniMaxHook, result_from_chat, result_from_task
+from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.hooks.responses import api_error
 from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, resolve_and_submit
 from airflow_provider_minimax.images import as_list, image_part, with_images
@@ -24,7 +24,13 @@ from airflow_provider_minimax.lineage import LineageMixin, prompt_hash
 from airflow_provider_minimax.models import ChatToolCall, TextInferenceTask
 from airflow_provider_minimax.operators._templating import PromptTemplateMixin, system_with_schema
 from airflow_provider_minimax.polling import results_of, wait_for_tasks
-from airflow_provider_minimax.results import GenerateResult, Spend, TaskBatchResult
+from airflow_provider_minimax.results import (
+    GenerateResult,
+    Spend,
+    TaskBatchResult,
+    result_from_chat,
+    result_from_task,
+)
 from airflow_provider_minimax.streaming import StreamLog, collect_chat_stream, collect_task_stream
 from airflow_provider_minimax.structured import (
     OutputMismatch,

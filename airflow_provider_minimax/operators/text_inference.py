@@ -11,21 +11,21 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from airflow_provider_minimax.batch.rows import task_usage
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import (
     MiniMaxOutputValidationError,
     MiniMaxTimeoutError,
     MiniMaxValidationError,
 )
-from airflow_provider_minimax.hooks.minimax import Messages, MiniMaxHook, build, normalise_messages
+from airflow_provider_minimax.hooks.minimax import MiniMaxHook
+from airflow_provider_minimax.hooks.request_building import Messages, build, normalise_messages
 from airflow_provider_minimax.hooks.responses import api_error
 from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, resolve_and_submit
 from airflow_provider_minimax.lineage import LineageMixin, prompt_hash
 from airflow_provider_minimax.models import TaskResult, TextInferenceTask
 from airflow_provider_minimax.operators._templating import PromptTemplateMixin, system_with_schema
 from airflow_provider_minimax.polling import outcome_from_event, results_of, wait_for_tasks
-from airflow_provider_minimax.results import Spend, TasksOutcome, Usage
+from airflow_provider_minimax.results import Spend, TasksOutcome, Usage, result_json, task_usage
 from airflow_provider_minimax.structured import OutputMismatch, parse_output, reask_prompt, truncated
 
 try:  # the class BaseOperator.resume_execution raises: the Task SDK's, or core's before Airflow 3.2
@@ -405,9 +405,6 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
 
     def _accept(self, results: list[TaskResult], spent: _Spent, options: _RunOptions) -> dict[str, Any]:
         """The XCom value; raises :class:`OutputMismatch` when the answer misses ``output_type``."""
-        # Not at module level: the sensor module pulls in the trigger machinery (~25 ms per DAG parse).
-        from airflow_provider_minimax.sensors.minimax import result_json
-
         # The sensor's shape, with usage and cost over every answer this task instance used.
         value = result_json(results[0].task_uuid, results, options.number_results)
         value.update(usage=spent.usage.model_dump(mode="json"), cost=spent.cost)

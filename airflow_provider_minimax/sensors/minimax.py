@@ -20,12 +20,10 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from airflow_provider_minimax.batch.rows import task_usage
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import MiniMaxTaskFailedError
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.lineage import LineageMixin
-from airflow_provider_minimax.models import split_think
 from airflow_provider_minimax.polling import (
     abbreviate,
     check_cadence,
@@ -33,7 +31,7 @@ from airflow_provider_minimax.polling import (
     outcome_from_event,
     polling_error,
 )
-from airflow_provider_minimax.results import Spend, Usage
+from airflow_provider_minimax.results import Spend, Usage, result_json
 from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
 
 if TYPE_CHECKING:
@@ -224,23 +222,3 @@ def parse_task_uuids(value: str | Sequence[str]) -> list[str]:
             return [str(item) for item in parsed]
         return [part for part in text.replace(",", " ").split() if part]
     return [str(item) for item in value]
-
-
-def result_json(task_uuid: str, items: Sequence[TaskResult], number_results: int = 1) -> dict[str, Any]:
-    """One finished task as plain JSON for XCom, shaped like MiniMaxTextInferenceOperator's XCom.
-
-    :param task_uuid: the task.
-    :param items: its results, ordered by ``resultIndex``.
-    :param number_results: results it was submitted with: more than 1 makes ``text`` a list.
-    """
-    usage = sum((task_usage(item) for item in items), Usage())
-    costs = [item.cost for item in items if item.cost is not None]
-    texts = [split_think(item.text)[0] for item in items]
-    reasons = [item.finish_reason for item in items]
-    return {
-        "text": texts[0] if number_results == 1 else texts,
-        "finish_reason": reasons[0] if number_results == 1 else reasons,
-        "usage": usage.model_dump(mode="json"),
-        "cost": sum(costs) if costs else None,
-        "task_uuid": task_uuid,
-    }

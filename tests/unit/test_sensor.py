@@ -18,12 +18,11 @@ from hook_testlib import CONN_ID, TASK_URL, set_connection, task_result, v4
 
 from airflow_provider_minimax.exceptions import MiniMaxAuthError, MiniMaxError, MiniMaxTaskFailedError
 from airflow_provider_minimax.models import TaskResult
-from airflow_provider_minimax.results import TasksOutcome
+from airflow_provider_minimax.results import TasksOutcome, result_json
 from airflow_provider_minimax.sensors.minimax import (
     MiniMaxSensorTasksFailedError,
     MiniMaxTaskSensor,
     parse_task_uuids,
-    result_json,
 )
 from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
 
