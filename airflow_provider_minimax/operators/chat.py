@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,22 @@ if TYPE_CHECKING:
 
 #: XCom keys pushed next to the return value.
 USAGE_KEY, COST_KEY, REASONING_KEY = "usage", "cost", "reasoning"
+
+
+@dataclass
+class ChatRun:
+    """One execution's state, handed from call to call instead of kept on the operator.
+
+    :param api: ``task`` or ``chat``, as the connection says.
+    :param identity: the task instance, from which task-API answers get their taskUUIDs.
+    :param store: where those taskUUIDs' generations survive between tries.
+    :param spend: where calls, usage and cost are summed.
+    """
+
+    api: str
+    identity: TaskIdentity
+    store: GenerationStore
+    spend: Spend
 
 
 class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
@@ -159,12 +176,12 @@ class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
         settings = self.hook.settings
         self._check_api(settings.api)
         conversation = self.conversation()  # Images read and checked here, before any HTTP call.
-        self._identity, self._store = TaskIdentity.from_context(context), GenerationStore(context)
         spend = self.minimax_spend = Spend.start(
             settings, self.model, prompt_hash(self.system_prompt, self.prompt, self.messages)
         )
+        run = ChatRun(settings.api, TaskIdentity.from_context(context), GenerationStore(context), spend)
         try:
-            result, output = self.converse(settings.api, conversation, spend)
+            result, output = self.converse(run, conversation)
         finally:
             spend.estimate_cost(settings.prices)
             self.log.info(spend.summary())
@@ -230,17 +247,16 @@ class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
         return turns
 
     def converse(
-        self, api: str, conversation: list[dict[str, Any]], spend: Spend
+        self, run: ChatRun, conversation: list[dict[str, Any]]
     ) -> tuple[GenerateResult, BaseModel | None]:
         """Get an answer, re-asking while it does not match ``output_type``.
 
-        :param api: ``task`` or ``chat``.
+        :param run: this execution's state.
         :param conversation: the messages; grows with every re-ask and tool round.
-        :param spend: where calls, usage and cost are summed.
         :return: the last answer and, with ``output_type``, its parsed value.
         """
         for attempt in range(self.max_output_retries + 1):
-            result = self.answer(api, conversation, spend)
+            result = self.answer(run, conversation)
             if self.output_type is None:
                 return result, None
             try:
@@ -265,13 +281,13 @@ class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
             parameter="output_type",
         )
 
-    def answer(self, api: str, conversation: list[dict[str, Any]], spend: Spend) -> GenerateResult:
+    def answer(self, run: ChatRun, conversation: list[dict[str, Any]]) -> GenerateResult:
         """One answer: through the tool loop, a stream, or a single call.
 
-        :param api: ``task`` or ``chat``.
+        :param run: this execution's state.
         :param conversation: the messages so far.
-        :param spend: where calls, usage and cost are summed.
         """
+        api, spend = run.api, run.spend
         system, sampling = self._request(api)
         if self.tools:
             return self._tool_loop(conversation, system, sampling, spend)
@@ -287,26 +303,28 @@ class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
                 self.log.info("(%d characters of reasoning not logged)", log.reasoning_chars)
             return spend.add(result)
         if api == "task":
-            return spend.add(self._paid_once(conversation, system, sampling, item=spend.calls))
+            return spend.add(self._paid_once(run, conversation, system, sampling))
         return spend.add(self.hook.generate(conversation, system_prompt=system, **sampling))
 
     def _paid_once(
-        self, conversation: list[dict[str, Any]], system: str | None, sampling: dict[str, Any], item: int
+        self, run: ChatRun, conversation: list[dict[str, Any]], system: str | None, sampling: dict[str, Any]
     ) -> GenerateResult:
         """One task-API answer whose taskUUID derives from the task instance and the request.
 
         A retried try finds the answer an earlier try already paid for (getResponse is free)
         instead of buying it again; a task still running is waited on.
 
-        :param item: this call's index within the task instance (0, then one per re-ask).
+        :param run: this execution's state; its call count is this call's index within the task
+            instance (0, then one per re-ask).
         """
+        item = run.spend.calls
 
         def build_task(_: int, task_uuid: str) -> TextInferenceTask:
             return self.hook.new_text_inference(
                 conversation, system_prompt=system, task_uuid=task_uuid, **sampling
             )
 
-        resolution = resolve_and_submit(self.hook, self._identity, build_task, [item], self._store)
+        resolution = resolve_and_submit(self.hook, run.identity, build_task, [item], run.store)
         task_uuid = resolution.uuids[item]
         if item in resolution.rejected:
             error = resolution.rejected[item]
