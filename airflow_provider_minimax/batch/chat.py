@@ -37,6 +37,7 @@ from airflow_provider_minimax.exceptions import (
     MiniMaxConfigurationError,
     MiniMaxCreditError,
     MiniMaxError,
+    MiniMaxOutputValidationError,
     MiniMaxRateLimitError,
     MiniMaxTransientError,
     MiniMaxValidationError,
@@ -44,7 +45,7 @@ from airflow_provider_minimax.exceptions import (
 from airflow_provider_minimax.images import image_part, with_images
 from airflow_provider_minimax.results import GenerateResult, Usage, result_from_chat
 from airflow_provider_minimax.retry import RetryPolicy
-from airflow_provider_minimax.structured import OutputMismatch, parse_output, reask_prompt
+from airflow_provider_minimax.structured import OutputMismatch, OutputReasks
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -150,7 +151,7 @@ class ChatBatchRunner:
             content = with_images(prompt, [part])
         messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
         usage = Usage()
-        reasks = 0
+        reasks = OutputReasks(settings.output_type, settings.output_retries) if settings.output_type else None
         while True:
             try:
                 completion = await self._complete(hook, messages)
@@ -164,18 +165,15 @@ class ChatBatchRunner:
                 return _failed(row, err, "invalidRequest", usage)
             answer = result_from_chat(completion)
             usage = usage + answer.usage
-            if settings.output_type is None:
+            if reasks is None:
                 return row_from_answer(row, _with_usage(answer, usage))
             try:
-                parsed = parse_output(answer.text, settings.output_type)
+                parsed = reasks.read(answer.text)
             except OutputMismatch as mismatch:
-                if reasks >= settings.output_retries:
+                try:
+                    messages += reasks.follow_up(mismatch, answer.raw_content or answer.text)
+                except MiniMaxOutputValidationError:
                     return failed_row(row, OUTPUT_MISMATCH, mismatch.feedback, text=answer.text, usage=usage)
-                reasks += 1
-                messages += [
-                    {"role": "assistant", "content": answer.raw_content or answer.text},
-                    {"role": "user", "content": reask_prompt(mismatch)},
-                ]
                 continue
             return row_from_answer(row, _with_usage(answer, usage), parsed.model_dump(mode="json"))
 

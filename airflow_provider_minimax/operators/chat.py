@@ -14,7 +14,6 @@ from pydantic import BaseModel
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import (
     MiniMaxError,
-    MiniMaxOutputValidationError,
     MiniMaxValidationError,
 )
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
@@ -33,13 +32,7 @@ from airflow_provider_minimax.results import (
     result_from_task,
 )
 from airflow_provider_minimax.streaming import StreamLog, collect_chat_stream, collect_task_stream
-from airflow_provider_minimax.structured import (
-    OutputMismatch,
-    parse_output,
-    reask_prompt,
-    response_format,
-    truncated,
-)
+from airflow_provider_minimax.structured import OutputMismatch, OutputReasks, response_format
 from airflow_provider_minimax.tools import Tool, ToolBox
 
 if TYPE_CHECKING:
@@ -255,31 +248,22 @@ class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
         :param conversation: the messages; grows with every re-ask and tool round.
         :return: the last answer and, with ``output_type``, its parsed value.
         """
-        for attempt in range(self.max_output_retries + 1):
+        reasks = OutputReasks(self.output_type, self.max_output_retries) if self.output_type else None
+        while True:
             result = self.answer(run, conversation)
-            if self.output_type is None:
+            if reasks is None:
                 return result, None
             try:
-                return result, parse_output(result.text, self.output_type)
+                return result, reasks.read(result.text)
             except OutputMismatch as mismatch:
-                last = mismatch
                 self.log.warning(
                     "Answer %d/%d does not match %s: %s",
-                    attempt + 1,
+                    reasks.reasks + 1,
                     self.max_output_retries + 1,
-                    self.output_type.__name__,
+                    reasks.output_type.__name__,
                     mismatch.feedback,
                 )
-                # The content goes back unchanged, think block included, as MiniMax requires.
-                replay = result.raw_content or result.text or "(empty answer)"
-                conversation.append({"role": "assistant", "content": replay})
-                conversation.append({"role": "user", "content": reask_prompt(mismatch)})
-        assert self.output_type is not None  # Only output_type mismatches reach this point.
-        raise MiniMaxOutputValidationError(
-            f"The answer did not match {self.output_type.__name__} after {self.max_output_retries} "
-            f"re-ask(s): {last.feedback}. Last answer: {truncated(last.raw)!r}",
-            parameter="output_type",
-        )
+                conversation += reasks.follow_up(mismatch, result.raw_content or result.text)
 
     def answer(self, run: ChatRun, conversation: list[dict[str, Any]]) -> GenerateResult:
         """One answer: through the tool loop, a stream, or a single call.

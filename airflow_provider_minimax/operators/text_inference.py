@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import (
-    MiniMaxOutputValidationError,
     MiniMaxTimeoutError,
     MiniMaxValidationError,
 )
@@ -26,7 +25,7 @@ from airflow_provider_minimax.models import TaskResult, TextInferenceTask
 from airflow_provider_minimax.operators._templating import PromptTemplateMixin, system_with_schema
 from airflow_provider_minimax.polling import outcome_from_event, results_of, wait_for_tasks
 from airflow_provider_minimax.results import Spend, TasksOutcome, Usage, result_json, task_usage
-from airflow_provider_minimax.structured import OutputMismatch, parse_output, reask_prompt, truncated
+from airflow_provider_minimax.structured import OutputMismatch, OutputReasks
 
 try:  # the class BaseOperator.resume_execution raises: the Task SDK's, or core's before Airflow 3.2
     from airflow.sdk.exceptions import TaskDeferralTimeout
@@ -263,10 +262,15 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
         options = self._options()
         identity = TaskIdentity.from_context(context)
         store = GenerationStore(context)
-        mismatch: OutputMismatch | None = None
+        reasks = (
+            OutputReasks(self.output_type, options.max_output_retries, reasks=attempt)
+            if self.output_type
+            else None
+        )
+        follow_up: list[dict[str, str]] = []
         while True:
             if results is None:
-                task_uuid, results = self._resolve(identity, store, attempt, mismatch, options)
+                task_uuid, results = self._resolve(identity, store, attempt, follow_up, options)
                 if results is None:
                     end_time = end_time or time.time() + options.wait_timeout
                     if self.deferrable:
@@ -277,16 +281,12 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
                 self.hook.settings, self.model, prompt_hash(self.system_prompt, self.prompt, self.messages)
             ).model_copy(update={**dict(spent), "calls": len(spent.task_uuids)})
             try:
-                return self._accept(results, spent, options)
+                return self._accept(results, spent, options, reasks)
             except OutputMismatch as err:
-                if attempt >= options.max_output_retries:
-                    raise MiniMaxOutputValidationError(
-                        f"The answer never matched {self._output_name()} after {attempt + 1} answer(s): "
-                        f"{err.feedback}. Last answer: {truncated(err.raw)!r}",
-                        task_uuid=results[0].task_uuid,
-                    ) from None
+                assert reasks is not None  # Only output_type mismatches reach this point.
+                follow_up = reasks.follow_up(err, task_uuid=results[0].task_uuid)
                 self.log.warning("Answer %d did not match the output type (%s); re-asking", attempt, err)
-                mismatch, attempt, results = err, attempt + 1, None
+                attempt, results = reasks.reasks, None
 
     def _options(self) -> _RunOptions:
         wait = self.wait_timeout
@@ -308,7 +308,7 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
         identity: TaskIdentity,
         store: GenerationStore,
         attempt: int,
-        mismatch: OutputMismatch | None,
+        follow_up: list[dict[str, str]],
         options: _RunOptions,
     ) -> tuple[str, list[TaskResult] | None]:
         """Reuse, re-attach to or submit answer ``attempt``; its UUID and results when already done."""
@@ -318,7 +318,7 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
                 f"got number_results={options.number_results}",
                 parameter="number_results",
             )
-        conversation = self._conversation(mismatch)
+        conversation = self._conversation(follow_up)
 
         def build_task(item: int, task_uuid: str) -> TextInferenceTask:
             return self.hook.new_text_inference(
@@ -389,27 +389,20 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
 
     # ------------------------------------------------------------------ requests and answers
 
-    def _conversation(self, mismatch: OutputMismatch | None) -> list[dict[str, Any]]:
-        """The messages of one answer: the user's, plus the last wrong answer and the feedback on it."""
+    def _conversation(self, follow_up: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """The messages of one answer: the user's, then a re-ask's turns (wrong answer, feedback)."""
         source: Messages = self.prompt if self.prompt is not None else list(self.messages or [])
-        turns = normalise_messages(source)
-        if mismatch is not None:
-            turns += [
-                {"role": "assistant", "content": mismatch.raw or "(empty answer)"},
-                {"role": "user", "content": reask_prompt(mismatch)},
-            ]
-        return turns
+        return normalise_messages(source) + follow_up
 
-    def _output_name(self) -> str:
-        return self.output_type.__name__ if self.output_type else "the output type"
-
-    def _accept(self, results: list[TaskResult], spent: _Spent, options: _RunOptions) -> dict[str, Any]:
+    def _accept(
+        self, results: list[TaskResult], spent: _Spent, options: _RunOptions, reasks: OutputReasks | None
+    ) -> dict[str, Any]:
         """The XCom value; raises :class:`OutputMismatch` when the answer misses ``output_type``."""
         # The sensor's shape, with usage and cost over every answer this task instance used.
         value = result_json(results[0].task_uuid, results, options.number_results)
         value.update(usage=spent.usage.model_dump(mode="json"), cost=spent.cost)
-        if self.output_type is not None:  # Only with number_results=1 (see _resolve): text is a str.
-            value["output"] = parse_output(value["text"], self.output_type).model_dump(mode="json")
+        if reasks is not None:  # Only with number_results=1 (see _resolve): text is a str.
+            value["output"] = reasks.read(value["text"]).model_dump(mode="json")
         if self.minimax_spend is not None:
             self.log.info("MiniMax task %s done. %s", value["task_uuid"], self.minimax_spend.summary())
         return value
