@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import httpx
 
 from airflow_provider_minimax.connection import MiniMaxConnectionSettings
-from airflow_provider_minimax.exceptions import MiniMaxValidationError
+from airflow_provider_minimax.exceptions import MiniMaxTimeoutError, MiniMaxValidationError
 from airflow_provider_minimax.hooks.events import StreamShape
 from airflow_provider_minimax.hooks.request_building import Messages, build, normalise_messages, split_system
 from airflow_provider_minimax.hooks.responses import (
@@ -181,7 +181,7 @@ class TaskApiMixin(MiniMaxBaseHook):
             # A retried submit whose first answer was lost (read timeout, dropped connection):
             # the task ran and was paid for, so fetch its result instead of failing.
             outcome = self.get_responses([task.task_uuid], max_retries=max_retries)
-        return _single_task(outcome, task.task_uuid, accepted_before)
+        return _sync_task_result(outcome, task.task_uuid, accepted_before)
 
     async def atext_inference(
         self, messages: Messages, *, max_retries: int | None = None, **params: Any
@@ -198,7 +198,7 @@ class TaskApiMixin(MiniMaxBaseHook):
         accepted_before = task.task_uuid in outcome.already_accepted
         if accepted_before:
             outcome = await self.aget_responses([task.task_uuid], max_retries=max_retries)
-        return _single_task(outcome, task.task_uuid, accepted_before)
+        return _sync_task_result(outcome, task.task_uuid, accepted_before)
 
     def stream_text_inference(
         self, messages: Messages, *, max_retries: int | None = None, **params: Any
@@ -300,8 +300,8 @@ def _batch(response: httpx.Response) -> TaskBatchResult:
     return outcome
 
 
-def _single_task(outcome: TaskBatchResult, task_uuid: str, accepted_before: bool) -> TaskBatchResult:
-    """Raise the task's own error when a one-task request failed.
+def _sync_task_result(outcome: TaskBatchResult, task_uuid: str, accepted_before: bool) -> TaskBatchResult:
+    """The answer of a one-task sync request; its own error, or a timeout while it is still running.
 
     :param outcome: the answer to the submit, or to the poll that followed a conflict.
     :param task_uuid: the task.
@@ -317,9 +317,11 @@ def _single_task(outcome: TaskBatchResult, task_uuid: str, accepted_before: bool
             "task", None, f"the answer holds neither a result nor an error for taskUUID {task_uuid}"
         )
     if not any(r.is_success for r in results):
-        raise MiniMaxValidationError(
+        # Not bad input: an earlier submit of this UUID is still running upstream.
+        raise MiniMaxTimeoutError(
             f"taskUUID {task_uuid} was already submitted and has no result yet; poll it with get_responses()",
             code=CONFLICT_CODE,
             task_uuid=task_uuid,
+            task_uuids=[task_uuid],
         )
     return outcome

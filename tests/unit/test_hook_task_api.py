@@ -20,6 +20,7 @@ from airflow_provider_minimax.exceptions import (
     MiniMaxRateLimitError,
     MiniMaxServerError,
     MiniMaxTaskFailedError,
+    MiniMaxTimeoutError,
     MiniMaxValidationError,
 )
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
@@ -313,9 +314,9 @@ def test_sync_conflict_without_a_result_says_to_poll(
             httpx.Response(200, json=poll_answer),
         ]
     )
-    with pytest.raises(MiniMaxError, match="get_responses") as caught:
+    with pytest.raises(MiniMaxTimeoutError, match="get_responses") as caught:
         hook.text_inference("hi", task_uuid=v4(1))
-    assert (caught.value.code, caught.value.task_uuid) == ("conflictTaskUUID", v4(1))
+    assert (caught.value.code, caught.value.task_uuids) == ("conflictTaskUUID", [v4(1)])
 
 
 async def test_async_sync_conflict_fetches_the_result(hook: MiniMaxHook, router: respx.MockRouter) -> None:
