@@ -32,7 +32,7 @@ from airflow_provider_minimax.exceptions import (
     MiniMaxRateLimitError,
     MiniMaxRedirectError,
     MiniMaxResponseTooLargeError,
-    MiniMaxValidationError,
+    MiniMaxTimeoutError,
 )
 from airflow_provider_minimax.hooks import call_budget
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
@@ -238,7 +238,7 @@ def test_poll_leaving_out_a_task_accepted_before_reads_as_not_finished(
     router.post(TASK_URL).mock(
         side_effect=[httpx.Response(400, json=conflict), httpx.Response(200, json={"data": []})]
     )
-    with pytest.raises(MiniMaxValidationError, match="no result yet") as caught:
+    with pytest.raises(MiniMaxTimeoutError, match="no result yet") as caught:
         hook.text_inference("hi", task_uuid=v4(1))
     assert caught.value.code == "conflictTaskUUID"
 
