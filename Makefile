@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The oldest supported Airflow, in a second environment; versions in .ci/oldest-airflow.txt.
+OLDEST_VENV  := .venv-oldest
+OLDEST_STAMP := $(OLDEST_VENV)/.installed
 
-.PHONY: venv browser test lint unit demo bench clean
+.PHONY: venv venv-oldest browser test test-oldest lint unit demo bench clean
 
 $(STAMP): pyproject.toml
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -13,6 +16,14 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+$(OLDEST_STAMP): pyproject.toml .ci/oldest-airflow.txt
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	@test -x $(OLDEST_VENV)/bin/python || uv venv --quiet --python $(PYTHON) $(OLDEST_VENV)
+	VIRTUAL_ENV=$(OLDEST_VENV) uv pip install --quiet -e '.[dev]' --override .ci/oldest-airflow.txt
+	@touch $(OLDEST_STAMP)
+
+venv-oldest: $(OLDEST_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -33,8 +44,13 @@ browser:
 		echo "make: no chromium and no root apt-get; the UI test will be skipped (apt-get install chromium)"; \
 	fi
 
+# The full suite on the development Airflow, then unit and integration tests on the oldest one.
 test: lint browser
 	$(BIN)/pytest -q
+	$(MAKE) --no-print-directory test-oldest
+
+test-oldest: $(OLDEST_STAMP)
+	$(OLDEST_VENV)/bin/pytest tests/unit tests/integration -q
 
 demo: $(STAMP)
 	$(BIN)/python -m airflow_provider_minimax.testing.demo --dags-folder dags
@@ -45,4 +61,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_hook.py
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST_VENV) .demo .pytest_cache .mypy_cache .ruff_cache

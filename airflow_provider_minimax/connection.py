@@ -15,7 +15,7 @@ from airflow_provider_minimax.models import CHAT_MODEL, TASK_MODEL, NotABool
 from airflow_provider_minimax.results import Prices
 
 if TYPE_CHECKING:
-    from airflow.sdk import Connection
+    from airflow.providers.common.compat.sdk import Connection
 
 CONN_TYPE = "minimax"
 DEFAULT_CONN_ID = "minimax_default"

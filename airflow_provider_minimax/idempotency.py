@@ -127,10 +127,6 @@ class Resolution:
         """Whether every item already has its results (nothing to wait on, nothing refused)."""
         return not self.waiting and not self.rejected
 
-    def uuid_to_item(self) -> dict[str, int]:
-        """Map each item's current UUID back to its index."""
-        return {task_uuid: item for item, task_uuid in self.uuids.items()}
-
 
 class GenerationStore:
     """Where an item's generation survives between tries, and a deferral's state until its resume.
@@ -143,11 +139,6 @@ class GenerationStore:
     def __init__(self, context: Mapping[str, Any]) -> None:
         self._store = context.get("task_state_store")
         self._known: dict[int, int] | None = None
-
-    @property
-    def available(self) -> bool:
-        """Whether generations survive between tries (Airflow >= 3.3)."""
-        return self._store is not None
 
     def load(self) -> dict[int, int]:
         """The generations remembered by earlier tries (read once per try)."""

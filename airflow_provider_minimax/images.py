@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_minimax.exceptions import MiniMaxValidationError
 
 if TYPE_CHECKING:
-    from airflow.sdk import ObjectStoragePath
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 #: The largest image accepted, in bytes before base64 (a data URL is a third larger).
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
@@ -49,14 +49,14 @@ def _is_url(source: Any) -> bool:
 
 
 def _is_path(source: Any) -> bool:
-    from airflow.sdk import ObjectStoragePath
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
 
     return isinstance(source, str | os.PathLike | ObjectStoragePath)
 
 
 def _path(source: Any) -> ObjectStoragePath:
     """An ``ObjectStoragePath`` for a URI (``s3://...``) or a local path (made absolute)."""
-    from airflow.sdk import ObjectStoragePath
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
 
     from airflow_provider_minimax.batch.io import storage_path
 

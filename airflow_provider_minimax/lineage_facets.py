@@ -13,7 +13,7 @@ from airflow_provider_minimax.batch.io import storage_path
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from airflow.sdk import ObjectStoragePath
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
 
     from airflow_provider_minimax.results import Spend
 

@@ -594,11 +594,3 @@ class ChatCompletionChunk(BaseModel):
     usage: ChatUsage | None = None
     error: ChatErrorDetail | None = None
     base_resp: BaseResp | None = None
-
-
-class ChatErrorResponse(BaseModel):
-    """The chat API's error body ``{"error": {...}}``."""
-
-    model_config = ConfigDict(extra="allow")
-
-    error: ChatErrorDetail

@@ -2,7 +2,8 @@
 
 On a 429 the whole batch slows down instead of each request retrying blindly: the allowed
 concurrency is cut multiplicatively (once per round of requests, like TCP's AIMD) and every new
-start waits for the server's ``Retry-After`` (or an exponential backoff when it gives none).
+start waits for the server's ``Retry-After`` (or the retry policy's jittered backoff when it gives
+none; :meth:`RetryPolicy.backoff` decides both, caps included).
 While requests succeed, the cap grows again by one per round of successes, up to the maximum.
 """
 
@@ -11,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+from airflow_provider_minimax.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,7 @@ class AdaptiveLimiter:
     :param requests_per_minute: the cap on request starts per minute (None: no cap).
     :param min_concurrency: the floor of the adaptive cap.
     :param decrease_factor: the cap is multiplied by this on a 429 (0 < factor < 1).
-    :param backoff_base: the first pause after a 429 without ``Retry-After``, in seconds.
-    :param backoff_max: the longest pause, whatever ``Retry-After`` says, in seconds.
+    :param policy: the retry policy whose :meth:`~RetryPolicy.backoff` sets each pause.
     :param clock: monotonic clock (tests pass a fake one).
     :param sleep: async sleep (tests pass a fake one).
     """
@@ -64,8 +65,7 @@ class AdaptiveLimiter:
         *,
         min_concurrency: int = 1,
         decrease_factor: float = 0.5,
-        backoff_base: float = 1.0,
-        backoff_max: float = 60.0,
+        policy: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -80,8 +80,7 @@ class AdaptiveLimiter:
         self.max_concurrency = max_concurrency
         self.min_concurrency = min_concurrency
         self.decrease_factor = decrease_factor
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
+        self.policy = policy or RetryPolicy()
         self._interval = 60.0 / requests_per_minute if requests_per_minute else 0.0
         self._clock = clock
         self._sleep = sleep
@@ -179,10 +178,6 @@ class AdaptiveLimiter:
                 self.stats.lowest_limit = min(self.stats.lowest_limit, new_limit)
             self._last_decrease = now
             self._successes = 0
-        if retry_after is None:
-            window = min(self.backoff_max, self.backoff_base * 2 ** (self._consecutive_429 - 1))
-            pause = random.uniform(window / 2, window)  # jitter keeps the workers from restarting in step
-        else:
-            pause = min(max(retry_after, 0.0), self.backoff_max)
+        pause = self.policy.backoff(self._consecutive_429, retry_after)
         self._paused_until = max(self._paused_until, now + pause)
         return pause

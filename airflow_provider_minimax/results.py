@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from airflow_provider_minimax.models import ApiError, ChatUsage, TaskResult, TaskUsage
+from airflow_provider_minimax.models import (
+    ApiError,
+    ChatCompletion,
+    ChatUsage,
+    TaskResult,
+    TaskUsage,
+    split_think,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_minimax.connection import MiniMaxConnectionSettings
@@ -278,10 +286,6 @@ class TaskBatchResult(BaseModel):
                 return item.error or ApiError(code="unknown", message="task failed", taskUUID=task_uuid)
         return None
 
-    def to_jsonable(self) -> dict[str, Any]:
-        """Plain JSON, for XCom and trigger events."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
 
 class TasksOutcome(BaseModel):
     """How waiting on async tasks ended: the trigger's event payload and the worker poller's result.
@@ -312,3 +316,65 @@ class TasksOutcome(BaseModel):
     def to_event(self) -> dict[str, Any]:
         """Plain JSON for a TriggerEvent or XCom."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def task_usage(item: TaskResult) -> Usage:
+    """A task result's usage in the protocol-neutral shape.
+
+    :param item: the finished result.
+    """
+    return Usage.of_task(item.usage)
+
+
+def result_json(task_uuid: str, items: Sequence[TaskResult], number_results: int = 1) -> dict[str, Any]:
+    """One finished task as plain JSON for XCom, shaped like MiniMaxTextInferenceOperator's XCom.
+
+    :param task_uuid: the task.
+    :param items: its results, ordered by ``resultIndex``.
+    :param number_results: results it was submitted with: more than 1 makes ``text`` a list.
+    """
+    usage = sum((task_usage(item) for item in items), Usage())
+    costs = [item.cost for item in items if item.cost is not None]
+    texts = [split_think(item.text)[0] for item in items]
+    reasons = [item.finish_reason for item in items]
+    return {
+        "text": texts[0] if number_results == 1 else texts,
+        "finish_reason": reasons[0] if number_results == 1 else reasons,
+        "usage": usage.model_dump(mode="json"),
+        "cost": sum(costs) if costs else None,
+        "task_uuid": task_uuid,
+    }
+
+
+def result_from_task(outcome: TaskBatchResult) -> GenerateResult:
+    """The first textInference result of a sync call, as a protocol-neutral result.
+
+    :param outcome: what :meth:`MiniMaxHook.text_inference` returned.
+    """
+    item = outcome.results[0]
+    # M2.7 may think inline on this API too: strip a leading <think> block like the chat API does.
+    text, inline_reasoning = split_think(item.text)
+    return GenerateResult(
+        text=text,
+        reasoning="\n".join(item.reasoning_content) if item.reasoning_content else inline_reasoning,
+        usage=task_usage(item),
+        cost=item.cost,
+        finish_reason=item.finish_reason,
+        task_uuid=item.task_uuid,
+        raw_content=item.text,
+    )
+
+
+def result_from_chat(completion: ChatCompletion) -> GenerateResult:
+    """A chat completion as a protocol-neutral result (think block split off).
+
+    :param completion: the completion.
+    """
+    return GenerateResult(
+        text=completion.answer,
+        reasoning=completion.reasoning,
+        usage=Usage.of_chat(completion.usage),
+        finish_reason=completion.choices[0].finish_reason if completion.choices else None,
+        model=completion.model or None,
+        raw_content=completion.message.content,
+    )

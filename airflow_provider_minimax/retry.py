@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from tenacity import (
@@ -23,6 +23,9 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from airflow_provider_minimax.exceptions import MiniMaxTransientError
+
+if TYPE_CHECKING:
+    from airflow_provider_minimax.connection import MiniMaxConnectionSettings
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +122,42 @@ class RetryPolicy:
             return self.retry_sent
         return isinstance(error, RETRYABLE_TRANSPORT_ERRORS)
 
+    @classmethod
+    def for_connection(
+        cls, settings: MiniMaxConnectionSettings, max_retries: int | None = None
+    ) -> RetryPolicy:
+        """The policy a connection asks for (``max_retries``, ``retry_max_wait``).
+
+        :param settings: the connection's settings.
+        :param max_retries: overrides the connection's ``max_retries``.
+        """
+        return cls(
+            max_retries=settings.max_retries if max_retries is None else max_retries,
+            max_wait=settings.retry_max_wait,
+        )
+
     def wait_seconds(self, retry_state: RetryCallState) -> float:
-        """The wait before the next attempt: the server's ``Retry-After`` if given, else full jitter."""
+        """Tenacity's wait: :meth:`backoff` for the attempt that just failed."""
         outcome = retry_state.outcome
         error = outcome.exception() if outcome is not None else None
-        if isinstance(error, MiniMaxTransientError) and error.retry_after is not None:
-            return min(error.retry_after, self.max_retry_after)
-        jitter = wait_random_exponential(multiplier=self.base_wait, max=self.max_wait)
-        return float(jitter(retry_state))
+        retry_after = error.retry_after if isinstance(error, MiniMaxTransientError) else None
+        return self.backoff(retry_state.attempt_number, retry_after)
+
+    def backoff(self, failures: int, retry_after: float | None = None) -> float:
+        """The wait after ``failures`` failed attempts in a row: ``Retry-After``, else full jitter.
+
+        The one back-off rule and the one place that caps it; the hook's tenacity loops ask it
+        through :meth:`wait_seconds`, the batch runner and its rate limiter ask it directly.
+
+        :param failures: failed attempts so far (1 after the first).
+        :param retry_after: the server's ``Retry-After`` in seconds, when it sent one.
+        """
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        # Tenacity's own full-jitter wait reads only the attempt number of the state it is given.
+        state = RetryCallState(Retrying(), fn=None, args=(), kwargs={})
+        state.attempt_number = failures
+        return float(wait_random_exponential(multiplier=self.base_wait, max=self.max_wait)(state))
 
     def retrying(self, sleep: Callable[[float], None] = time.sleep) -> Retrying:
         """A tenacity controller for synchronous calls."""

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+
+from airflow_provider_minimax.exceptions import MiniMaxOutputValidationError
 
 M = TypeVar("M", bound=BaseModel)
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
@@ -97,3 +100,53 @@ def truncated(raw: str, limit: int = MAX_RAW_IN_ERROR) -> str:
     :param limit: the most characters kept.
     """
     return raw if len(raw) <= limit else f"{raw[:limit]}… ({len(raw) - limit} more characters)"
+
+
+@dataclass
+class OutputReasks:
+    """The one structured-output re-ask rule of the operators and the batch runner.
+
+    Each answer is read as ``output_type``; on a mismatch the model is asked again, shown its
+    wrong answer and what was wrong, until ``max_reasks`` re-asks are spent.
+
+    :param output_type: the pydantic model answers must match.
+    :param max_reasks: re-asks allowed after the first answer.
+    :param reasks: re-asks already made (a try resumed after a deferral carries its count over).
+    """
+
+    output_type: type[BaseModel]
+    max_reasks: int
+    reasks: int = 0
+
+    def read(self, answer: str) -> BaseModel:
+        """The answer as ``output_type``.
+
+        :param answer: the answer, think block removed.
+        :raises OutputMismatch: when it does not match.
+        """
+        return parse_output(answer, self.output_type)
+
+    def follow_up(
+        self, mismatch: OutputMismatch, content: str | None = None, **error: Any
+    ) -> list[dict[str, str]]:
+        """Count one re-ask and return its two turns: the wrong answer, then what was wrong.
+
+        :param mismatch: what was wrong with the last answer.
+        :param content: that answer as received, think block included (MiniMax requires it back
+            unchanged); ``mismatch.raw`` when not given.
+        :param error: extra fields of the error raised when the re-asks are spent (``task_uuid``).
+        :raises MiniMaxOutputValidationError: when no re-ask is left.
+        """
+        if self.reasks >= self.max_reasks:
+            raise MiniMaxOutputValidationError(
+                f"The answer never matched {self.output_type.__name__} after {self.reasks + 1} answer(s), "
+                f"that is after {self.reasks} re-ask(s): {mismatch.feedback}. "
+                f"Last answer: {truncated(mismatch.raw)!r}",
+                parameter="output_type",
+                **error,
+            )
+        self.reasks += 1
+        return [
+            {"role": "assistant", "content": content or mismatch.raw or "(empty answer)"},
+            {"role": "user", "content": reask_prompt(mismatch)},
+        ]

@@ -6,10 +6,12 @@ through the limiter, so the concurrency cap and the requests-per-minute cap hold
 
 - a 429 is reported to the limiter, which slows the whole batch (AIMD) and pauses new starts
   for ``Retry-After``; the row then queues for a slot again;
-- other transient failures (5xx, 408, network) are retried the same way, after an exponential
-  backoff with full jitter, up to the connection's ``max_retries``; they do not cut the cap;
-- the hook itself is called with ``max_retries=0``: a retry inside the hook would sleep while
-  holding a slot and bypass both caps;
+- other transient failures (5xx, 408, network) are retried the same way, after the
+  connection's :class:`~airflow_provider_minimax.retry.RetryPolicy` backoff, up to its
+  ``max_retries``; they do not cut the cap;
+- :meth:`ChatBatchRunner._complete` is the one retry boundary of a row: it calls the hook with
+  ``max_retries=0``, because a retry inside the hook would sleep while holding a slot and bypass
+  both caps;
 - requests are spread over several hooks, each with its own connection pool of about
   ``SHARD_SIZE`` connections: httpcore's pool re-scans every connection for every connection
   on each request, so one pool of 50 burns ~10 ms of CPU per request (measured against the
@@ -25,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,19 +37,21 @@ from airflow_provider_minimax.exceptions import (
     MiniMaxConfigurationError,
     MiniMaxCreditError,
     MiniMaxError,
+    MiniMaxOutputValidationError,
     MiniMaxRateLimitError,
     MiniMaxTransientError,
     MiniMaxValidationError,
 )
-from airflow_provider_minimax.hooks.minimax import result_from_chat
 from airflow_provider_minimax.images import image_part, with_images
-from airflow_provider_minimax.results import GenerateResult, Usage
-from airflow_provider_minimax.structured import OutputMismatch, parse_output, reask_prompt
+from airflow_provider_minimax.results import GenerateResult, Usage, result_from_chat
+from airflow_provider_minimax.retry import RetryPolicy
+from airflow_provider_minimax.structured import OutputMismatch, OutputReasks
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from airflow_provider_minimax.hooks.minimax import MiniMaxHook
+    from airflow_provider_minimax.models import ChatCompletion
     from airflow_provider_minimax.rate_control import AdaptiveLimiter
 
 log = logging.getLogger(__name__)
@@ -77,20 +80,17 @@ class ChatRunSettings:
     :param images: each row's image source (checked already), read when the row is sent.
     :param output_type: the pydantic model each answer must match, if any.
     :param output_retries: re-asks per row when the answer does not match ``output_type``.
-    :param max_retries: retries per row for transient failures other than 429.
+    :param policy: retries per row for transient failures other than 429 (``max_retries``) and the
+        backoff between them; the limiter pauses on 429s with the same policy.
     :param max_rate_limited: 429s tolerated per row before it fails.
-    :param backoff_base: the first backoff window for transient failures, in seconds.
-    :param backoff_max: the cap of the backoff window, in seconds.
     """
 
     params: Mapping[str, Any]
     images: Mapping[int, Any] = field(default_factory=dict)
     output_type: type[BaseModel] | None = None
     output_retries: int = 1
-    max_retries: int = 4
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
     max_rate_limited: int = 20
-    backoff_base: float = 1.0
-    backoff_max: float = 30.0
 
 
 class ChatBatchRunner:
@@ -146,7 +146,7 @@ class ChatBatchRunner:
             await self.on_row(result)
 
     async def _row(self, hook: MiniMaxHook, row: int, prompt: str) -> RowResult:
-        """One row to the end: transient retries, 429s through the limiter, bounded re-asks."""
+        """One row to the end: an answer (see :meth:`_complete`), re-asked while it does not match."""
         settings = self.settings
         content: Any = prompt
         if row in settings.images:
@@ -157,9 +157,42 @@ class ChatBatchRunner:
             content = with_images(prompt, [part])
         messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
         usage = Usage()
-        transient = rate_limited = reasks = 0
+        reasks = OutputReasks(settings.output_type, settings.output_retries) if settings.output_type else None
         while True:
-            completion = retry_after = None
+            try:
+                completion = await self._complete(hook, messages)
+            except FATAL_ERRORS:
+                raise
+            except MiniMaxRateLimitError as err:
+                return _failed(row, err, "rateLimitExceeded", usage)
+            except MiniMaxTransientError as err:
+                return _failed(row, err, "serverError", usage)
+            except MiniMaxError as err:
+                return _failed(row, err, "invalidRequest", usage)
+            answer = result_from_chat(completion)
+            usage = usage + answer.usage
+            if reasks is None:
+                return row_from_answer(row, _with_usage(answer, usage))
+            try:
+                parsed = reasks.read(answer.text)
+            except OutputMismatch as mismatch:
+                try:
+                    messages += reasks.follow_up(mismatch, answer.raw_content or answer.text)
+                except MiniMaxOutputValidationError:
+                    return failed_row(row, OUTPUT_MISMATCH, mismatch.feedback, text=answer.text, usage=usage)
+                continue
+            return row_from_answer(row, _with_usage(answer, usage), parsed.model_dump(mode="json"))
+
+    async def _complete(self, hook: MiniMaxHook, messages: list[dict[str, Any]]) -> ChatCompletion:
+        """One chat completion: the row's only retry loop, every attempt through the limiter.
+
+        A 429 is reported to the limiter (which pauses every start) and asked again, up to
+        ``max_rate_limited`` times; other transient errors back off by the policy outside the
+        slot, up to its ``max_retries``. The last error is raised.
+        """
+        settings = self.settings
+        transient = rate_limited = 0
+        while True:
             async with self.limiter.slot() as started:
                 try:
                     completion = await hook.achat_completion(messages, max_retries=0, **settings.params)
@@ -167,39 +200,20 @@ class ChatBatchRunner:
                     self.limiter.on_rate_limited(started, err.retry_after)
                     rate_limited += 1
                     if rate_limited > settings.max_rate_limited:
-                        return _failed(row, err, "rateLimitExceeded", usage)
+                        raise
                     continue
                 except FATAL_ERRORS:
                     raise
                 except MiniMaxTransientError as err:
                     transient += 1
-                    if transient > settings.max_retries:
-                        return _failed(row, err, "serverError", usage)
+                    if transient > settings.policy.max_retries:
+                        raise
                     retry_after = err.retry_after
-                except MiniMaxError as err:
-                    return _failed(row, err, "invalidRequest", usage)
                 else:
                     self.limiter.on_success(started)
-            if completion is None:
-                # Back off outside the slot, so waiting rows do not hold the batch's capacity.
-                await self.hook.asleep(self._backoff(transient, retry_after))
-                continue
-            answer = result_from_chat(completion)
-            usage = usage + answer.usage
-            if settings.output_type is None:
-                return row_from_answer(row, _with_usage(answer, usage))
-            try:
-                parsed = parse_output(answer.text, settings.output_type)
-            except OutputMismatch as mismatch:
-                if reasks >= settings.output_retries:
-                    return failed_row(row, OUTPUT_MISMATCH, mismatch.feedback, text=answer.text, usage=usage)
-                reasks += 1
-                messages += [
-                    {"role": "assistant", "content": answer.raw_content or answer.text},
-                    {"role": "user", "content": reask_prompt(mismatch)},
-                ]
-                continue
-            return row_from_answer(row, _with_usage(answer, usage), parsed.model_dump(mode="json"))
+                    return completion
+            # Back off outside the slot, so waiting rows do not hold the batch's capacity.
+            await self.hook.asleep(settings.policy.backoff(transient, retry_after))
 
     def _unexpected(self, row: int, err: Exception) -> RowResult:
         """A failed row for an error that is not one of ours, with the key masked out of its message."""
@@ -209,12 +223,6 @@ class ChatBatchRunner:
         message = f"{type(err).__name__}: {err}".replace(key, "***")
         code = err.code if isinstance(err, MiniMaxError) and err.code else UNEXPECTED_ERROR
         return failed_row(row, code, message)
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.settings.backoff_max)
-        window = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (attempt - 1))
-        return random.uniform(0, window)
 
 
 def _with_usage(answer: GenerateResult, usage: Usage) -> GenerateResult:

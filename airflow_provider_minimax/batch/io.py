@@ -11,7 +11,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 from airflow_provider_minimax.exceptions import MiniMaxValidationError
 
 if TYPE_CHECKING:
-    from airflow.sdk import ObjectStoragePath
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 InputFormat = Literal["jsonl", "csv"]
 _SUFFIXES: dict[str, InputFormat] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
@@ -22,7 +22,7 @@ def storage_path(path: str | ObjectStoragePath) -> ObjectStoragePath:
 
     :param path: the path or URI.
     """
-    from airflow.sdk import ObjectStoragePath
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
 
     if isinstance(path, ObjectStoragePath):
         return path
@@ -67,10 +67,12 @@ def iter_rows(path: str | ObjectStoragePath, declared: InputFormat | None = None
     fmt = input_format(source, declared)
     # utf-8-sig: spreadsheet tools save "CSV UTF-8" with a byte-order mark; it must not join the first field.
     with source.open("r", encoding="utf-8-sig", newline="") as handle:
+        # readline, not iter(handle): Airflow 3.0's ObjectStoragePath file wrapper is not iterable.
+        lines = iter(handle.readline, "")
         if fmt == "csv":
-            yield from (dict(record) for record in csv.DictReader(handle))
+            yield from (dict(record) for record in csv.DictReader(lines))
         else:
-            yield from _jsonl_records(handle, str(source))
+            yield from _jsonl_records(lines, str(source))
 
 
 def windows(rows: Iterable[dict[str, Any]], size: int) -> Iterator[tuple[int, list[dict[str, Any]]]]:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from airflow_provider_minimax.models import ApiError, TaskResult
+from airflow_provider_minimax.models import ApiError
 from airflow_provider_minimax.results import GenerateResult, Usage
 
 #: The manifest lists at most this many failed rows; the JSONL output has all of them.
@@ -69,14 +69,6 @@ def row_from_error(row: int, error: ApiError, task_uuid: str | None = None) -> R
     :param task_uuid: the row's taskUUID.
     """
     return failed_row(row, error.code, error.message or "task failed", task_uuid=task_uuid or error.task_uuid)
-
-
-def task_usage(item: TaskResult) -> Usage:
-    """A task result's usage in the protocol-neutral shape.
-
-    :param item: the finished result.
-    """
-    return Usage.of_task(item.usage)
 
 
 def row_from_answer(row: int, answer: GenerateResult, output: Any = None) -> RowResult:

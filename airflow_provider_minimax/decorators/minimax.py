@@ -5,15 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
-from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
-from airflow.sdk.definitions.context import context_merge
+from airflow.providers.common.compat.sdk import (
+    SET_DURING_EXECUTION,
+    DecoratedOperator,
+    KeywordParameters,
+    context_merge,
+    task_decorator_factory,
+)
 
 from airflow_provider_minimax.operators.chat import MiniMaxChatOperator
+from airflow_provider_minimax.version_compat import AIRFLOW_V_3_1_PLUS
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
-    from airflow.sdk.bases.decorator import TaskDecorator
+    from airflow.providers.common.compat.sdk import Context, TaskDecorator
 
 
 class MiniMaxDecoratedOperator(DecoratedOperator, MiniMaxChatOperator):
@@ -62,10 +66,26 @@ class MiniMaxDecoratedOperator(DecoratedOperator, MiniMaxChatOperator):
             **kwargs,
         )
 
+    if not AIRFLOW_V_3_1_PLUS:
+        # Airflow 3.0's DecoratedOperator.execute reads self.xcom_push, which only core's BaseOperator
+        # has there (the standard provider bases its decorators on it on 3.0 for the same reason).
+
+        @staticmethod
+        def xcom_push(context: Context, key: str, value: Any) -> None:
+            """Push an XCom through the task instance (Airflow 3.0 only).
+
+            :param context: the task context.
+            :param key: the XCom key.
+            :param value: the value.
+            """
+            context["ti"].xcom_push(key=key, value=value)
+
     def execute(self, context: Context) -> Any:
         """Call the function for the prompt or messages, then ask MiniMax."""
         context_merge(context, self.op_kwargs)
-        value = self.python_callable(*self.op_args, **self.determine_kwargs(context))
+        # Not self.determine_kwargs: DecoratedOperator has that method only from Airflow 3.2.
+        kwargs = KeywordParameters.determine(self.python_callable, self.op_args, context).unpacking()
+        value = self.python_callable(*self.op_args, **kwargs)
         if isinstance(value, str) and value.strip():
             self.prompt, self.messages = value, None
         elif (

@@ -14,7 +14,6 @@ from airflow_provider_minimax.hooks.responses import (
 )
 from airflow_provider_minimax.hooks.transport import MiniMaxBaseHook
 from airflow_provider_minimax.models import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
-from airflow_provider_minimax.results import GenerateResult, Usage
 
 
 class ChatApiMixin(MiniMaxBaseHook):
@@ -128,18 +127,3 @@ _STREAM = StreamShape(
         len(choice.delta.content or "") for choice in chunk.choices if choice.index == 0
     ),
 )
-
-
-def result_from_chat(completion: ChatCompletion) -> GenerateResult:
-    """A chat completion as a protocol-neutral result (think block split off).
-
-    :param completion: the completion.
-    """
-    return GenerateResult(
-        text=completion.answer,
-        reasoning=completion.reasoning,
-        usage=Usage.of_chat(completion.usage),
-        finish_reason=completion.choices[0].finish_reason if completion.choices else None,
-        model=completion.model or None,
-        raw_content=completion.message.content,
-    )

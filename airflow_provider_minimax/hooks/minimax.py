@@ -24,7 +24,7 @@ from airflow_provider_minimax.exceptions import (
     MiniMaxError,
     MiniMaxTransientError,
 )
-from airflow_provider_minimax.hooks.chat_api import ChatApiMixin, result_from_chat
+from airflow_provider_minimax.hooks.chat_api import ChatApiMixin
 from airflow_provider_minimax.hooks.request_building import (
     Messages,
     build,
@@ -33,9 +33,9 @@ from airflow_provider_minimax.hooks.request_building import (
     validation_error,
 )
 from airflow_provider_minimax.hooks.responses import parse_chat_response
-from airflow_provider_minimax.hooks.task_api import TaskApiMixin, TaskLike, result_from_task
+from airflow_provider_minimax.hooks.task_api import TaskApiMixin, TaskLike
 from airflow_provider_minimax.hooks.transport import default_ssl_context
-from airflow_provider_minimax.results import GenerateResult
+from airflow_provider_minimax.results import GenerateResult, result_from_chat, result_from_task
 
 __all__ = [
     "Messages",

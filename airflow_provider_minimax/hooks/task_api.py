@@ -35,9 +35,8 @@ from airflow_provider_minimax.models import (
     TextInferenceChunk,
     TextInferenceSettings,
     TextInferenceTask,
-    split_think,
 )
-from airflow_provider_minimax.results import GenerateResult, TaskBatchResult, Usage
+from airflow_provider_minimax.results import TaskBatchResult
 
 T = TypeVar("T")
 TaskLike = TextInferenceTask | GetResponseTask
@@ -353,23 +352,4 @@ def _sync_answer(outcome: TaskBatchResult, task_uuid: str) -> TaskBatchResult:
     held = f"{len(results)} item(s) but no result" if results else "neither a result nor an error"
     raise malformed(
         "task", outcome.http_status_for(task_uuid), f"the sync answer holds {held} for taskUUID {task_uuid}"
-    )
-
-
-def result_from_task(outcome: TaskBatchResult) -> GenerateResult:
-    """The first textInference result of a sync call, as a protocol-neutral result.
-
-    :param outcome: what :meth:`MiniMaxHook.text_inference` returned.
-    """
-    item = outcome.results[0]
-    # M2.7 may think inline on this API too: strip a leading <think> block like the chat API does.
-    text, inline_reasoning = split_think(item.text)
-    return GenerateResult(
-        text=text,
-        reasoning="\n".join(item.reasoning_content) if item.reasoning_content else inline_reasoning,
-        usage=Usage.of_task(item.usage),
-        cost=item.cost,
-        finish_reason=item.finish_reason,
-        task_uuid=item.task_uuid,
-        raw_content=item.text,
     )

@@ -11,12 +11,13 @@ import asyncio
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
 from functools import cache, cached_property
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
-from airflow.sdk import BaseHook
+from airflow.providers.common.compat.sdk import BaseHook
 from typing_extensions import Self
 
 from airflow_provider_minimax import __version__
@@ -34,7 +35,7 @@ from airflow_provider_minimax.hooks.responses import is_event_stream, raise_for_
 from airflow_provider_minimax.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from airflow.sdk import Connection
+    from airflow.providers.common.compat.sdk import Connection
 
 T = TypeVar("T")
 _API_CALLS: dict[str, str] = {
@@ -198,9 +199,8 @@ class MiniMaxBaseHook(BaseHook):
         self, settings: MiniMaxConnectionSettings, max_retries: int | None, api: Api, budget: CallBudget
     ) -> RetryPolicy:
         chat = api == "chat"
-        return RetryPolicy(
-            max_retries=settings.max_retries if max_retries is None else max_retries,
-            max_wait=settings.retry_max_wait,
+        return replace(
+            RetryPolicy.for_connection(settings, max_retries),
             retry_sent=settings.chat_retry_on_read_timeout or not chat,
             time_left=budget.remaining,
             on_resend=self._count_chat_resend if chat else None,

@@ -10,7 +10,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow.sdk import BaseOperator, conf
+from airflow.providers.common.compat.sdk import BaseOperator, conf
 from pydantic import BaseModel, Field, field_validator
 
 from airflow_provider_minimax.batch.chat import ChatBatchRunner, ChatRunSettings, shard_count
@@ -33,7 +33,6 @@ from airflow_provider_minimax.batch.rows import (
     failed_row,
     row_from_answer,
     row_from_error,
-    task_usage,
 )
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import MiniMaxError, MiniMaxTaskFailedError, MiniMaxValidationError
@@ -61,12 +60,13 @@ from airflow_provider_minimax.polling import (
     wait_for_tasks,
 )
 from airflow_provider_minimax.rate_control import AdaptiveLimiter
-from airflow_provider_minimax.results import GenerateResult, Spend, TasksOutcome
+from airflow_provider_minimax.results import GenerateResult, Spend, TasksOutcome, task_usage
+from airflow_provider_minimax.retry import RetryPolicy
 from airflow_provider_minimax.structured import OutputMismatch, parse_output, response_format
 
 if TYPE_CHECKING:
     import jinja2
-    from airflow.sdk import Context, ObjectStoragePath
+    from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
 
 OnRowError = Literal["fail", "skip"]
 #: Failed rows named in the task's error message (the output and the manifest list them all).
@@ -89,7 +89,7 @@ class _BatchOptions(WaitOptions):
     )(refuse_bool)
 
 
-class _Resume(BaseModel):
+class _BatchDeferralState(BaseModel):
     """What gathering the rows needs besides the wait's outcome; the deferral's kwargs, also stored.
 
     :param row_count: rows in the batch.
@@ -272,16 +272,18 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
 
         :param context: the task context.
         :param event: the trigger's :class:`TasksOutcome` payload.
-        :param resume: the deferral's kwargs (see :class:`_Resume`); empty when the runner drops
+        :param resume: the deferral's kwargs (see :class:`_BatchDeferralState`); empty when the runner drops
             them (``airflow dags test``), and then read from the task-state store.
         """
         outcome = outcome_from_event(event)
-        state = _Resume.model_validate(GenerationStore(context).load_resume(resume))
+        state = _BatchDeferralState.model_validate(GenerationStore(context).load_resume(resume))
         if not outcome.task_uuids and outcome.status != "error" and state.row_count > len(state.rejected):
             outcome = self._fetch_results(context, outcome, state)
         return self._complete(context, outcome, state)
 
-    def _fetch_results(self, context: Context, ended: TasksOutcome, state: _Resume) -> TasksOutcome:
+    def _fetch_results(
+        self, context: Context, ended: TasksOutcome, state: _BatchDeferralState
+    ) -> TasksOutcome:
         """The rows' results after a deferral whose event said only how the wait ended.
 
         The event of a batch stays small whatever its size (no UUIDs, no results): the rows'
@@ -430,22 +432,23 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         outputs = [self.output_path] if self.output_path is not None else []
         return inputs, outputs
 
-    def _settings(self) -> dict[str, Any]:
-        settings = {
+    def _sampling(self) -> dict[str, Any]:
+        """The model and sampling parameters given, for every row's request."""
+        sampling = {
             "model": self.model or None,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "max_tokens": self.max_tokens,
             "seed": self.seed,
         }
-        return {key: value for key, value in settings.items() if value is not None}
+        return {key: value for key, value in sampling.items() if value is not None}
 
     # ------------------------------------------------------------------ task API
 
     def _task_builder(self, prompts: Mapping[int, str]) -> Callable[[int, str], TextInferenceTask]:
         """Builds (validates) the async textInference task of a row for a given taskUUID."""
         system = system_with_schema(self.system_prompt, self.output_type)
-        settings = self._settings()
+        sampling = self._sampling()
 
         def build_task(row: int, task_uuid: str) -> TextInferenceTask:
             try:
@@ -454,7 +457,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
                     system_prompt=system,
                     task_uuid=task_uuid,
                     delivery_method="async",
-                    **settings,
+                    **sampling,
                 )
             except MiniMaxValidationError as err:
                 raise MiniMaxValidationError(f"row {row}: {err.message}", parameter=f"rows[{row}]") from None
@@ -488,7 +491,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         resolution = self._submit_rows(context, dict(enumerate(prompts)))
         rows = [row for row in range(len(prompts)) if row not in resolution.rejected]
         uuids = [resolution.uuids[row] for row in rows]
-        state = _Resume(
+        state = _BatchDeferralState(
             row_count=len(prompts),
             rejected={str(row): error for row, error in resolution.rejected.items()},
             started=started,
@@ -573,7 +576,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
             outcome.results[resolution.uuids[row]] = found
         return self._gather(outcome, list(prompts), resolution.rejected)
 
-    def _complete(self, context: Context, outcome: TasksOutcome, state: _Resume) -> Any:
+    def _complete(self, context: Context, outcome: TasksOutcome, state: _BatchDeferralState) -> Any:
         """Every row's result from the wait's outcome, the progress line, then :meth:`_finish`.
 
         :param context: the task context.
@@ -664,7 +667,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         return self._finish(context, [results[row] for row in range(len(prompts))])
 
     def _chat_params(self) -> dict[str, Any]:
-        params: dict[str, Any] = {"system_prompt": self.system_prompt or None, **self._settings()}
+        params: dict[str, Any] = {"system_prompt": self.system_prompt or None, **self._sampling()}
         if self.output_type is not None:
             params["response_format"] = response_format(self.output_type)
         return params
@@ -709,11 +712,11 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         elif not checkpoint.enabled:
             self.log.warning("No task-state store (Airflow < 3.3): a retry of this task redoes every row")
         todo = {row: prompt for row, prompt in prompts.items() if row not in results}
-        settings = self.hook.settings
+        policy = RetryPolicy.for_connection(self.hook.settings)
         self.limiter = AdaptiveLimiter(
             self.options.max_concurrency,
             self.options.requests_per_minute,
-            backoff_max=settings.retry_max_wait,
+            policy=policy,
         )
         recorder = _Recorder(results, total, checkpoint, fingerprints, self.log, before)
         extra_hooks = [
@@ -728,8 +731,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
                 images=images,
                 output_type=self.output_type,
                 output_retries=self.options.max_output_retries,
-                max_retries=settings.max_retries,
-                backoff_max=settings.retry_max_wait,
+                policy=policy,
             ),
             on_row=recorder.record,
         )

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.providers.common.compat.sdk import BaseOperator
 from pydantic import BaseModel
 
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import (
     MiniMaxError,
-    MiniMaxOutputValidationError,
     MiniMaxValidationError,
 )
-from airflow_provider_minimax.hooks.minimax import MiniMaxHook, result_from_chat, result_from_task
+from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.hooks.responses import api_error
 from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, resolve_and_submit
 from airflow_provider_minimax.images import as_list, image_part, with_images
@@ -24,22 +24,38 @@ from airflow_provider_minimax.lineage import LineageMixin, prompt_hash
 from airflow_provider_minimax.models import ChatToolCall, TextInferenceTask
 from airflow_provider_minimax.operators._templating import PromptTemplateMixin, system_with_schema
 from airflow_provider_minimax.polling import results_of, wait_for_tasks
-from airflow_provider_minimax.results import GenerateResult, Spend, TaskBatchResult
-from airflow_provider_minimax.streaming import StreamLog, collect_chat_stream, collect_task_stream
-from airflow_provider_minimax.structured import (
-    OutputMismatch,
-    parse_output,
-    reask_prompt,
-    response_format,
-    truncated,
+from airflow_provider_minimax.results import (
+    GenerateResult,
+    Spend,
+    TaskBatchResult,
+    result_from_chat,
+    result_from_task,
 )
+from airflow_provider_minimax.streaming import StreamLog, collect_chat_stream, collect_task_stream
+from airflow_provider_minimax.structured import OutputMismatch, OutputReasks, response_format
 from airflow_provider_minimax.tools import Tool, ToolBox
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
 #: XCom keys pushed next to the return value.
 USAGE_KEY, COST_KEY, REASONING_KEY = "usage", "cost", "reasoning"
+
+
+@dataclass
+class ChatRun:
+    """One execution's state, handed from call to call instead of kept on the operator.
+
+    :param api: ``task`` or ``chat``, as the connection says.
+    :param identity: the task instance, from which task-API answers get their taskUUIDs.
+    :param store: where those taskUUIDs' generations survive between tries.
+    :param spend: where calls, usage and cost are summed.
+    """
+
+    api: str
+    identity: TaskIdentity
+    store: GenerationStore
+    spend: Spend
 
 
 class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
@@ -153,12 +169,12 @@ class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
         settings = self.hook.settings
         self._check_api(settings.api)
         conversation = self.conversation()  # Images read and checked here, before any HTTP call.
-        self._identity, self._store = TaskIdentity.from_context(context), GenerationStore(context)
         spend = self.minimax_spend = Spend.start(
             settings, self.model, prompt_hash(self.system_prompt, self.prompt, self.messages)
         )
+        run = ChatRun(settings.api, TaskIdentity.from_context(context), GenerationStore(context), spend)
         try:
-            result, output = self.converse(settings.api, conversation, spend)
+            result, output = self.converse(run, conversation)
         finally:
             spend.estimate_cost(settings.prices)
             self.log.info(spend.summary())
@@ -224,83 +240,75 @@ class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
         return turns
 
     def converse(
-        self, api: str, conversation: list[dict[str, Any]], spend: Spend
+        self, run: ChatRun, conversation: list[dict[str, Any]]
     ) -> tuple[GenerateResult, BaseModel | None]:
         """Get an answer, re-asking while it does not match ``output_type``.
 
-        :param api: ``task`` or ``chat``.
+        :param run: this execution's state.
         :param conversation: the messages; grows with every re-ask and tool round.
-        :param spend: where calls, usage and cost are summed.
         :return: the last answer and, with ``output_type``, its parsed value.
         """
-        for attempt in range(self.max_output_retries + 1):
-            result = self.answer(api, conversation, spend)
-            if self.output_type is None:
+        reasks = OutputReasks(self.output_type, self.max_output_retries) if self.output_type else None
+        while True:
+            result = self.answer(run, conversation)
+            if reasks is None:
                 return result, None
             try:
-                return result, parse_output(result.text, self.output_type)
+                return result, reasks.read(result.text)
             except OutputMismatch as mismatch:
-                last = mismatch
                 self.log.warning(
                     "Answer %d/%d does not match %s: %s",
-                    attempt + 1,
+                    reasks.reasks + 1,
                     self.max_output_retries + 1,
-                    self.output_type.__name__,
+                    reasks.output_type.__name__,
                     mismatch.feedback,
                 )
-                # The content goes back unchanged, think block included, as MiniMax requires.
-                replay = result.raw_content or result.text or "(empty answer)"
-                conversation.append({"role": "assistant", "content": replay})
-                conversation.append({"role": "user", "content": reask_prompt(mismatch)})
-        assert self.output_type is not None  # Only output_type mismatches reach this point.
-        raise MiniMaxOutputValidationError(
-            f"The answer did not match {self.output_type.__name__} after {self.max_output_retries} "
-            f"re-ask(s): {last.feedback}. Last answer: {truncated(last.raw)!r}",
-            parameter="output_type",
-        )
+                conversation += reasks.follow_up(mismatch, result.raw_content or result.text)
 
-    def answer(self, api: str, conversation: list[dict[str, Any]], spend: Spend) -> GenerateResult:
+    def answer(self, run: ChatRun, conversation: list[dict[str, Any]]) -> GenerateResult:
         """One answer: through the tool loop, a stream, or a single call.
 
-        :param api: ``task`` or ``chat``.
+        :param run: this execution's state.
         :param conversation: the messages so far.
-        :param spend: where calls, usage and cost are summed.
         """
-        system, settings = self._request(api)
+        api, spend = run.api, run.spend
+        system, sampling = self._request(api)
         if self.tools:
-            return self._tool_loop(conversation, system, settings, spend)
+            return self._tool_loop(conversation, system, sampling, spend)
         if self.stream:
             log = StreamLog(self.log.info, show_reasoning=self.include_reasoning)
             if api == "chat":
-                chunks = self.hook.stream_chat_completion(conversation, system_prompt=system, **settings)
+                chunks = self.hook.stream_chat_completion(conversation, system_prompt=system, **sampling)
                 result = collect_chat_stream(chunks, log)
             else:
-                pieces = self.hook.stream_text_inference(conversation, system_prompt=system, **settings)
+                pieces = self.hook.stream_text_inference(conversation, system_prompt=system, **sampling)
                 result = collect_task_stream(pieces, log)
             if log.reasoning_chars and not self.include_reasoning:
                 self.log.info("(%d characters of reasoning not logged)", log.reasoning_chars)
             return spend.add(result)
         if api == "task":
-            return spend.add(self._paid_once(conversation, system, settings, item=spend.calls))
-        return spend.add(self.hook.generate(conversation, system_prompt=system, **settings))
+            return spend.add(self._paid_once(run, conversation, system, sampling))
+        return spend.add(self.hook.generate(conversation, system_prompt=system, **sampling))
 
     def _paid_once(
-        self, conversation: list[dict[str, Any]], system: str | None, settings: dict[str, Any], item: int
+        self, run: ChatRun, conversation: list[dict[str, Any]], system: str | None, sampling: dict[str, Any]
     ) -> GenerateResult:
         """One task-API answer whose taskUUID derives from the task instance and the request.
 
         A retried try finds the answer an earlier try already paid for (getResponse is free)
         instead of buying it again; a task still running is waited on.
 
-        :param item: this call's index within the task instance (0, then one per re-ask).
+        :param run: this execution's state; its call count is this call's index within the task
+            instance (0, then one per re-ask).
         """
+        item = run.spend.calls
 
         def build_task(_: int, task_uuid: str) -> TextInferenceTask:
             return self.hook.new_text_inference(
-                conversation, system_prompt=system, task_uuid=task_uuid, **settings
+                conversation, system_prompt=system, task_uuid=task_uuid, **sampling
             )
 
-        resolution = resolve_and_submit(self.hook, self._identity, build_task, [item], self._store)
+        resolution = resolve_and_submit(self.hook, run.identity, build_task, [item], run.store)
         task_uuid = resolution.uuids[item]
         if item in resolution.rejected:
             error = resolution.rejected[item]
@@ -315,9 +323,9 @@ class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
         return result_from_task(TaskBatchResult(results=results))
 
     def _request(self, api: str) -> tuple[str | None, dict[str, Any]]:
-        """The system prompt and model settings for ``api``, structured-output hints included."""
+        """The system prompt and the model / sampling parameters for ``api``, with structured-output hints."""
         system = self.system_prompt or None
-        settings: dict[str, Any] = {
+        sampling: dict[str, Any] = {
             "model": self.model or None,
             "temperature": self.temperature,
             "top_p": self.top_p,
@@ -326,20 +334,20 @@ class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
         }
         if self.output_type is not None:
             if api == "chat":
-                settings["response_format"] = response_format(self.output_type)
+                sampling["response_format"] = response_format(self.output_type)
             else:  # The task API has no response_format: the schema goes into the system prompt.
                 system = system_with_schema(system, self.output_type)
-        return system, {key: value for key, value in settings.items() if value is not None}
+        return system, {key: value for key, value in sampling.items() if value is not None}
 
     def _tool_loop(
-        self, conversation: list[dict[str, Any]], system: str | None, settings: dict[str, Any], spend: Spend
+        self, conversation: list[dict[str, Any]], system: str | None, sampling: dict[str, Any], spend: Spend
     ) -> GenerateResult:
         """Call the model, run the tools it asks for, send their results back, until it answers."""
         specs = self.toolbox.specs()
         calls: list[ChatToolCall] = []
         for round_ in range(self.max_tool_rounds + 1):
             completion = self.hook.chat_completion(
-                conversation, system_prompt=system, tools=specs, **settings
+                conversation, system_prompt=system, tools=specs, **sampling
             )
             result = spend.add(result_from_chat(completion))
             calls = completion.message.tool_calls or []

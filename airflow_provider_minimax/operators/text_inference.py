@@ -8,18 +8,16 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
-from airflow.sdk import BaseOperator, conf
-from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
+from airflow.providers.common.compat.sdk import BaseOperator, conf
 from pydantic import BaseModel, Field, field_validator
 
-from airflow_provider_minimax.batch.rows import task_usage
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import (
-    MiniMaxOutputValidationError,
     MiniMaxTimeoutError,
     MiniMaxValidationError,
 )
-from airflow_provider_minimax.hooks.minimax import Messages, MiniMaxHook, build, normalise_messages
+from airflow_provider_minimax.hooks.minimax import MiniMaxHook
+from airflow_provider_minimax.hooks.request_building import Messages, build, normalise_messages
 from airflow_provider_minimax.hooks.responses import api_error
 from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, resolve_and_submit
 from airflow_provider_minimax.lineage import LineageMixin, prompt_hash
@@ -35,11 +33,16 @@ from airflow_provider_minimax.polling import (
     seconds,
     wait_for_tasks,
 )
-from airflow_provider_minimax.results import Spend, TasksOutcome, Usage
-from airflow_provider_minimax.structured import OutputMismatch, parse_output, reask_prompt, truncated
+from airflow_provider_minimax.results import Spend, TasksOutcome, Usage, result_json, task_usage
+from airflow_provider_minimax.structured import OutputMismatch, OutputReasks
+
+try:  # the class BaseOperator.resume_execution raises: the Task SDK's, or core's before Airflow 3.2
+    from airflow.sdk.exceptions import TaskDeferralTimeout
+except ImportError:  # Airflow < 3.2
+    from airflow.exceptions import TaskDeferralTimeout  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
 
 class _RunOptions(WaitOptions):
@@ -71,7 +74,7 @@ class _Spent(BaseModel):
         return _Spent(usage=usage, cost=cost, task_uuids=uuids)
 
 
-class _Resume(BaseModel):
+class _AnswerDeferralState(BaseModel):
     """What a resume needs from its deferral: the deferral's kwargs, also kept in the task-state store.
 
     :param attempt: which answer is awaited (0, then 1, 2... for structured-output re-asks).
@@ -217,27 +220,27 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
 
         :param context: the task context.
         :param event: the trigger's :class:`TasksOutcome` payload.
-        :param resume: the deferral's kwargs (see :class:`_Resume`); empty when the runner drops
+        :param resume: the deferral's kwargs (see :class:`_AnswerDeferralState`); empty when the runner drops
             them (``airflow dags test``), and then read from the task-state store.
         """
         outcome = outcome_from_event(event)
         self.task_uuids = list(outcome.task_uuids)
         results = results_of(outcome)
-        state = _Resume.model_validate(GenerationStore(context).load_resume(resume))
+        state = _AnswerDeferralState.model_validate(GenerationStore(context).load_resume(resume))
         return self._advance(context, state.attempt, results, state.spent, state.end_time)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Turn Airflow's own deferral timeout (``execution_timeout``) into an error naming the UUIDs."""
-        error = (next_kwargs or {}).get("error")
-        if next_method == TRIGGER_FAIL_REPR and error == TriggerFailureReason.TRIGGER_TIMEOUT:
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except TaskDeferralTimeout as timeout:
             uuids = GenerationStore(context).waiting()
             raise MiniMaxTimeoutError(
                 f"Airflow's deferral timeout (execution_timeout) hit while waiting for MiniMax task(s) "
                 f"{', '.join(uuids) or '(unknown: no task-state store)'}; they may still finish "
                 "upstream, and a retry re-attaches to them instead of paying again",
                 task_uuids=uuids,
-            )
-        return super().resume_execution(next_method, next_kwargs, context)
+            ) from timeout
 
     def on_kill(self) -> None:
         """Log the UUIDs in flight: the API has no cancel call, so they run (and bill) to the end."""
@@ -261,10 +264,15 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
         options = self._options()
         identity = TaskIdentity.from_context(context)
         store = GenerationStore(context)
-        mismatch: OutputMismatch | None = None
+        reasks = (
+            OutputReasks(self.output_type, options.max_output_retries, reasks=attempt)
+            if self.output_type
+            else None
+        )
+        follow_up: list[dict[str, str]] = []
         while True:
             if results is None:
-                task_uuid, results = self._resolve(identity, store, attempt, mismatch, options)
+                task_uuid, results = self._resolve(identity, store, attempt, follow_up, options)
                 if results is None:
                     # Accepted (or found known) just now: not found reads as pending until then.
                     not_found_until = time.time() + options.not_found_grace
@@ -277,16 +285,12 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
                 self.hook.settings, self.model, prompt_hash(self.system_prompt, self.prompt, self.messages)
             ).model_copy(update={**dict(spent), "calls": len(spent.task_uuids)})
             try:
-                return self._accept(results, spent, options)
+                return self._accept(results, spent, options, reasks)
             except OutputMismatch as err:
-                if attempt >= options.max_output_retries:
-                    raise MiniMaxOutputValidationError(
-                        f"The answer never matched {self._output_name()} after {attempt + 1} answer(s): "
-                        f"{err.feedback}. Last answer: {truncated(err.raw)!r}",
-                        task_uuid=results[0].task_uuid,
-                    ) from None
+                assert reasks is not None  # Only output_type mismatches reach this point.
+                follow_up = reasks.follow_up(err, task_uuid=results[0].task_uuid)
                 self.log.warning("Answer %d did not match the output type (%s); re-asking", attempt, err)
-                mismatch, attempt, results = err, attempt + 1, None
+                attempt, results = reasks.reasks, None
 
     def _options(self) -> _RunOptions:
         """The checked knobs; also refuses a chat connection and blank prompts, before any HTTP call."""
@@ -311,7 +315,7 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
         identity: TaskIdentity,
         store: GenerationStore,
         attempt: int,
-        mismatch: OutputMismatch | None,
+        follow_up: list[dict[str, str]],
         options: _RunOptions,
     ) -> tuple[str, list[TaskResult] | None]:
         """Reuse, re-attach to or submit answer ``attempt``; its UUID and results when already done."""
@@ -321,7 +325,7 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
                 f"got number_results={options.number_results}",
                 parameter="number_results",
             )
-        conversation = self._conversation(mismatch)
+        conversation = self._conversation(follow_up)
 
         def build_task(item: int, task_uuid: str) -> TextInferenceTask:
             return self.hook.new_text_inference(
@@ -371,7 +375,7 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
         from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
 
         store.remember_waiting([task_uuid])
-        resume = _Resume(attempt=attempt, end_time=end_time, spent=spent).model_dump(mode="json")
+        resume = _AnswerDeferralState(attempt=attempt, end_time=end_time, spent=spent).model_dump(mode="json")
         store.save_resume(resume)
         self.log.info("Deferring on MiniMax task %s (deadline %.0f)", task_uuid, end_time)
         self.defer(
@@ -419,30 +423,20 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
                     parameter=f"messages[{index}].content",
                 )
 
-    def _conversation(self, mismatch: OutputMismatch | None) -> list[dict[str, Any]]:
-        """The messages of one answer: the user's, plus the last wrong answer and the feedback on it."""
+    def _conversation(self, follow_up: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """The messages of one answer: the user's, then a re-ask's turns (wrong answer, feedback)."""
         source: Messages = self.prompt if self.prompt is not None else list(self.messages or [])
-        turns = normalise_messages(source)
-        if mismatch is not None:
-            turns += [
-                {"role": "assistant", "content": mismatch.raw or "(empty answer)"},
-                {"role": "user", "content": reask_prompt(mismatch)},
-            ]
-        return turns
+        return normalise_messages(source) + follow_up
 
-    def _output_name(self) -> str:
-        return self.output_type.__name__ if self.output_type else "the output type"
-
-    def _accept(self, results: list[TaskResult], spent: _Spent, options: _RunOptions) -> dict[str, Any]:
+    def _accept(
+        self, results: list[TaskResult], spent: _Spent, options: _RunOptions, reasks: OutputReasks | None
+    ) -> dict[str, Any]:
         """The XCom value; raises :class:`OutputMismatch` when the answer misses ``output_type``."""
-        # Not at module level: the sensor module pulls in the trigger machinery (~25 ms per DAG parse).
-        from airflow_provider_minimax.sensors.minimax import result_json
-
         # The sensor's shape, with usage and cost over every answer this task instance used.
         value = result_json(results[0].task_uuid, results, options.number_results)
         value.update(usage=spent.usage.model_dump(mode="json"), cost=spent.cost)
-        if self.output_type is not None:  # Only with number_results=1 (see _resolve): text is a str.
-            value["output"] = parse_output(value["text"], self.output_type).model_dump(mode="json")
+        if reasks is not None:  # Only with number_results=1 (see _resolve): text is a str.
+            value["output"] = reasks.read(value["text"]).model_dump(mode="json")
         if self.minimax_spend is not None:
             self.log.info("MiniMax task %s done. %s", value["task_uuid"], self.minimax_spend.summary())
         return value

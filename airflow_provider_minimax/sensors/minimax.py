@@ -5,25 +5,26 @@ from __future__ import annotations
 import ast
 import json
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.configuration import conf
-from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.exceptions import (
+from airflow.exceptions import AirflowProviderDeprecationWarning
+from airflow.providers.common.compat.sdk import (
     AirflowFailException,
     AirflowSensorTimeout,
     AirflowSkipException,
+    BaseSensorOperator,
+    PokeReturnValue,
+    conf,
 )
 
-from airflow_provider_minimax.batch.rows import task_usage
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import MiniMaxTaskFailedError, MiniMaxValidationError
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.lineage import LineageMixin
-from airflow_provider_minimax.models import split_think
 from airflow_provider_minimax.polling import (
     DEFAULT_NOT_FOUND_GRACE,
     abbreviate,
@@ -35,16 +36,16 @@ from airflow_provider_minimax.polling import (
     require_task_api,
     seconds,
 )
-from airflow_provider_minimax.results import Spend, Usage
+from airflow_provider_minimax.results import Spend, Usage, result_json
 from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_minimax.models import ApiError, TaskResult
 
 
-class MiniMaxTasksFailedError(MiniMaxTaskFailedError, AirflowFailException):
+class MiniMaxSensorTasksFailedError(MiniMaxTaskFailedError, AirflowFailException):
     """Some waited-on tasks finished with an error; retrying the sensor cannot change that.
 
     :param task_uuids: the tasks that failed.
@@ -53,6 +54,18 @@ class MiniMaxTasksFailedError(MiniMaxTaskFailedError, AirflowFailException):
     def __init__(self, message: str, *, task_uuids: Sequence[str] = (), **kwargs: Any) -> None:
         self.task_uuids = list(task_uuids)
         super().__init__(message, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    # The old name differed by one letter from MiniMaxTaskFailedError (its base class).
+    if name == "MiniMaxTasksFailedError":
+        warnings.warn(
+            "MiniMaxTasksFailedError is deprecated; use MiniMaxSensorTasksFailedError",
+            AirflowProviderDeprecationWarning,
+            stacklevel=2,
+        )
+        return MiniMaxSensorTasksFailedError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class MiniMaxTaskSensor(LineageMixin, BaseSensorOperator):
@@ -68,7 +81,7 @@ class MiniMaxTaskSensor(LineageMixin, BaseSensorOperator):
     ``number_results > 1``, ``text`` and ``finish_reason`` are lists and ``usage``/``cost`` are
     summed; ``cost`` is None when the task was submitted without includeCost.
 
-    When a task failed it raises :class:`MiniMaxTasksFailedError` naming the UUIDs and the API's
+    When a task failed it raises :class:`MiniMaxSensorTasksFailedError` naming the UUIDs and the API's
     codes (with ``soft_fail`` the task is skipped instead, as for any sensor).
 
     :param task_uuids: the taskUUIDs (templated): a list, or a string holding one UUID, a
@@ -206,7 +219,7 @@ class MiniMaxTaskSensor(LineageMixin, BaseSensorOperator):
         if errors:
             described = "; ".join(f"{u}: {e.code}: {e.message or 'no message'}" for u, e in errors.items())
             first_uuid, first = next(iter(errors.items()))
-            raise MiniMaxTasksFailedError(
+            raise MiniMaxSensorTasksFailedError(
                 f"{len(errors)} MiniMax task(s) failed: {described}",
                 task_uuids=list(errors),
                 code=first.code,
@@ -245,23 +258,3 @@ def parse_task_uuids(value: str | Sequence[str]) -> list[str]:
             return [str(item) for item in parsed]
         return [part for part in text.replace(",", " ").split() if part]
     return [str(item) for item in value]
-
-
-def result_json(task_uuid: str, items: Sequence[TaskResult], number_results: int = 1) -> dict[str, Any]:
-    """One finished task as plain JSON for XCom, shaped like MiniMaxTextInferenceOperator's XCom.
-
-    :param task_uuid: the task.
-    :param items: its results, ordered by ``resultIndex``.
-    :param number_results: results it was submitted with: more than 1 makes ``text`` a list.
-    """
-    usage = sum((task_usage(item) for item in items), Usage())
-    costs = [item.cost for item in items if item.cost is not None]
-    texts = [split_think(item.text)[0] for item in items]
-    reasons = [item.finish_reason for item in items]
-    return {
-        "text": texts[0] if number_results == 1 else texts,
-        "finish_reason": reasons[0] if number_results == 1 else reasons,
-        "usage": usage.model_dump(mode="json"),
-        "cost": sum(costs) if costs else None,
-        "task_uuid": task_uuid,
-    }

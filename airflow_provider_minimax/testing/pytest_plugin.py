@@ -9,14 +9,14 @@ every test); ``minimax_connection`` also points ``minimax_default`` (task API) a
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from airflow_provider_minimax.testing.emulator import (
-    EmulatorConfig,
-    EmulatorHandle,
-    run_emulator_in_thread,
-)
+# The emulator (FastAPI, uvicorn) is imported inside the fixtures: pytest loads this plugin in every
+# run wherever the provider is installed, and only tests that ask for the emulator should pay for it.
+if TYPE_CHECKING:
+    from airflow_provider_minimax.testing.emulator import EmulatorConfig, EmulatorHandle
 
 TASK_CONN_ENV = "AIRFLOW_CONN_MINIMAX_DEFAULT"
 CHAT_CONN_ENV = "AIRFLOW_CONN_MINIMAX_CHAT"
@@ -25,6 +25,8 @@ CHAT_CONN_ENV = "AIRFLOW_CONN_MINIMAX_CHAT"
 @pytest.fixture(scope="session")
 def _minimax_emulator_server() -> Iterator[EmulatorHandle]:
     """One emulator server for the whole session; tests get it reset through ``minimax_emulator``."""
+    from airflow_provider_minimax.testing.emulator import run_emulator_in_thread
+
     with run_emulator_in_thread() as handle:
         yield handle
 
@@ -32,6 +34,8 @@ def _minimax_emulator_server() -> Iterator[EmulatorHandle]:
 @pytest.fixture
 def minimax_emulator_config() -> EmulatorConfig:
     """The config each test starts with; override this fixture to change latency or concurrency."""
+    from airflow_provider_minimax.testing.emulator import EmulatorConfig
+
     return EmulatorConfig()
 
 
@@ -47,7 +51,7 @@ def minimax_emulator(
     handle = _minimax_emulator_server
     handle.reset(minimax_emulator_config)
     yield handle
-    handle.reset(EmulatorConfig())
+    handle.reset()
 
 
 @pytest.fixture

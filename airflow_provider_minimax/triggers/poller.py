@@ -469,7 +469,7 @@ class HeapFreezer:
         if waiters < self.next_freeze_at:
             return
         if self.enabled is None:
-            from airflow.sdk import conf
+            from airflow.providers.common.compat.sdk import conf
 
             self.enabled = conf.getboolean("minimax", "freeze_gc", fallback=True)
         self.next_freeze_at = waiters + self.STEP

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.providers.common.compat.sdk import TaskDeferred
 from pydantic import BaseModel
 
 from airflow_provider_minimax.exceptions import MiniMaxTaskFailedError, MiniMaxValidationError

@@ -31,6 +31,8 @@ def _airflow(
         AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__CORE__TEST_CONNECTION="Enabled",
+        # Airflow 3.0 logs to stdout, ahead of the JSON the tests read.
+        AIRFLOW__LOGGING__LOGGING_LEVEL="ERROR",
     )
     if conn is not None:
         env["AIRFLOW_CONN_MINIMAX_DEFAULT"] = json.dumps(conn)
@@ -85,7 +87,7 @@ def test_connections_test_reports_a_bad_key_without_echoing_it(
 ) -> None:
     conn = {"conn_type": "minimax", "host": minimax_emulator.base_url, "password": "sk-SECRET-123"}
     result = _airflow(tmp_path, "connections", "test", "minimax_default", conn=conn)
-    assert result.returncode == 1
+    # No exit status check: the CLI of Airflow 3.0 and 3.1 exits 0 on a failed test.
     assert "Connection failed!" in result.stdout
     assert "key was refused" in result.stdout
     assert "sk-SECRET-123" not in result.stdout + result.stderr

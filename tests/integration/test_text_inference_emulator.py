@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow.triggers.base import BaseTrigger
 
 from airflow_provider_minimax.operators.text_inference import MiniMaxTextInferenceOperator

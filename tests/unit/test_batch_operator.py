@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.providers.common.compat.sdk import TaskDeferred
 from chat_testlib import FakeTI
 from hook_testlib import (
     CHAT_COMPLETIONS_URL,

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from airflow_provider_minimax.rate_control import AdaptiveLimiter
+from airflow_provider_minimax.retry import RetryPolicy
 
 
 class FakeTime:
@@ -86,11 +87,16 @@ async def test_successes_grow_the_cap_back_one_per_round() -> None:
     assert (lim.limit, lim.stats.increases) == (4, 2)
 
 
-async def test_without_retry_after_the_pause_backs_off_exponentially() -> None:
-    lim, _ = limiter(4, backoff_base=1.0, backoff_max=5.0)
+async def test_without_retry_after_the_pause_is_the_policy_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("random.uniform", lambda low, high: high)  # the top of each jitter window
+    lim, _ = limiter(4, policy=RetryPolicy(base_wait=1.0, max_wait=5.0))
     pauses = [lim.on_rate_limited(0.0) for _ in range(5)]
-    windows = [1.0, 2.0, 4.0, 5.0, 5.0]
-    assert all(w / 2 <= p <= w for p, w in zip(pauses, windows, strict=True))
+    assert pauses == [1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+async def test_retry_after_is_capped_by_the_policy() -> None:
+    lim, _ = limiter(4, policy=RetryPolicy(max_retry_after=10.0))
+    assert lim.on_rate_limited(0.0, retry_after=3600.0) == 10.0
 
 
 async def test_requests_per_minute_spaces_the_starts() -> None:

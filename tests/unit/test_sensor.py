@@ -10,8 +10,12 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from airflow.sdk import PokeReturnValue
-from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
+from airflow.providers.common.compat.sdk import (
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    PokeReturnValue,
+    TaskDeferred,
+)
 from hook_testlib import CONN_ID, TASK_URL, set_connection, task_result, v4
 
 from airflow_provider_minimax.exceptions import (
@@ -22,12 +26,11 @@ from airflow_provider_minimax.exceptions import (
     MiniMaxValidationError,
 )
 from airflow_provider_minimax.models import TaskResult
-from airflow_provider_minimax.results import TasksOutcome
+from airflow_provider_minimax.results import TasksOutcome, result_json
 from airflow_provider_minimax.sensors.minimax import (
+    MiniMaxSensorTasksFailedError,
     MiniMaxTaskSensor,
-    MiniMaxTasksFailedError,
     parse_task_uuids,
-    result_json,
 )
 from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
 
@@ -110,7 +113,7 @@ def test_several_results_per_task_give_lists_with_summed_usage_and_cost():
 
 def test_poke_mode_fails_naming_the_task_and_the_api_code(task_api):
     task_api.mock(return_value=answer(done(A), {"taskUUID": B, **FAILED}))
-    with pytest.raises(MiniMaxTasksFailedError, match=f"{B}: inferenceError") as raised:
+    with pytest.raises(MiniMaxSensorTasksFailedError, match=f"{B}: inferenceError") as raised:
         sensor().execute({})
     assert isinstance(raised.value, MiniMaxTaskFailedError)
     assert raised.value.task_uuids == [B] and raised.value.code == "inferenceError"
@@ -160,7 +163,10 @@ def test_execute_complete_returns_the_results():
 @pytest.mark.parametrize(
     ("event", "error"),
     [
-        (outcome("success", errors={B: {"code": "inferenceError", "taskUUID": B}}), MiniMaxTasksFailedError),
+        (
+            outcome("success", errors={B: {"code": "inferenceError", "taskUUID": B}}),
+            MiniMaxSensorTasksFailedError,
+        ),
         (outcome("timeout", pending=[B], message=f"still running: {B}"), AirflowSensorTimeout),
         (outcome("error", message="key revoked", code="invalidApiKey", status_code=401), MiniMaxAuthError),
         ({"status": "done", "whatever": 1}, MiniMaxError),
@@ -199,7 +205,7 @@ def test_not_found_within_the_grace_is_pending(task_api):
 
 def test_not_found_past_the_grace_fails_naming_the_tasks(task_api):
     task_api.mock(return_value=not_found(A, B))
-    with pytest.raises(MiniMaxTasksFailedError, match="taskFailedOrNotFound"):
+    with pytest.raises(MiniMaxSensorTasksFailedError, match="taskFailedOrNotFound"):
         sensor(not_found_grace=0).poke({})
 
 
@@ -221,3 +227,12 @@ def test_a_bad_grace_is_refused_naming_the_field(grace):
 def not_found(*uuids: str) -> httpx.Response:
     errors = [{"code": "taskFailedOrNotFound", "message": "not found", "taskUUID": u} for u in uuids]
     return httpx.Response(400, json={"errors": errors})
+
+
+def test_the_old_error_name_still_works_with_a_deprecation_warning() -> None:
+    from airflow.exceptions import AirflowProviderDeprecationWarning
+
+    from airflow_provider_minimax.sensors import minimax
+
+    with pytest.warns(AirflowProviderDeprecationWarning, match="MiniMaxSensorTasksFailedError"):
+        assert minimax.MiniMaxTasksFailedError is MiniMaxSensorTasksFailedError

@@ -12,9 +12,7 @@ from unittest import mock
 
 import pytest
 import respx
-from airflow.sdk import DAG
-from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.providers.common.compat.sdk import DAG, AirflowException, TaskDeferred
 from hook_testlib import CONN_ID, SECRET_KEY, TASK_URL, FakeSleep, set_connection, task_result, v4
 from pydantic import BaseModel
 from task_api_fake import FakeTaskApi, MemoryStore
@@ -335,9 +333,14 @@ def test_error_event_raises_the_typed_error(context: dict[str, Any]) -> None:
 def test_airflow_deferral_timeout_names_the_waited_uuids(context: dict[str, Any], store: MemoryStore) -> None:
     store.set(WAITING_KEY, [v4(7)])
     with pytest.raises(MiniMaxTimeoutError, match=v4(7)):
-        operator().resume_execution(
-            TRIGGER_FAIL_REPR, {"error": TriggerFailureReason.TRIGGER_TIMEOUT}, context
-        )
+        # What the task runner passes when the triggerer gives up at the deferral's timeout.
+        operator().resume_execution("__fail__", {"error": "Trigger timeout"}, context)
+
+
+def test_other_trigger_failures_are_left_to_airflow(context: dict[str, Any]) -> None:
+    with pytest.raises(AirflowException, match="Trigger failure") as info:
+        operator().resume_execution("__fail__", {"error": "Trigger failure"}, context)
+    assert not isinstance(info.value, MiniMaxError)
 
 
 # ------------------------------------------------------------------ other delivery paths
