@@ -1,4 +1,4 @@
-"""Label product reviews with common.ai's ``@task.llm_batch`` on MiniMax, then summarise them with ``@task.llm``."""
+"""Label reviews with common.ai's ``@task.llm_batch`` on MiniMax, then summarise them with ``@task.llm``."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ REVIEWS = [
     "Broke after one use, very disappointed.",
     "Does what it says on the box. Nothing special.",
     "Shipping took three weeks but the product itself is great.",
-    "质量很好，物流也快，推荐购买。",
+    "质量很好, 物流也快, 推荐购买。",
     "The battery barely lasts an afternoon.",
 ]
 
@@ -43,7 +43,9 @@ class ReviewLabel(BaseModel):
     catchup=False,
     tags=["minimax", "example", "llm", "batch", "common-ai"],
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
-    params={"output_dir": Param("", type="string", description="Where to write; empty: Variable or temp dir")},
+    params={
+        "output_dir": Param("", type="string", description="Where to write; empty: Variable or temp dir")
+    },
     doc_md=__doc__
     + """
 
@@ -81,7 +83,9 @@ def minimax_common_ai() -> None:
 
     @task
     def count_labels(manifest: dict[str, Any]) -> dict[str, int]:
-        rows = [json.loads(line) for line in ObjectStoragePath(manifest["result_uri"]).read_text().splitlines()]
+        rows = [
+            json.loads(line) for line in ObjectStoragePath(manifest["result_uri"]).read_text().splitlines()
+        ]
         counts: dict[str, int] = {}
         for row in rows:
             key = row["output"]["sentiment"] if row["status"] == "success" else row["status"]

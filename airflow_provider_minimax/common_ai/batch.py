@@ -201,9 +201,13 @@ class MiniMaxBatchAdapter(BatchAdapter):
                     f"Request {index}: params {unknown} are not textInference settings; the MiniMax batch "
                     f"adapter accepts {sorted(_REQUEST_PARAMS)}"
                 )
-            bare = self.resolve_request_model(request.get("model"), default_bare_model=model, request_index=index)
+            bare = self.resolve_request_model(
+                request.get("model"), default_bare_model=model, request_index=index
+            )
             system = "\n\n".join(
-                s for s in (request.get("system_prompt") or system_prompt, directive.get("schema_prompt")) if s
+                s
+                for s in (request.get("system_prompt") or system_prompt, directive.get("schema_prompt"))
+                if s
             )
             try:
                 tasks.append(
@@ -305,7 +309,9 @@ class MiniMaxBatchAdapter(BatchAdapter):
             abbreviate(pending),
         )
 
-    def find_orphaned_batch(self, idempotency_key: str, input_fingerprint: str, not_before: str) -> str | None:
+    def find_orphaned_batch(
+        self, idempotency_key: str, input_fingerprint: str, not_before: str
+    ) -> str | None:
         """Return ``None`` unconditionally: an orphaned submit needs no lookup with this adapter.
 
         The operator then submits again (``on_orphaned_intent="resubmit"``, its default), and that
@@ -315,7 +321,7 @@ class MiniMaxBatchAdapter(BatchAdapter):
         return None
 
     def iter_results(self, batch_id: str) -> Iterator[RawResultItem]:
-        """Every finished or failed request in request order, with usage and cost; running ones are left out."""
+        """Every finished or failed request, in request order, with usage and cost (running ones left out)."""
         ref = BatchRef.parse(batch_id)
         return self._iter_results(ref, *self._poll(ref)[:2])
 

@@ -110,7 +110,9 @@ class MiniMaxChatModel(OpenAIChatModel):
         client = AsyncOpenAI(
             base_url=settings.base_url,
             api_key=settings.api_key.get_secret_value(),
-            http_client=http_client,
+            # openai 1.x/2.x take an httpx client natively, 3.x still accepts one at run time; our
+            # retry policy and its transport are httpx's.
+            http_client=http_client,  # type: ignore[arg-type]
             max_retries=0,  # our transport retries; two layers would multiply the attempts
         )
         super().__init__(
@@ -144,7 +146,9 @@ class MiniMaxChatModel(OpenAIChatModel):
         if mapped is None or not any(isinstance(p, ThinkingPart) for p in message.parts):
             return mapped
         pieces = [
-            f"{THINK_TAGS[0]}{part.content}{THINK_TAGS[1]}" if isinstance(part, ThinkingPart) else part.content
+            f"{THINK_TAGS[0]}{part.content}{THINK_TAGS[1]}"
+            if isinstance(part, ThinkingPart)
+            else part.content
             for part in message.parts
             if isinstance(part, ThinkingPart | TextPart)
         ]

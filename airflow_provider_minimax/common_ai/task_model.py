@@ -154,14 +154,18 @@ class MiniMaxTaskModel(Model):
         model_request_parameters: ModelRequestParameters,
     ) -> dict[str, Any]:
         """The hook's textInference parameters; every check runs here, before any HTTP call."""
-        model_settings, model_request_parameters = self.prepare_request(model_settings, model_request_parameters)
+        model_settings, model_request_parameters = self.prepare_request(
+            model_settings, model_request_parameters
+        )
         if model_request_parameters.function_tools or model_request_parameters.output_tools:
             raise UserError(
                 "The MiniMax task API has no tools: use a 'pydanticai_minimax' connection with "
                 '{"api": "chat"} for agents with tools (or a tool-based output_type)'
             )
         check_max_tokens(model_settings, TASK_MAX_TOKENS, "task")
-        instructions = [p.content for p in self._get_instruction_parts(messages, model_request_parameters) or []]
+        instructions = [
+            p.content for p in self._get_instruction_parts(messages, model_request_parameters) or []
+        ]
         system, turns = task_messages(messages)
         settings = model_settings or {}
         return {

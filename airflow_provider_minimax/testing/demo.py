@@ -71,7 +71,7 @@ class Endpoints:
     label: str
 
     def connections(self) -> dict[str, str]:
-        """``AIRFLOW_CONN_*`` variables for the task and chat connections, ``minimax`` and ``pydanticai_minimax``."""
+        """``AIRFLOW_CONN_*`` variables: the task and chat APIs as ``minimax`` and ``pydanticai_minimax``."""
         hosts = {"task": self.task_base_url, "chat": self.chat_base_url}
         extras = {"task": {"api": "task"}, "chat": {"api": "chat", **CHAT_PRICES}}
         return {

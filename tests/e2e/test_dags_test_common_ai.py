@@ -59,5 +59,7 @@ def test_common_ai_operators_run_on_minimax(minimax_emulator: EmulatorHandle, tm
         for m in entry["body"]["messages"]
         if m["role"] == "assistant" and "And in Bergen?" in json.dumps(entry["body"])
     ]
-    assert replayed and all(re.fullmatch(r"<think>The user wrote .*?</think>(\n\n\S.*)?", c) for c in replayed)
+    assert replayed and all(
+        re.fullmatch(r"<think>The user wrote .*?</think>(\n\n\S.*)?", c) for c in replayed
+    )
     assert re.search(r"Following branch \['(long|short)_river'\]|Branch.*(long|short)_river", output)

@@ -78,9 +78,13 @@ def test_batch_completes_and_results_come_in_request_order_with_usage_and_cost(
     }
     assert [item.index for item in items] == [0, 1, 2, 3, 4]
     assert [item.custom_id for item in items] == [f"{KEY}-{i}" for i in range(5)]
-    assert all(item.usage and item.usage["cost_usd"] > 0 and item.usage["thinking_tokens"] > 0 for item in items)
+    assert all(
+        item.usage and item.usage["cost_usd"] > 0 and item.usage["thinking_tokens"] > 0 for item in items
+    )
     spec = build_output_spec(str)
-    assert build_result_row(items[2], adapter, spec)["output"].startswith('[minimax-emulator] You said: "Item 2"')
+    assert build_result_row(items[2], adapter, spec)["output"].startswith(
+        '[minimax-emulator] You said: "Item 2"'
+    )
 
 
 def test_task_uuids_are_v4_shaped_and_rebuilt_from_the_batch_id_alone(
@@ -94,7 +98,9 @@ def test_task_uuids_are_v4_shaped_and_rebuilt_from_the_batch_id_alone(
     assert all(u[14] == "4" and u[19] in "89ab" for u in uuids.values())
 
 
-def test_a_repeated_submit_pays_nothing_twice(adapter: MiniMaxBatchAdapter, minimax_emulator: EmulatorHandle) -> None:
+def test_a_repeated_submit_pays_nothing_twice(
+    adapter: MiniMaxBatchAdapter, minimax_emulator: EmulatorHandle
+) -> None:
     first = submit(adapter, [f"Item {i}" for i in range(150)])
     # A lost response, a crash before the state was recorded, a cleared task: the same input again.
     second = submit(adapter, [f"Item {i}" for i in range(150)])
@@ -104,7 +110,9 @@ def test_a_repeated_submit_pays_nothing_twice(adapter: MiniMaxBatchAdapter, mini
     assert len(text_submissions(minimax_emulator)) == 150
 
 
-def test_a_lost_submit_response_is_re_attached(adapter: MiniMaxBatchAdapter, minimax_emulator: EmulatorHandle) -> None:
+def test_a_lost_submit_response_is_re_attached(
+    adapter: MiniMaxBatchAdapter, minimax_emulator: EmulatorHandle
+) -> None:
     minimax_emulator.faults.drop_connection(api="task", task_type="textInference", after_processing=True)
 
     batch_id = submit(adapter, ["a", "b"])
@@ -128,7 +136,9 @@ def test_a_failed_task_is_an_errored_row_and_a_new_submission_gets_a_new_generat
     again = submit(adapter, prompts)
 
     assert BatchRef.parse(again).generations == {1: 1}
-    assert len(text_submissions(minimax_emulator)) == 3 and set(text_submissions(minimax_emulator).values()) == {1}
+    assert len(text_submissions(minimax_emulator)) == 3 and set(
+        text_submissions(minimax_emulator).values()
+    ) == {1}
 
 
 def test_cancel_says_running_tasks_will_be_billed(
@@ -150,7 +160,9 @@ def test_structured_output_goes_in_the_system_prompt_and_is_validated(
     spec = build_output_spec(Label)
     batch_id = submit(adapter, ["Rate this."], output_type=Label, system_prompt="You label things.")
 
-    task = next(e["body"][0] for e in minimax_emulator.stats()["log"] if e["body"][0]["taskType"] == "textInference")
+    task = next(
+        e["body"][0] for e in minimax_emulator.stats()["log"] if e["body"][0]["taskType"] == "textInference"
+    )
     row = build_result_row(next(adapter.iter_results(batch_id)), adapter, spec)
 
     assert task["settings"]["systemPrompt"].startswith("You label things.\n\nAnswer with one JSON object")
@@ -159,7 +171,7 @@ def test_structured_output_goes_in_the_system_prompt_and_is_validated(
 
 @pytest.mark.parametrize(
     ("answer", "kind"),
-    [("<think>hm</think>\n\n{\"label\": \"x\", \"score\": 1}", "json_text"), ("no json here", "absent")],
+    [('<think>hm</think>\n\n{"label": "x", "score": 1}', "json_text"), ("no json here", "absent")],
 )
 def test_extract_output(adapter: MiniMaxBatchAdapter, answer: str, kind: str) -> None:
     from airflow.providers.common.ai.batch.base import RawResultItem
@@ -173,7 +185,12 @@ def test_extract_output(adapter: MiniMaxBatchAdapter, answer: str, kind: str) ->
     ("requests", "kwargs", "error", "message"),
     [
         ([{"prompt": "x"}] * 10_001, {}, LLMBatchLimitExceededError, "at most 10000 requests"),
-        ([{"prompt": "x", "max_tokens": 196_609}], {}, LLMBatchInputError, r"Request 0: .*max_tokens.*196608"),
+        (
+            [{"prompt": "x", "max_tokens": 196_609}],
+            {},
+            LLMBatchInputError,
+            r"Request 0: .*max_tokens.*196608",
+        ),
         ([{"prompt": ""}], {}, LLMBatchInputError, r"Request 0: .*content"),
         ([{"prompt": "x"}], {"request_params": {"temperature": 2}}, LLMBatchInputError, "temperature"),
         ([{"prompt": "x"}], {"request_params": {"stop": ["."]}}, LLMBatchInputError, r"params \['stop'\]"),

@@ -111,7 +111,7 @@ def test_task_api_refuses_tools_before_any_request(connect: Any, minimax_emulato
 
     agent = connect("task").create_agent(instructions="Use tools.", tools=[lookup])
 
-    with pytest.raises(Exception, match="use a 'pydanticai_minimax' connection with .*chat"):
+    with pytest.raises(Exception, match=r"use a 'pydanticai_minimax' connection with .*chat"):
         agent.run_sync("How big is Oslo?")
     assert minimax_emulator.stats()["requests"].get("task", 0) == 0
 
@@ -122,7 +122,9 @@ def test_max_tokens_above_the_cap_fails_before_any_request(
 ) -> None:
     agent = connect(api).create_agent(instructions="Be brief.")
 
-    with pytest.raises(MiniMaxValidationError, match=rf"'max_tokens' must be between 1 and {cap}.*got {cap + 1}"):
+    with pytest.raises(
+        MiniMaxValidationError, match=rf"'max_tokens' must be between 1 and {cap}.*got {cap + 1}"
+    ):
         agent.run_sync("Hello", model_settings={"max_tokens": cap + 1})
     assert sum(minimax_emulator.stats()["requests"].values()) == 0
 
@@ -206,7 +208,9 @@ def test_retrying_transport_honours_retry_after_then_returns_the_answer() -> Non
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    transport = RetryingTransport(RetryPolicy(max_retries=2), httpx.MockTransport(lambda _: next(answers)), sleep)
+    transport = RetryingTransport(
+        RetryPolicy(max_retries=2), httpx.MockTransport(lambda _: next(answers)), sleep
+    )
 
     async def send() -> httpx.Response:
         async with httpx.AsyncClient(transport=transport) as client:

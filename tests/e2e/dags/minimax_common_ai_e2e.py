@@ -1,4 +1,4 @@
-"""common.ai's own operators on ``pydanticai_minimax`` connections, for ``airflow dags test`` against the emulator.
+"""common.ai's own operators on ``pydanticai_minimax`` connections, for ``airflow dags test`` (emulator).
 
 Connections: ``mm_task`` (``api: task``) and ``mm_chat`` (``api: chat``). ``MINIMAX_E2E_RESULT_PATH``
 is the batch's ``result_path``. The batch's first try stops between the submit and the recorded
@@ -113,7 +113,9 @@ with DAG("minimax_common_ai_e2e", schedule=None, start_date=datetime(2025, 1, 1)
         follow = ti.xcom_pull(task_ids="agent_follow_up")
         assert "Based on the tool results" in follow, follow
         assert manifest["request_count"] == BATCH_SIZE and manifest["counts"]["succeeded"] == BATCH_SIZE
-        rows = [json.loads(line) for line in ObjectStoragePath(manifest["result_uri"]).read_text().splitlines()]
+        rows = [
+            json.loads(line) for line in ObjectStoragePath(manifest["result_uri"]).read_text().splitlines()
+        ]
         assert [row["index"] for row in rows] == list(range(BATCH_SIZE))
         assert all(row["usage"]["cost_usd"] > 0 and row["usage"]["thinking_tokens"] > 0 for row in rows)
         print(f"BATCH_ID={manifest['batch_id']}")
