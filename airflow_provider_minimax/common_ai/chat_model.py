@@ -10,15 +10,15 @@ chat API's cap before any HTTP call, and transient failures are retried by our r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
 from openai import AsyncOpenAI
-from pydantic_ai.messages import ModelResponse, TextPart, ThinkingPart
+from pydantic_ai.messages import ModelResponse, ModelResponseStreamEvent, TextPart, ThinkingPart
 from pydantic_ai.models import ModelRequestParameters
-from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.models.openai import OpenAIChatModel, OpenAIStreamedResponse
 from pydantic_ai.profiles.openai import OpenAIModelProfile
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.settings import ModelSettings
@@ -28,6 +28,7 @@ from airflow_provider_minimax.connection import MiniMaxConnectionSettings
 from airflow_provider_minimax.exceptions import MiniMaxTransientError, MiniMaxValidationError
 from airflow_provider_minimax.models import CHAT_MAX_TOKENS
 from airflow_provider_minimax.retry import RetryPolicy, is_retryable_status, parse_retry_after
+from airflow_provider_minimax.streaming import ThinkSplitter
 
 THINK_TAGS = ("<think>", "</think>")
 #: What MiniMax writes between the think block and the answer.
@@ -134,6 +135,11 @@ class MiniMaxChatModel(OpenAIChatModel):
         check_max_tokens(model_settings, CHAT_MAX_TOKENS, "chat")
         return model_settings, model_request_parameters
 
+    @property
+    def _streamed_response_cls(self) -> type[OpenAIStreamedResponse]:
+        """Streams whose ``<think>`` block may arrive split across chunks."""
+        return MiniMaxChatStreamedResponse
+
     def _process_response(self, response: Any, **kwargs: Any) -> ModelResponse:
         """Split the think block off as pydantic-ai does, and drop the blank lines MiniMax puts after it."""
         processed = super()._process_response(response, **kwargs)
@@ -153,6 +159,67 @@ class MiniMaxChatModel(OpenAIChatModel):
             if isinstance(part, ThinkingPart | TextPart)
         ]
         return {**mapped, "content": THINK_SEPARATOR.join(pieces)}
+
+
+@dataclass
+class ThinkRouter:
+    """Streamed content into a thinking part and a text part, as MiniMax's leading ``<think>`` block goes.
+
+    pydantic-ai splits thinking tags only when a tag is a chunk of its own; MiniMax's may come
+    inside any chunk, so :class:`ThinkSplitter` does the splitting (and drops the blank lines
+    after the block).
+
+    :param provider_name: the name stamped on the thinking part.
+    """
+
+    provider_name: str | None
+    _splitter: ThinkSplitter = field(default_factory=ThinkSplitter)
+
+    def feed(self, parts_manager: Any, piece: str) -> Iterator[ModelResponseStreamEvent]:
+        """Events for the next piece of streamed content."""
+        yield from self._events(parts_manager, self._splitter.feed(piece))
+
+    def flush(self, parts_manager: Any) -> Iterator[ModelResponseStreamEvent]:
+        """Events for what is still held when the stream ends."""
+        yield from self._events(parts_manager, self._splitter.flush())
+
+    def _events(
+        self, parts_manager: Any, pieces: Iterable[tuple[str, str]]
+    ) -> Iterator[ModelResponseStreamEvent]:
+        for kind, text in pieces:
+            if kind == "reasoning":
+                yield from parts_manager.handle_thinking_delta(
+                    vendor_part_id="minimax-think",
+                    content=text,
+                    id="content",
+                    provider_name=self.provider_name,
+                )
+            else:
+                yield from parts_manager.handle_text_delta(vendor_part_id="minimax-text", content=text)
+
+
+@dataclass
+class MiniMaxChatStreamedResponse(OpenAIStreamedResponse):
+    """pydantic-ai's chat stream, with the think block routed by :class:`ThinkRouter`."""
+
+    _think: ThinkRouter | None = field(default=None, init=False)
+
+    def _router(self) -> ThinkRouter:
+        if self._think is None:
+            self._think = ThinkRouter(self.provider_name)
+        return self._think
+
+    def _map_text_delta(self, choice: Any) -> Iterable[ModelResponseStreamEvent]:
+        content = choice.delta.content
+        if isinstance(content, str) and content:
+            self._raw_text_content += content
+            yield from self._router().feed(self._parts_manager, content)
+
+    async def _get_event_iterator(self) -> AsyncIterator[ModelResponseStreamEvent]:
+        async for event in super()._get_event_iterator():
+            yield event
+        for event in self._router().flush(self._parts_manager):
+            yield event
 
 
 def strip_after_thinking(parts: Any) -> list[Any]:

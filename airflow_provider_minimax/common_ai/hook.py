@@ -65,4 +65,4 @@ class PydanticAIMiniMaxHook(PydanticAIHook):
         self.log.info("MiniMax %s API model %r at %s", settings.api, model_name, settings.base_url)
         if settings.api == "chat":
             return MiniMaxChatModel(model_name, settings)
-        return MiniMaxTaskModel(model_name, MiniMaxHook(self.llm_conn_id))
+        return MiniMaxTaskModel(model_name, MiniMaxHook(self.llm_conn_id), settings.base_url)

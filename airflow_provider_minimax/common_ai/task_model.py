@@ -33,7 +33,7 @@ from pydantic_ai.profiles import ModelProfile
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import RequestUsage
 
-from airflow_provider_minimax.common_ai.chat_model import THINK_TAGS, check_max_tokens
+from airflow_provider_minimax.common_ai.chat_model import THINK_TAGS, ThinkRouter, check_max_tokens
 from airflow_provider_minimax.common_ai.outputs import PROMPTED_OUTPUT_TEMPLATE
 from airflow_provider_minimax.exceptions import (
     MiniMaxConfigurationError,
@@ -70,11 +70,13 @@ class MiniMaxTaskModel(Model):
 
     :param model_name: the task model, ``minimax:m2.7@highspeed``.
     :param hook: the hook that talks to the task API (its connection decides URL, key, retries).
+    :param base_url: the task API URL, as reported to pydantic-ai (spans, responses).
     """
 
-    def __init__(self, model_name: str, hook: MiniMaxHook) -> None:
+    def __init__(self, model_name: str, hook: MiniMaxHook, base_url: str) -> None:
         self._model_name = model_name
         self._hook = hook
+        self._base_url = base_url
         super().__init__(profile=MINIMAX_TASK_PROFILE)
 
     @property
@@ -89,8 +91,8 @@ class MiniMaxTaskModel(Model):
 
     @property
     def base_url(self) -> str | None:
-        """The task API URL of the hook's connection."""
-        return self._hook.settings.base_url
+        """The task API URL."""
+        return self._base_url
 
     async def request(
         self,
@@ -187,6 +189,7 @@ class MiniMaxTaskStreamedResponse(StreamedResponse):
     _provider_url: str | None
     _hook: MiniMaxHook
     _params: dict[str, Any]
+    _think: ThinkRouter = field(default_factory=lambda: ThinkRouter(SYSTEM), init=False)
     _timestamp: datetime = field(default_factory=lambda: datetime.now(timezone.utc), init=False)
 
     async def _get_event_iterator(self) -> AsyncIterator[ModelResponseStreamEvent]:
@@ -203,12 +206,7 @@ class MiniMaxTaskStreamedResponse(StreamedResponse):
                     ):
                         yield event
                 if chunk.delta.text:
-                    for event in self._parts_manager.handle_text_delta(
-                        vendor_part_id="text",
-                        content=chunk.delta.text,
-                        thinking_tags=THINK_TAGS,
-                        ignore_leading_whitespace=True,
-                    ):
+                    for event in self._think.feed(self._parts_manager, chunk.delta.text):
                         yield event
                 if chunk.usage is not None:
                     self._usage = request_usage(chunk.usage)
@@ -221,6 +219,8 @@ class MiniMaxTaskStreamedResponse(StreamedResponse):
             raise
         except MiniMaxError as err:
             raise _model_api_error(err, self._model_name) from err
+        for event in self._think.flush(self._parts_manager):
+            yield event
 
     @property
     def model_name(self) -> str:

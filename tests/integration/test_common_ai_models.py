@@ -74,17 +74,21 @@ def test_task_api_cost_and_task_uuid_are_on_the_response(connect: Any) -> None:
     assert details is not None and details["cost_usd"] > 0 and details["task_uuid"]
 
 
-def test_task_api_streams_thinking_and_text(connect: Any, minimax_emulator: EmulatorHandle) -> None:
-    agent = connect("task").create_agent(instructions="Be brief.")
+@pytest.mark.parametrize("api", ["task", "chat"])
+def test_streaming_splits_thinking_from_text(connect: Any, minimax_emulator: EmulatorHandle, api: str) -> None:
+    agent = connect(api).create_agent(instructions="Be brief.")
 
-    async def run() -> tuple[str, Any]:
+    async def run() -> tuple[str, Any, Any]:
         async with agent.run_stream("Stream me") as stream:
-            return await stream.get_output(), stream.usage
+            output = await stream.get_output()
+        return output, stream.usage, stream.all_messages()[-1].parts
 
-    output, usage = asyncio.run(run())
+    output, usage, parts = asyncio.run(run())
     assert output.startswith('[minimax-emulator] You said: "Stream me"')
-    assert usage.output_reasoning_tokens > 0
-    assert minimax_emulator.stats()["requests"]["task"] == 1
+    assert [type(p) for p in parts] == [ThinkingPart, TextPart]
+    if api == "task":  # the chat stream reports usage only when asked to include it
+        assert usage.output_reasoning_tokens > 0
+    assert minimax_emulator.stats()["requests"] == {api: 1}
 
 
 @pytest.mark.parametrize("api", ["task", "chat"])

@@ -69,21 +69,23 @@ with DAG("minimax_common_ai_e2e", schedule=None, start_date=datetime(2025, 1, 1)
         )
         for api in ("task", "chat")
     }
-    ask = AgentOperator(
-        task_id="agent_ask",
-        prompt="How many people live in Oslo?",
-        llm_conn_id="mm_chat",
-        system_prompt="Use the tool.",
-        toolsets=[FunctionToolset([city_population])],
-        message_history="[]",
-    )
-    follow_up = AgentOperator(
-        task_id="agent_follow_up",
-        prompt="And in Bergen?",
-        llm_conn_id="mm_chat",
-        system_prompt="Use the tool.",
-        toolsets=[FunctionToolset([city_population])],
-        message_history="{{ ti.xcom_pull(task_ids='agent_ask', key='message_history') }}",
+    ask, follow_up = (
+        AgentOperator(
+            task_id=task_id,
+            prompt=prompt,
+            llm_conn_id="mm_chat",
+            system_prompt="Use the tool.",
+            toolsets=[FunctionToolset([city_population])],
+            message_history=history,
+        )
+        for task_id, prompt, history in (
+            ("agent_ask", "How many people live in Oslo?", "[]"),
+            (
+                "agent_follow_up",
+                "And in Bergen?",
+                "{{ ti.xcom_pull(task_ids='agent_ask', key='message_history') }}",
+            ),
+        )
     )
     branch = LLMBranchOperator(
         task_id="branch", prompt="Is the river long?", llm_conn_id="mm_chat", system_prompt="Pick one."
