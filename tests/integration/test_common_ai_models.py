@@ -75,7 +75,9 @@ def test_task_api_cost_and_task_uuid_are_on_the_response(connect: Any) -> None:
 
 
 @pytest.mark.parametrize("api", ["task", "chat"])
-def test_streaming_splits_thinking_from_text(connect: Any, minimax_emulator: EmulatorHandle, api: str) -> None:
+def test_streaming_splits_thinking_from_text(
+    connect: Any, minimax_emulator: EmulatorHandle, api: str
+) -> None:
     agent = connect(api).create_agent(instructions="Be brief.")
 
     async def run() -> tuple[str, Any, Any]:

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_minimax.common_ai.hook import PydanticAIMiniMaxHook
+from airflow_provider_minimax.get_provider_info import get_provider_info
+
 COMMON_AI = "airflow_provider_minimax.common_ai"
 #: Makes pydantic-ai and common.ai's hooks unimportable, as they are without the extra.
 WITHOUT_EXTRA = """
@@ -85,3 +88,15 @@ except Exception as err:
     assert "resolved: True None" in done.stdout
     assert "AirflowOptionalProviderFeatureException" in done.stdout
     assert "pip install 'airflow-provider-minimax[common-ai]'" in done.stdout
+
+
+def test_provider_info_declares_the_hook_with_the_minimax_form_and_a_fallback_chain() -> None:
+    minimax, declared = get_provider_info()["connection-types"]
+
+    assert declared["hook-class-name"] == f"{COMMON_AI}.hook.PydanticAIMiniMaxHook"
+    assert (declared["connection-type"], declared["hook-name"]) == (
+        PydanticAIMiniMaxHook.conn_type,
+        PydanticAIMiniMaxHook.hook_name,
+    )
+    assert declared["ui-field-behaviour"] == minimax["ui-field-behaviour"]
+    assert set(declared["conn-fields"]) == {*minimax["conn-fields"], "fallback_conn_ids"}
