@@ -188,7 +188,7 @@ class MiniMaxBatchAdapter(BatchAdapter):
         system_prompt: str = "",
         max_tokens: int = 1024,
         request_params: dict[str, Any] | None = None,
-        **_: Any,
+        **_: Any,  # other adapters' options (completion_window)
     ) -> list[TextInferenceTask]:
         """Every request as a validated task (placeholder UUIDs); bad input raises before any HTTP call."""
         directive = self.build_output_directive(output_spec)
@@ -261,7 +261,6 @@ class MiniMaxBatchAdapter(BatchAdapter):
         **kwargs: Any,
     ) -> SubmitResult:
         """Submit what is not known upstream yet; a repeated submit of the same input pays nothing twice."""
-        kwargs.pop("completion_window", None)
         tasks = self._build_tasks(requests, model=model, output_spec=output_spec, **kwargs)
         resolution = resolve_and_submit(
             self._client,

@@ -101,7 +101,7 @@ class MiniMaxTaskModel(Model):
         model_request_parameters: ModelRequestParameters,
     ) -> ModelResponse:
         """One ``textInference`` with sync delivery."""
-        params = self._task_params(messages, model_settings, model_request_parameters)
+        params, _ = self._task_params(messages, model_settings, model_request_parameters)
         try:
             outcome = await self._hook.atext_inference(**params)
         except _NOT_FOR_FALLBACK:
@@ -111,7 +111,7 @@ class MiniMaxTaskModel(Model):
         finally:
             # The hook's async client belongs to this event loop; the next request may run in another.
             await self._hook.aclose()
-        item = outcome.results[0]
+        item = next(result for result in outcome.results if result.is_success)
         text, inline_reasoning = split_think(item.text)
         reasoning = "\n".join(item.reasoning_content) if item.reasoning_content else inline_reasoning
         parts: list[ModelResponsePart] = [ThinkingPart(content=reasoning)] if reasoning else []
@@ -136,7 +136,9 @@ class MiniMaxTaskModel(Model):
         run_context: Any = None,
     ) -> AsyncGenerator[StreamedResponse]:
         """One ``textInference`` streamed over SSE."""
-        params = self._task_params(messages, model_settings, model_request_parameters)
+        params, model_request_parameters = self._task_params(
+            messages, model_settings, model_request_parameters
+        )
         stream = MiniMaxTaskStreamedResponse(
             model_request_parameters=model_request_parameters,
             _model_name=self._model_name,
@@ -154,8 +156,11 @@ class MiniMaxTaskModel(Model):
         messages: list[ModelMessage],
         model_settings: ModelSettings | None,
         model_request_parameters: ModelRequestParameters,
-    ) -> dict[str, Any]:
-        """The hook's textInference parameters; every check runs here, before any HTTP call."""
+    ) -> tuple[dict[str, Any], ModelRequestParameters]:
+        """The hook's textInference parameters and the prepared request parameters.
+
+        Every check runs here, before any HTTP call.
+        """
         model_settings, model_request_parameters = self.prepare_request(
             model_settings, model_request_parameters
         )
@@ -170,7 +175,7 @@ class MiniMaxTaskModel(Model):
         ]
         system, turns = task_messages(messages)
         settings = model_settings or {}
-        return {
+        params = {
             "messages": turns,
             "system_prompt": "\n\n".join([*system, *instructions]) or None,
             "model": self._model_name,
@@ -179,6 +184,7 @@ class MiniMaxTaskModel(Model):
             "top_p": settings.get("top_p"),
             "seed": settings.get("seed"),
         }
+        return params, model_request_parameters
 
 
 @dataclass
