@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import BaseModel
+from pydantic_ai import Agent
 from pydantic_ai.messages import TextPart, ThinkingPart
 
 from airflow_provider_minimax.common_ai.chat_model import MiniMaxChatModel, RetryingTransport
@@ -252,3 +253,49 @@ def test_the_chat_model_speaks_to_the_connection_with_our_retries_only() -> None
 
     assert (model.client.api_key, model.client.max_retries) == ("k-123", 0)
     assert model.base_url == "http://127.0.0.1:1/v1/"
+
+
+ANSWER = "<think>Weigh it up.</think>\n\nHello world"
+
+
+def sse_chunks(content: str, size: int) -> bytes:
+    """A chat completions stream sending ``content`` in pieces of ``size`` characters."""
+    pieces = [content[i : i + size] for i in range(0, len(content), size)]
+    events = [
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "minimax-m2.7",
+            "choices": [choice],
+        }
+        for choice in [
+            *({"index": 0, "delta": {"content": p}, "finish_reason": None} for p in pieces),
+            {"index": 0, "delta": {}, "finish_reason": "stop"},
+        ]
+    ]
+    return ("".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n").encode()
+
+
+@pytest.mark.parametrize("size", [1, 3, 6, 7, 8, 20, len(ANSWER)])
+def test_chat_stream_splits_a_think_block_cut_anywhere(size: int) -> None:
+    transport = httpx.MockTransport(
+        lambda _: httpx.Response(
+            200, content=sse_chunks(ANSWER, size), headers={"content-type": "text/event-stream"}
+        )
+    )
+    settings = MiniMaxConnectionSettings(
+        conn_id="c", api="chat", base_url="http://minimax.test/v1", api_key="k", model="minimax-m2.7"
+    )
+    agent = Agent(MiniMaxChatModel("minimax-m2.7", settings, transport=transport))
+
+    async def run() -> list[Any]:
+        async with agent.run_stream("Hi") as stream:
+            await stream.get_output()
+        return list(stream.all_messages()[-1].parts)
+
+    parts = asyncio.run(run())
+    assert [(type(p), p.content) for p in parts] == [
+        (ThinkingPart, "Weigh it up."),
+        (TextPart, "Hello world"),
+    ]
