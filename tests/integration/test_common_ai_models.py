@@ -183,6 +183,7 @@ def test_fallback_conn_ids_moves_from_a_failing_task_connection_to_chat(
         ({"extra": {"timeout": -1}}, "field 'timeout'"),
         ({"extra": {"max_retries": 99}}, "field 'max_retries'"),
         ({"host": "ftp://example.com"}, "field 'host'"),
+        ({"extra": {"tiemout": 5}}, "field 'extra.tiemout' is not a known setting; did you mean 'timeout'"),
     ],
 )
 def test_connection_is_validated_like_a_minimax_connection(
