@@ -158,7 +158,7 @@ class MiniMaxConnectionSettings(BaseModel):
         api_key = _api_key(conn_id, conn.password)
         base_url = _base_url(conn_id, conn, api)
         tuning_fields = set(cls.model_fields) - {"conn_id", "api", "base_url", "api_key", "model"}
-        others = OTHER_EXTRA_FIELDS.get(conn.conn_type or "", frozenset())
+        others = OTHER_EXTRA_FIELDS.get(getattr(conn, "conn_type", None) or "", frozenset())
         _refuse_unknown(conn_id, extra, {"api", "model", *tuning_fields, *others})
         tuning = {
             key: value for key, value in extra.items() if key in tuning_fields and value not in (None, "")
