@@ -25,6 +25,9 @@ DEFAULT_BASE_URLS: dict[str, str] = {
     "chat": "https://llm.bytespike.ai/v1",
 }
 DEFAULT_MODELS: dict[str, str] = {"task": TASK_MODEL, "chat": CHAT_MODEL}
+#: Extra keys other connection types built on these settings read themselves (common.ai's
+#: ``pydanticai_minimax`` keeps its fallback chain there).
+OTHER_EXTRA_FIELDS: dict[str, frozenset[str]] = {"pydanticai_minimax": frozenset({"fallback_conn_ids"})}
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -155,7 +158,8 @@ class MiniMaxConnectionSettings(BaseModel):
         api_key = _api_key(conn_id, conn.password)
         base_url = _base_url(conn_id, conn, api)
         tuning_fields = set(cls.model_fields) - {"conn_id", "api", "base_url", "api_key", "model"}
-        _refuse_unknown(conn_id, extra, {"api", "model", *tuning_fields})
+        others = OTHER_EXTRA_FIELDS.get(getattr(conn, "conn_type", None) or "", frozenset())
+        _refuse_unknown(conn_id, extra, {"api", "model", *tuning_fields, *others})
         tuning = {
             key: value for key, value in extra.items() if key in tuning_fields and value not in (None, "")
         }

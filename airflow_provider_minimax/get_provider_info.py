@@ -11,8 +11,8 @@ _PACKAGE = "airflow_provider_minimax"
 
 
 def get_provider_info() -> dict[str, Any]:
-    """Describe the provider: connection type and form, hooks, operators, triggers, sensors, decorators."""
-    return {
+    """Describe the provider: connection types and forms, hooks, operators, triggers, sensors, decorators."""
+    info: dict[str, Any] = {
         "package-name": "airflow-provider-minimax",
         "name": "MiniMax",
         "description": "MiniMax M2.7 through the task API and the chat completions API.",
@@ -47,4 +47,29 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": conn_fields(),
             }
         ],
+    }
+    info["connection-types"].append(_pydanticai_minimax(info["connection-types"][0]))
+    return info
+
+
+def _pydanticai_minimax(minimax: dict[str, Any]) -> dict[str, Any]:
+    """The ``pydanticai_minimax`` type: the ``minimax`` form plus common.ai's fallback chain.
+
+    Declared whether or not the ``common-ai`` extra is installed: Airflow imports a hook class
+    only when the type is used, and our module then raises
+    ``AirflowOptionalProviderFeatureException``, which Airflow reports as a disabled feature.
+    """
+    return {
+        **minimax,
+        "hook-class-name": f"{_PACKAGE}.common_ai.hook.PydanticAIMiniMaxHook",
+        "hook-name": "Pydantic AI (MiniMax)",
+        "connection-type": "pydanticai_minimax",
+        "conn-fields": {
+            **minimax["conn-fields"],
+            "fallback_conn_ids": {
+                "label": "Fallback connections",
+                "description": "pydanticai* connection ids to fail over to, in order (common.ai)",
+                "schema": {"type": ["array", "null"], "items": {"type": "string"}},
+            },
+        },
     }

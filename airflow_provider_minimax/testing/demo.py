@@ -35,6 +35,7 @@ EXAMPLE_DAGS = (
     "minimax_summaries_digest",
     "minimax_marketing_copy",
     "minimax_enrichment",
+    "minimax_common_ai",
 )
 #: The pool the example DAGs use to cap concurrent MiniMax requests.
 POOL = ("minimax", 4, "Concurrent MiniMax requests (rate limit)")
@@ -49,6 +50,8 @@ CHAT_PRICES = {
     "price_per_million_cached_input_tokens": 0.03,
     "price_per_million_output_tokens": 1.20,
 }
+#: The same two endpoints as ``pydanticai_minimax`` connections, for common.ai's operators.
+COMMON_AI_CONN_IDS = {"task": "pydanticai_minimax_default", "chat": "pydanticai_minimax_chat"}
 OUTPUT_VARIABLE = "minimax_output_dir"
 
 
@@ -68,15 +71,18 @@ class Endpoints:
     label: str
 
     def connections(self) -> dict[str, str]:
-        """``AIRFLOW_CONN_*`` variables for the task connection and the chat connection."""
+        """``AIRFLOW_CONN_*`` variables: the task and chat APIs as ``minimax`` and ``pydanticai_minimax``."""
+        hosts = {"task": self.task_base_url, "chat": self.chat_base_url}
+        extras = {"task": {"api": "task"}, "chat": {"api": "chat", **CHAT_PRICES}}
         return {
             f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(
-                {"conn_type": "minimax", "host": host, "password": self.api_key, "extra": extra}
+                {"conn_type": conn_type, "host": hosts[api], "password": self.api_key, "extra": extras[api]}
             )
-            for conn_id, host, extra in (
-                (TASK_CONN_ID, self.task_base_url, {"api": "task"}),
-                (CHAT_CONN_ID, self.chat_base_url, {"api": "chat", **CHAT_PRICES}),
+            for conn_type, conn_ids in (
+                ("minimax", {"task": TASK_CONN_ID, "chat": CHAT_CONN_ID}),
+                ("pydanticai_minimax", COMMON_AI_CONN_IDS),
             )
+            for api, conn_id in conn_ids.items()
         }
 
 

@@ -48,7 +48,8 @@ def _settings(**extra: Any) -> MiniMaxConnectionSettings:
 def test_provider_info_declares_the_connection_type_and_its_hook() -> None:
     info = get_provider_info()
     assert info["package-name"] == "airflow-provider-minimax"
-    (conn_type,) = info["connection-types"]
+    # The second type is common.ai's pydanticai_minimax (tests/integration/test_common_ai_provider.py).
+    conn_type, _ = info["connection-types"]
     assert conn_type["connection-type"] == MiniMaxHook.conn_type == "minimax"
     assert conn_type["hook-class-name"] == f"{MiniMaxHook.__module__}.{MiniMaxHook.__qualname__}"
     assert (MiniMaxHook.default_conn_name, MiniMaxHook.conn_name_attr) == (
@@ -109,7 +110,7 @@ def test_api_dropdown_offers_exactly_the_apis_the_model_accepts() -> None:
 
 
 def test_standard_fields_are_relabelled_with_the_models_titles() -> None:
-    (conn_type,) = get_provider_info()["connection-types"]
+    conn_type = get_provider_info()["connection-types"][0]
     behaviour = conn_type["ui-field-behaviour"]
     fields = MiniMaxConnectionSettings.model_fields
     assert behaviour["relabeling"] == {"host": fields["base_url"].title, "password": fields["api_key"].title}
@@ -125,7 +126,7 @@ def test_legacy_field_behaviour_is_valid_for_airflow() -> None:
     schema_file = files("airflow").joinpath("customized_form_field_behaviours.schema.json")
     behaviour = MiniMaxHook.get_ui_field_behaviour()
     jsonschema.validate(behaviour, json.loads(schema_file.read_text()))
-    (conn_type,) = get_provider_info()["connection-types"]
+    conn_type = get_provider_info()["connection-types"][0]
     assert behaviour == {
         key.replace("-", "_"): value for key, value in conn_type["ui-field-behaviour"].items()
     }
