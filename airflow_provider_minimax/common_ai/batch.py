@@ -24,7 +24,7 @@ from airflow.providers.common.ai.batch.base import (
     SubmitResult,
 )
 from airflow.providers.common.ai.exceptions import LLMBatchInputError, LLMBatchLimitExceededError
-from airflow.sdk import Connection
+from airflow.providers.common.compat.sdk import Connection
 
 from airflow_provider_minimax.common_ai.hook import CONN_TYPE, MODEL_PROVIDER
 from airflow_provider_minimax.common_ai.outputs import schema_prompt
