@@ -5,8 +5,8 @@ independent server, so the campaign must too. It speaks raw HTTP/1.1 over asynci
 can drip bytes, cut streams and send invalid bytes that a framework would refuse to send) and
 answers both APIs (``/v1`` task API, ``/v1/chat/completions`` chat API) as the wire contracts
 (task-api.md, chat-api.md) describe them. One :class:`Fault` at a time shapes its answers;
-it counts what a test needs to judge the client: requests, accepted (paid) submissions per
-prompt and results it completed.
+it counts what a test needs to judge the client: requests, accepted (paid) generations per
+prompt, refused keys and endless answers the client never hung up on.
 """
 
 from __future__ import annotations
@@ -111,8 +111,8 @@ class HostileServer:
         self.fault: Fault | None = None
         self.tasks: dict[str, Task] = {}
         self.requests = 0
-        self.paid: Counter[str] = Counter()  # accepted generations per prompt
-        self.completed: Counter[str] = Counter()  # results the server produced per prompt
+        # Accepted generations per prompt; each is completed at once (a poll may say "processing").
+        self.paid: Counter[str] = Counter()
         self.gave_up = 0  # endless answers the client did not hang up on
         self.refused_keys = 0  # requests answered 401
         self.on_rotate: Callable[[str], None] | None = None
@@ -126,7 +126,6 @@ class HostileServer:
             self.tasks.clear()
             self.requests = 0
             self.paid.clear()
-            self.completed.clear()
             self.gave_up = 0
             self.refused_keys = 0
             self.on_rotate = None
@@ -207,7 +206,6 @@ class HostileServer:
             method = item.get("deliveryMethod", "sync")
             self.tasks[task_uuid] = Task(prompt, count, method)
             self.paid[prompt] += 1
-            self.completed[prompt] += 1
             if streaming or method == "stream":
                 return _task_stream(task_uuid, prompt, fault)
             if method == "sync":
@@ -257,7 +255,6 @@ class HostileServer:
             return chat_error(400, "messages must not be empty", "invalid_request_error")
         prompt = first_user_content(messages)
         self.paid[prompt] += 1
-        self.completed[prompt] += 1
         content = _answer_text(prompt)
         if payload.get("response_format"):
             content = json.dumps({"answer": content})
@@ -297,10 +294,7 @@ class HostileServer:
                         with self._lock:
                             self.gave_up += 1
                     return
-                head = [f"HTTP/1.1 {answer.status} X", f"content-length: {len(answer.body)}"]
-                head += [f"{name}: {value}" for name, value in answer.headers.items()]
-                writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + answer.body)
-                await writer.drain()
+                await _write_whole(writer, answer, keep_alive=True)
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:
@@ -468,8 +462,9 @@ def _after_processing(fault: Fault | None, answer: Answer) -> Answer:
     return answer
 
 
-async def _write_whole(writer: asyncio.StreamWriter, answer: Answer) -> None:
-    head = [f"HTTP/1.1 {answer.status} X", f"content-length: {len(answer.body)}", "connection: close"]
+async def _write_whole(writer: asyncio.StreamWriter, answer: Answer, *, keep_alive: bool = False) -> None:
+    head = [f"HTTP/1.1 {answer.status} X", f"content-length: {len(answer.body)}"]
+    head += [] if keep_alive else ["connection: close"]
     head += [f"{name}: {value}" for name, value in answer.headers.items()]
     writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + answer.body)
     await writer.drain()
@@ -521,12 +516,15 @@ async def _endless_sse(writer: asyncio.StreamWriter) -> str:
     return await _until_client_leaves(writer, b": ping\n\n", 0.1)
 
 
-def _sse(events: list[Any], *, done: bool = True, cut: bool = False) -> Answer:
+def _sse(events: list[Any], fault: Fault | None) -> Answer:
+    """An SSE answer: the events, then ``[DONE]``, or a cut connection under a ``stream_cut``."""
+    cut = fault is not None and fault.kind == "stream_cut"
+
     async def write(writer: asyncio.StreamWriter) -> None:
         writer.write(SSE_HEAD)
         for event in events:
             writer.write(f"data: {json.dumps(event)}\n\n".encode())
-        if done:
+        if not cut:
             writer.write(b"data: [DONE]\n\n")
         await writer.drain()
         if cut:
@@ -550,10 +548,9 @@ def _task_stream(task_uuid: str, prompt: str, fault: Fault | None) -> Answer:
         "usage": {"promptTokens": 3, "completionTokens": 5, "totalTokens": 8},
         "cost": 0.0001,
     }
-    kind = fault.kind if fault else None
     if not _without_final(fault):
         events.append(final)
-    return _sse(events, done=kind not in ("stream_cut",), cut=kind == "stream_cut")
+    return _sse(events, fault)
 
 
 def _chat_stream(content: str, fault: Fault | None) -> Answer:
@@ -561,10 +558,9 @@ def _chat_stream(content: str, fault: Fault | None) -> Answer:
     events: list[Any] = [
         {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": content}}]},
     ]
-    kind = fault.kind if fault else None
     if not _without_final(fault):
         events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         events.append(
             {**base, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}}
         )
-    return _sse(events, done=kind != "stream_cut", cut=kind == "stream_cut")
+    return _sse(events, fault)

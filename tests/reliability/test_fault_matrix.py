@@ -172,9 +172,7 @@ async def run_case(
     # Under a fault that never ends no answer can be read; a result is lost when the server
     # recovered (the fault was used up) and the caller still did not get it.
     recovered = fault.times is not None
-    lost = sum(
-        1 for p, n in server.completed.items() if recovered and n and f"answer to {p}" not in delivered
-    )
+    lost = sum(1 for p, n in server.paid.items() if recovered and n and f"answer to {p}" not in delivered)
     record = CaseRecord(
         fault=case.name,
         path=path_name,
