@@ -36,21 +36,17 @@ def hostile(_hostile_server: HostileServer, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 @pytest.fixture
-def short_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Cap the hook's retry waits; returns the waits the hook asked for."""
-    asked: list[float] = []
+def short_sleeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cap the hook's retry waits."""
 
     def sleep(seconds: float) -> None:
-        asked.append(seconds)
         time.sleep(min(seconds, MAX_TEST_SLEEP))
 
     async def asleep(seconds: float) -> None:
-        asked.append(seconds)
         await asyncio.sleep(min(seconds, MAX_TEST_SLEEP))
 
     monkeypatch.setattr(MiniMaxHook, "sleep", staticmethod(sleep))
     monkeypatch.setattr(MiniMaxHook, "asleep", staticmethod(asleep))
-    return asked
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -190,7 +190,7 @@ async def run_case(
 @pytest.mark.parametrize(("case", "path_name", "path"), CASES)
 async def test_fault(
     hostile: HostileServer,
-    short_sleeps: list[float],
+    short_sleeps: None,
     monkeypatch: pytest.MonkeyPatch,
     case: FaultCase,
     path_name: str,

@@ -71,7 +71,7 @@ def point_connections(monkeypatch: pytest.MonkeyPatch, server: HostileServer, ke
 @pytest.mark.parametrize("fault_name", list(FAULTS))
 async def test_no_path_shows_the_key(
     hostile: HostileServer,
-    short_sleeps: list[float],
+    short_sleeps: None,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
@@ -140,7 +140,7 @@ def test_a_mistyped_key_is_used_or_refused_without_showing_it(
 @pytest.mark.parametrize("fault_name", ["revoked key", "503 forever", "redirect", "dropped connections"])
 def test_test_connection_never_shows_the_key(
     hostile: HostileServer,
-    short_sleeps: list[float],
+    short_sleeps: None,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     fault_name: str,
