@@ -165,19 +165,26 @@ async def hook_async(prompt: str, run_id: str) -> Any:
         await hook.aclose()
 
 
-async def deferrable_operator(prompt: str, run_id: str) -> Any:
-    context = make_context("ask", run_id)
-    return await with_retry(
-        lambda: MiniMaxTextInferenceOperator(
-            task_id="ask",
-            prompt=prompt,
-            conn_id=TASK_CONN,
-            deferrable=True,
-            wait_timeout=WAIT_TIMEOUT,
-            **CADENCE,
-        ),
-        context,
-    )
+def _text_operator(deferrable: bool) -> Path:
+    async def text_operator(prompt: str, run_id: str) -> Any:
+        context = make_context("ask", run_id)
+        return await with_retry(
+            lambda: MiniMaxTextInferenceOperator(
+                task_id="ask",
+                prompt=prompt,
+                conn_id=TASK_CONN,
+                deferrable=deferrable,
+                wait_timeout=WAIT_TIMEOUT,
+                **CADENCE,
+            ),
+            context,
+        )
+
+    return text_operator
+
+
+deferrable_operator = _text_operator(deferrable=True)
+operator_in_worker = _text_operator(deferrable=False)
 
 
 async def sensor(prompt: str, run_id: str, *, arm: Callable[[], None] = lambda: None) -> Any:
@@ -200,7 +207,7 @@ async def sensor(prompt: str, run_id: str, *, arm: Callable[[], None] = lambda: 
     )
 
 
-def _batch(conn_id: str) -> Path:
+def _batch(conn_id: str, deferrable: bool = True) -> Path:
     async def batch(prompt: str, run_id: str) -> Any:
         context = make_context("batch", run_id)
         return await with_retry(
@@ -209,7 +216,7 @@ def _batch(conn_id: str) -> Path:
                 prompt_template="{{ row.q }}",
                 rows=[{"q": f"{prompt} row0"}, {"q": f"{prompt} row1"}],
                 conn_id=conn_id,
-                deferrable=conn_id == TASK_CONN,
+                deferrable=deferrable and conn_id == TASK_CONN,
                 on_row_error="fail",
                 wait_timeout=WAIT_TIMEOUT,
                 **CADENCE,
@@ -221,6 +228,7 @@ def _batch(conn_id: str) -> Path:
 
 
 batch_task = _batch(TASK_CONN)
+batch_task_in_worker = _batch(TASK_CONN, deferrable=False)
 batch_chat = _batch(CHAT_CONN)
 
 
@@ -277,8 +285,10 @@ TASK_PATHS: dict[str, Path] = {
     "hook sync": hook_sync,
     "hook async": hook_async,
     "deferrable operator": deferrable_operator,
+    "operator in worker": operator_in_worker,
     "sensor": sensor,
     "batch (task)": batch_task,
+    "batch (task, in worker)": batch_task_in_worker,
 }
 CHAT_PATHS: dict[str, Path] = {
     "hook chat sync": hook_chat_sync,
