@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 OLDEST_VENV  := .venv-oldest
 OLDEST_STAMP := $(OLDEST_VENV)/.installed
 
-.PHONY: venv venv-oldest browser test test-oldest lint unit demo bench clean
+.PHONY: venv venv-oldest browser test test-oldest lint unit reliability demo bench clean
 
 $(STAMP): pyproject.toml
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -32,6 +32,9 @@ lint: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
+
+reliability: $(STAMP)
+	$(BIN)/pytest tests/reliability -q
 
 # The UI test drives Debian's Chromium (Playwright's browser download is not used). Install it when
 # it is missing and we may (root with apt-get, as in CI); otherwise that test is skipped, saying why.
