@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +41,12 @@ def run_python(home: Path, code: str) -> subprocess.CompletedProcess[str]:
         for k, v in os.environ.items()
         if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW__", "AIRFLOW_HOME"))
     }
-    env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False")
+    # Log level ERROR: Airflow 3.0 logs plugin set-up lines to stdout, before the JSON.
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__LOGGING__LOGGING_LEVEL="ERROR",
+    )
     return subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180, check=False
     )
@@ -53,7 +59,7 @@ def hooks_by_type(home: Path, *, without_extra: bool) -> dict[str, str]:
     )
     done = run_python(home, code)
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = json.loads(done.stdout[done.stdout.index("[") :])
+    rows = json.loads(done.stdout[re.search(r"^\[\s*[{\]]", done.stdout, re.MULTILINE).start() :])
     return {row["connection_type"]: row["class"] for row in rows if row.get("connection_type")}
 
 
@@ -73,8 +79,11 @@ def test_without_the_extra_the_core_imports_and_common_ai_names_the_extra(tmp_pa
         WITHOUT_EXTRA
         + """
 import airflow_provider_minimax.hooks.minimax, airflow_provider_minimax.operators.text_inference
-from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
-hooks = ProvidersManagerTaskRuntime().hooks
+try:
+    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime as Providers
+except ImportError:  # Airflow < 3.2
+    from airflow.providers_manager import ProvidersManager as Providers
+hooks = Providers().hooks
 print("resolved:", hooks.get("minimax") is not None, hooks.get("pydanticai_minimax"))
 try:
     import airflow_provider_minimax.common_ai.hook
