@@ -115,6 +115,9 @@ class ChatBatchRunner:
         self.limiter = limiter
         self.settings = settings
         self.on_row = on_row
+        #: A 429 whose Retry-After is beyond the policy's cap: the server said "come back later",
+        #: so every row not yet sent fails with it instead of asking again.
+        self.come_back_later: MiniMaxRateLimitError | None = None
         self.fatal: MiniMaxError | None = None
 
     async def run(self, prompts: Mapping[int, str]) -> None:
@@ -193,10 +196,15 @@ class ChatBatchRunner:
         settings = self.settings
         transient = rate_limited = 0
         while True:
+            if self.come_back_later is not None:
+                raise self.come_back_later
             async with self.limiter.slot() as started:
                 try:
                     completion = await hook.achat_completion(messages, max_retries=0, **settings.params)
                 except MiniMaxRateLimitError as err:
+                    if settings.policy.waits_too_long(err):
+                        self.come_back_later = err
+                        raise
                     self.limiter.on_rate_limited(started, err.retry_after)
                     rate_limited += 1
                     if rate_limited > settings.max_rate_limited:

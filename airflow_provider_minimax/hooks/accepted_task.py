@@ -27,13 +27,13 @@ from airflow_provider_minimax.exceptions import MiniMaxDeadlineError, MiniMaxErr
 from airflow_provider_minimax.hooks.call_budget import CallBudget
 from airflow_provider_minimax.hooks.responses import CONFLICT_CODE, NOT_FOUND_CODE, api_error
 from airflow_provider_minimax.models import GetResponseTask, TextInferenceTask
-from airflow_provider_minimax.polling import BACKOFF_FACTOR, task_state
+from airflow_provider_minimax.polling import BACKOFF_FACTOR, DEFAULT_NOT_FOUND_GRACE, task_state
 from airflow_provider_minimax.results import TaskBatchResult
 
 log = logging.getLogger(__name__)
 
-#: Seconds after the conflict during which "not found" means "not visible yet" (as the operators' default).
-NOT_FOUND_GRACE = 120.0
+#: Seconds after the conflict during which "not found" means "not visible yet" (the operators' default).
+NOT_FOUND_GRACE = DEFAULT_NOT_FOUND_GRACE
 #: The first wait between polls and the cap of the waits, in seconds (the contract's cadence).
 FIRST_POLL_WAIT = 1.0
 MAX_POLL_WAIT = 10.0

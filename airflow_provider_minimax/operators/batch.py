@@ -79,6 +79,7 @@ class _BatchOptions(WaitOptions):
     """The operator's own knobs after templating, checked before the first HTTP call."""
 
     on_row_error: OnRowError
+    input_format: InputFormat | None = None
     max_concurrency: int = Field(ge=1)
     requests_per_minute: float | None = Field(default=None, gt=0)
     max_output_retries: int = Field(ge=0)
@@ -330,6 +331,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
             _BatchOptions,
             f"{type(self).__name__} parameters",
             on_row_error=self.on_row_error,
+            input_format=self.input_format,
             max_concurrency=self.max_concurrency,
             requests_per_minute=self.requests_per_minute,
             max_output_retries=self.max_output_retries,
