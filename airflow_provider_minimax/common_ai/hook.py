@@ -38,6 +38,11 @@ class PydanticAIMiniMaxHook(PydanticAIHook):
     hook_name = "Pydantic AI (MiniMax)"
     model_provider = MODEL_PROVIDER
 
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the key and the URL without spending money, with the ``minimax`` connection's answers."""
+        with MiniMaxHook(self.llm_conn_id) as hook:
+            return hook.test_connection()
+
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Deprecated form hook, kept for Airflow < 3.2; provider info declares the form."""

@@ -56,6 +56,7 @@ class ConnType:
 #: Every connection type of the provider; one line each.
 CONN_TYPES = [
     pytest.param(ConnType("minimax", "MiniMax"), id="minimax"),
+    pytest.param(ConnType("pydanticai_minimax", "Pydantic AI (MiniMax)"), id="pydanticai_minimax"),
 ]
 
 

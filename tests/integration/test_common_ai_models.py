@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any
 
 import httpx
@@ -300,3 +301,21 @@ def test_chat_stream_splits_a_think_block_cut_anywhere(size: int) -> None:
         (ThinkingPart, "Weigh it up."),
         (TextPart, "Hello world"),
     ]
+
+
+@pytest.mark.parametrize("api", ["task", "chat"])
+@pytest.mark.parametrize(
+    ("password", "expected"),
+    [(EMULATOR_API_KEY, "the key is valid"), ("sk-wrong", "the key was refused")],
+)
+def test_the_test_button_gives_the_minimax_connections_answers(
+    connect: Any, monkeypatch: pytest.MonkeyPatch, api: str, password: str, expected: str
+) -> None:
+    hook = connect(api, conn_id=f"mm_test_{api}")
+    stored = json.loads(str(os.environ[f"AIRFLOW_CONN_MM_TEST_{api.upper()}"]))
+    monkeypatch.setenv(f"AIRFLOW_CONN_MM_TEST_{api.upper()}", json.dumps({**stored, "password": password}))
+
+    ok, message = hook.test_connection()
+
+    assert (ok, expected in message) == (password == EMULATOR_API_KEY, True), message
+    assert "sk-wrong" not in message
