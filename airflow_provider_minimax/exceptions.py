@@ -100,6 +100,9 @@ class MiniMaxServerError(MiniMaxTransientError):
 class MiniMaxConnectionError(MiniMaxTransientError):
     """The API could not be reached (connect/read error, reset connection) after every retry."""
 
+    #: A chat request the server received but did not answer: resending it may be billed twice.
+    maybe_billed: bool = False
+
 
 class MiniMaxTaskFailedError(MiniMaxError):
     """An accepted task finished with ``status: error``; the API's code and message are kept."""

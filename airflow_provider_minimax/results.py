@@ -131,7 +131,9 @@ class Prices(BaseModel):
         return round((micro + usage.completion_tokens * self.output) / 1_000_000, 10)
 
 
-def spend_summary(api: str, calls: int, usage: Usage, cost: float | None, *, estimated: bool) -> str:
+def spend_summary(
+    api: str, calls: int, usage: Usage, cost: float | None, *, estimated: bool, resends: int = 0
+) -> str:
     """The one summary line a task logs: calls, tokens by kind, cost and where the cost comes from.
 
     :param api: ``task`` or ``chat``.
@@ -139,6 +141,7 @@ def spend_summary(api: str, calls: int, usage: Usage, cost: float | None, *, est
     :param usage: tokens spent.
     :param cost: USD, or None.
     :param estimated: whether ``cost`` was computed from the connection's prices.
+    :param resends: chat requests resent after a lost answer (each may have been billed twice).
     """
     if cost is None:
         money = "cost n/a" + (" (set the connection's price_per_million_* extras)" if api == "chat" else "")
@@ -146,7 +149,10 @@ def spend_summary(api: str, calls: int, usage: Usage, cost: float | None, *, est
         money = f"cost ~${cost:.6f} (estimate from the connection's prices)"
     else:
         money = f"cost ${cost:.6f} (reported by the API)"
-    return f"MiniMax {api} API: {calls} call(s), {usage.by_kind()}, {money}"
+    line = f"MiniMax {api} API: {calls} call(s), {usage.by_kind()}, {money}"
+    if resends:
+        line += f"; {resends} chat request(s) resent after a lost answer (each may have been billed twice)"
+    return line
 
 
 class GenerateResult(BaseModel):
@@ -184,6 +190,7 @@ class Spend(BaseModel):
     :param cost: USD: reported by the task API, estimated from the connection's prices on the chat API.
     :param cost_estimated: whether ``cost`` is an estimate from the connection's prices.
     :param task_uuids: the task API's taskUUIDs.
+    :param resends: chat requests resent after a lost answer (extra ``chat_retry_on_read_timeout``).
     """
 
     api: str
@@ -195,6 +202,7 @@ class Spend(BaseModel):
     cost: float | None = None
     cost_estimated: bool = False
     task_uuids: list[str] = Field(default_factory=list)
+    resends: int = 0
 
     @classmethod
     def start(
@@ -234,7 +242,9 @@ class Spend(BaseModel):
 
     def summary(self) -> str:
         """The task's one summary log line."""
-        return spend_summary(self.api, self.calls, self.usage, self.cost, estimated=self.cost_estimated)
+        return spend_summary(
+            self.api, self.calls, self.usage, self.cost, estimated=self.cost_estimated, resends=self.resends
+        )
 
 
 class TaskBatchResult(BaseModel):

@@ -216,6 +216,11 @@ class ChatBatchRunner:
                     transient += 1
                     if transient > settings.policy.max_retries:
                         raise
+                    if getattr(err, "maybe_billed", False):
+                        # Received but unanswered: resend only where the connection allows it, and count it.
+                        if not self.hook.settings.chat_retry_on_read_timeout:
+                            raise
+                        self.hook.chat_resends_after_timeout += 1
                     retry_after = err.retry_after
                 else:
                     self.limiter.on_success(started)

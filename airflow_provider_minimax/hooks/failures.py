@@ -55,6 +55,8 @@ def typed_error(err: Exception, url: str, api: Api, policy: RetryPolicy) -> Exce
         error = MiniMaxConnectionError(f"Could not reach MiniMax at {url} after retries: {detail}")
     else:
         error = MiniMaxConnectionError(f"MiniMax request to {url} failed and was not retried: {detail}")
+    if api == "chat" and isinstance(err, SENT_TRANSPORT_ERRORS) and isinstance(error, MiniMaxConnectionError):
+        error.maybe_billed = True  # the chat API has no idempotency key: a caller resending it may pay twice
     return _caused(error, cause)
 
 

@@ -895,6 +895,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
                 "cost": manifest.cost,
                 "cost_estimated": settings.api == "chat" and manifest.cost is not None,
                 "task_uuids": task_uuids,
+                "resends": self.hook.chat_resends_after_timeout,
             }
         )
         return spend

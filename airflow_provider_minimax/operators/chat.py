@@ -177,6 +177,7 @@ class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
             result, output = self.converse(run, conversation)
         finally:
             spend.estimate_cost(settings.prices)
+            spend.resends = self.hook.chat_resends_after_timeout
             self.log.info(spend.summary())
         ti = context["ti"]
         ti.xcom_push(key=USAGE_KEY, value=spend.usage.model_dump())

@@ -385,3 +385,23 @@ def test_the_key_never_reaches_a_failed_rows_message(monkeypatch: pytest.MonkeyP
         router.post(CHAT_COMPLETIONS_URL).mock(side_effect=answer)
         rows = operator(rows=[{"name": "a"}], on_row_error="skip").execute(context())
     assert rows[0]["status"] == "failed" and SECRET_KEY not in json.dumps(rows)
+
+
+@pytest.mark.parametrize(("resend", "status", "requests"), [(True, "success", 2), (False, "failed", 1)])
+def test_a_chat_request_received_but_unanswered_is_resent_only_when_allowed_and_counted(
+    monkeypatch: pytest.MonkeyPatch, resend: bool, status: str, requests: int
+) -> None:
+    set_connection(monkeypatch, api="chat", max_retries=2, chat_retry_on_read_timeout=resend)
+
+    async def no_wait(self: MiniMaxHook, seconds: float) -> None:
+        return None
+
+    monkeypatch.setattr(MiniMaxHook, "asleep", no_wait)
+    answers = [httpx.ReadTimeout("no answer"), httpx.Response(200, json=chat_body("fine"))]
+    with respx.mock(assert_all_called=False) as router:
+        route = router.post(CHAT_COMPLETIONS_URL).mock(side_effect=answers)
+        op = operator(rows=[{"name": "a"}], on_row_error="skip")
+        rows = op.execute(context())
+    assert ([row["status"] for row in rows], route.call_count) == ([status], requests)
+    assert op.minimax_spend.resends == (1 if resend else 0)
+    assert ("1 chat request(s) resent after a lost answer" in op.minimax_spend.summary()) is resend

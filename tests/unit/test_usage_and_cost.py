@@ -210,3 +210,9 @@ def test_chat_batch_rows_are_priced_and_the_manifest_sums_them(monkeypatch: pyte
     assert op.minimax_spend is not None
     assert op.minimax_spend.cost == pytest.approx(2 * row_cost) and op.minimax_spend.cost_estimated
     assert op.minimax_spend.usage.reasoning_tokens == 20
+
+
+@pytest.mark.parametrize(("resends", "shown"), [(0, False), (2, True)])
+def test_the_summary_line_counts_chat_resends(resends: int, shown: bool) -> None:
+    line = spend_summary("chat", 3, Usage(), None, estimated=False, resends=resends)
+    assert ("2 chat request(s) resent after a lost answer" in line) is shown
