@@ -22,13 +22,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_minimax.exceptions import MiniMaxError
-from airflow_provider_minimax.polling import (
-    DEFAULT_NOT_FOUND_GRACE,
+from airflow_provider_minimax.poll_cadence import DEFAULT_NOT_FOUND_GRACE, poll_delays
+from airflow_provider_minimax.task_progress import (
     abbreviate,
     get_responses,
     group_batch,
     is_not_found,
-    poll_delays,
     task_state,
 )
 

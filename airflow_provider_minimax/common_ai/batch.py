@@ -32,7 +32,7 @@ from airflow_provider_minimax.exceptions import MiniMaxValidationError
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, resolve_and_submit
 from airflow_provider_minimax.models import ApiError, TaskResult, TextInferenceTask, split_think
-from airflow_provider_minimax.polling import abbreviate, classify
+from airflow_provider_minimax.task_progress import abbreviate, classify
 
 if TYPE_CHECKING:
     from airflow.providers.common.ai.batch.base import BatchRequest

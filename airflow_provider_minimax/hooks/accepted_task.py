@@ -27,8 +27,9 @@ from airflow_provider_minimax.exceptions import MiniMaxDeadlineError, MiniMaxErr
 from airflow_provider_minimax.hooks.call_budget import CallBudget
 from airflow_provider_minimax.hooks.responses import CONFLICT_CODE, NOT_FOUND_CODE, api_error
 from airflow_provider_minimax.models import GetResponseTask, TextInferenceTask
-from airflow_provider_minimax.polling import BACKOFF_FACTOR, DEFAULT_NOT_FOUND_GRACE, task_state
+from airflow_provider_minimax.poll_cadence import BACKOFF_FACTOR, DEFAULT_NOT_FOUND_GRACE
 from airflow_provider_minimax.results import TaskBatchResult
+from airflow_provider_minimax.task_progress import task_state
 
 log = logging.getLogger(__name__)
 

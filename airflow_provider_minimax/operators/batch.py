@@ -49,20 +49,13 @@ from airflow_provider_minimax.images import check_image
 from airflow_provider_minimax.lineage import LineageMixin, prompt_hash
 from airflow_provider_minimax.models import ApiError, TaskResult, TextInferenceTask, split_think
 from airflow_provider_minimax.operators._templating import system_with_schema
-from airflow_provider_minimax.polling import (
-    DEFAULT_NOT_FOUND_GRACE,
-    TaskProgress,
-    WaitOptions,
-    group_batch,
-    outcome_from_event,
-    refuse_bool,
-    seconds,
-    wait_for_tasks,
-)
+from airflow_provider_minimax.poll_cadence import DEFAULT_NOT_FOUND_GRACE, WaitOptions, refuse_bool, seconds
+from airflow_provider_minimax.polling import outcome_from_event, wait_for_tasks
 from airflow_provider_minimax.rate_control import AdaptiveLimiter
 from airflow_provider_minimax.results import GenerateResult, Spend, TasksOutcome, task_usage
 from airflow_provider_minimax.retry import RetryPolicy
 from airflow_provider_minimax.structured import OutputMismatch, parse_output, response_format
+from airflow_provider_minimax.task_progress import TaskProgress, group_batch
 
 if TYPE_CHECKING:
     import jinja2

@@ -23,14 +23,11 @@ from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, 
 from airflow_provider_minimax.lineage import LineageMixin, prompt_hash
 from airflow_provider_minimax.models import TaskResult, TextInferenceTask
 from airflow_provider_minimax.operators._templating import PromptTemplateMixin, system_with_schema
+from airflow_provider_minimax.poll_cadence import DEFAULT_NOT_FOUND_GRACE, WaitOptions, refuse_bool, seconds
 from airflow_provider_minimax.polling import (
-    DEFAULT_NOT_FOUND_GRACE,
-    WaitOptions,
     outcome_from_event,
-    refuse_bool,
     require_task_api,
     results_of,
-    seconds,
     wait_for_tasks,
 )
 from airflow_provider_minimax.results import Spend, TasksOutcome, Usage, result_json, task_usage

@@ -25,18 +25,10 @@ from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import MiniMaxTaskFailedError, MiniMaxValidationError
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.lineage import LineageMixin
-from airflow_provider_minimax.polling import (
-    DEFAULT_NOT_FOUND_GRACE,
-    abbreviate,
-    check_cadence,
-    classify,
-    get_responses,
-    outcome_from_event,
-    polling_error,
-    require_task_api,
-    seconds,
-)
+from airflow_provider_minimax.poll_cadence import DEFAULT_NOT_FOUND_GRACE, check_cadence, seconds
+from airflow_provider_minimax.polling import outcome_from_event, polling_error, require_task_api
 from airflow_provider_minimax.results import Spend, Usage, result_json
+from airflow_provider_minimax.task_progress import abbreviate, classify, get_responses
 from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
 
 if TYPE_CHECKING:

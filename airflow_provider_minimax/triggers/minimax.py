@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
-from airflow_provider_minimax.polling import check_cadence
+from airflow_provider_minimax.poll_cadence import check_cadence
 from airflow_provider_minimax.results import TasksOutcome
 from airflow_provider_minimax.triggers.poller import DEADLINE, TaskPoller, expire
 

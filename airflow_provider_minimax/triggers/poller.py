@@ -3,7 +3,7 @@
 A triggerer runs all its triggers in one event loop. Instead of each trigger sending its own
 getResponse requests, triggers on the same connection register their taskUUIDs with one
 :class:`TaskPoller`. Each tick it polls every outstanding UUID that is due, in as few
-requests as the connection's ``max_tasks_per_request`` allows (the hook chunks them), and
+requests as the connection's ``max_tasks_per_request`` allows (:mod:`.poll_requests`), and
 resolves each registration when all its tasks have finished. Polling is free and has no side
 effect, so sharing changes nothing but the number of requests.
 """
@@ -11,62 +11,33 @@ effect, so sharing changes nothing but the number of requests.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import ClassVar
 
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import MiniMaxAuthError, MiniMaxError
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
-from airflow_provider_minimax.models import GetResponseTask
-from airflow_provider_minimax.polling import (
-    TaskItems,
-    TaskProgress,
-    check_cadence,
-    group_batch,
-    is_transient,
-    lone_not_found,
-    next_interval,
-    progress_delay,
+from airflow_provider_minimax.poll_cadence import check_cadence, next_interval, progress_delay
+from airflow_provider_minimax.task_progress import TaskItems, TaskProgress, group_batch, is_transient
+from airflow_provider_minimax.triggers.heap_freezer import heap_freezer
+from airflow_provider_minimax.triggers.pacing import RESOLVE_SLICE, Pacer
+from airflow_provider_minimax.triggers.poll_requests import (
+    Refusal,
+    bisect,
+    fetch_in_chunks,
+    is_refused_as_a_whole,
 )
-from airflow_provider_minimax.results import TaskBatchResult
 
 log = logging.getLogger(__name__)
 
 #: A registration due within this fraction of its current wait joins an earlier tick, so waiters
 #: that started at different moments converge on shared requests (polled up to 25 % early).
 COALESCE_FRACTION = 0.25
-#: Resolve at most this many registrations per event-loop step, so waking many triggers at once
-#: never stalls the loop (each woken trigger builds its event in the next step).
-RESOLVE_SLICE = 16
-#: CPU time the poller spends on the loop between two yields to it (building polls, reading
-#: answers for thousands of waiters), so a 10,000-task tick never stalls the other triggers.
-SLICE_SECONDS = 0.005
-#: getResponse requests in flight at once in one tick: enough to overlap round trips; few enough
-#: that httpcore's pool (which re-scans every connection for each request) stays cheap.
-REQUESTS_IN_FLIGHT = 4
-#: getResponse requests one tick may spend narrowing a request refused as a whole (400) down to
-#: the refused UUIDs: one per chunk, then about 2 x log2(k) per refused UUID in a chunk of k.
-MAX_BISECT_REQUESTS = 32
 #: What a registration's future holds when its deadline passed first.
 DEADLINE = object()
-
-
-@dataclass(frozen=True)
-class _Refusal:
-    """Why a UUID's poll was refused: narrowed down to it alone, or still in a refused group."""
-
-    error: MiniMaxError
-    uuid_refused: bool
-
-
-def _is_refused_as_a_whole(err: MiniMaxError) -> bool:
-    """A 400 for the whole request (bad UUIDs, a shape the server will not take): worth splitting."""
-    return err.status_code == 400 and not is_transient(err)
 
 
 def _is_key_refused(err: MiniMaxError) -> bool:
@@ -280,7 +251,7 @@ class TaskPoller:
         now, wall = self._loop.time(), time.time()
         finished: list[Registration] = []
         suspects: list[Registration] = []
-        pause = _Pacer()
+        pause = Pacer()
         for registration in due:
             if registration.future.done():  # left while the request was in flight
                 continue
@@ -326,20 +297,15 @@ class TaskPoller:
             else:
                 registration.reschedule(now, failed=True)
 
-    async def _request(self, task_uuids: Sequence[str]) -> TaskBatchResult:
-        # UUIDs were checked once, at registration: skip re-validating thousands of them per tick.
-        polls = [GetResponseTask.model_construct(task_uuid=u) for u in task_uuids]
-        return await self.hook.asubmit_tasks(polls)
-
-    async def _fetch(self, task_uuids: list[str]) -> tuple[dict[str, TaskItems], dict[str, _Refusal]]:
+    async def _fetch(self, task_uuids: list[str]) -> tuple[dict[str, TaskItems], dict[str, Refusal]]:
         """One tick's answer by UUID; a 401 re-reads the connection once, a 400 is narrowed to its UUIDs."""
         try:
-            grouped = await self._fetch_chunks(task_uuids)
+            grouped = await fetch_in_chunks(self.hook, task_uuids)
         except MiniMaxError as err:
             if _is_key_refused(err) and not self._reread:
                 return await self._reread_connection(task_uuids, err)
-            if _is_refused_as_a_whole(err):
-                batch, refused = await self._bisect(task_uuids, err)
+            if is_refused_as_a_whole(err):
+                batch, refused = await bisect(self.hook, task_uuids, err)
                 return group_batch(batch), refused
             raise
         self._reread = False  # a later rotation gets its own re-read
@@ -347,7 +313,7 @@ class TaskPoller:
 
     async def _reread_connection(
         self, task_uuids: list[str], err: MiniMaxError
-    ) -> tuple[dict[str, TaskItems], dict[str, _Refusal]]:
+    ) -> tuple[dict[str, TaskItems], dict[str, Refusal]]:
         """The key was refused: read the connection again (a rotated key) and poll once more."""
         log.warning("MiniMax refused the key of %r (%s); reading the connection again", self.conn_id, err)
         self._reread = True
@@ -355,72 +321,6 @@ class TaskPoller:
         await stale.aclose()
         await self.hook.aget_settings()  # the async lookup: never blocks the loop
         return await self._fetch(task_uuids)
-
-    async def _bisect(
-        self, task_uuids: list[str], err: MiniMaxError
-    ) -> tuple[TaskBatchResult, dict[str, _Refusal]]:
-        """Split a request refused as a whole until the refused UUIDs are found (bounded requests).
-
-        A request larger than ``max_tasks_per_request`` is first asked chunk by chunk (as the hook
-        sent it), then each refused chunk is halved. UUIDs left unresolved when
-        :data:`MAX_BISECT_REQUESTS` is spent are suspects: their waiters count a failed poll, as for
-        a transient error, and are split again on their next tick.
-        """
-        batch = TaskBatchResult()
-        refused: dict[str, _Refusal] = {}
-        groups: list[tuple[list[str], MiniMaxError]] = [(task_uuids, err)]
-        budget = MAX_BISECT_REQUESTS
-        chunk = (await self.hook.aget_settings()).max_tasks_per_request
-        while groups:
-            group, error = groups.pop()
-            lone = lone_not_found(group, error)
-            if lone is not None:
-                batch.extend(lone)
-                continue
-            if len(group) == 1 or budget <= 0:
-                refusal = _Refusal(error, uuid_refused=len(group) == 1)
-                refused.update(dict.fromkeys(group, refusal))
-                continue
-            # Beyond one request's size, the hook sent chunks: ask each on its own, then halve.
-            size = chunk if len(group) > chunk else (len(group) + 1) // 2
-            for part in (group[start : start + size] for start in range(0, len(group), size)):
-                budget -= 1
-                try:
-                    batch.extend(await self._request(part))
-                except MiniMaxError as part_err:
-                    if not _is_refused_as_a_whole(part_err):
-                        raise
-                    groups.append((part, part_err))
-        log.warning(
-            "MiniMax refused a getResponse request as a whole (%s); the refused taskUUID(s): %s",
-            err,
-            ", ".join(u for u, r in refused.items() if r.uuid_refused) or "(not narrowed down yet)",
-        )
-        return batch, refused
-
-    async def _fetch_chunks(self, task_uuids: list[str]) -> dict[str, TaskItems]:
-        """The answers for ``task_uuids``, indexed by UUID: one request per ``max_tasks_per_request``,
-        at most :data:`REQUESTS_IN_FLIGHT` at once, each chunk built and read in its own loop step."""
-        size = (await self.hook.aget_settings()).max_tasks_per_request
-        chunks = iter([task_uuids[start : start + size] for start in range(0, len(task_uuids), size)])
-        grouped: dict[str, TaskItems] = {}
-
-        async def fetch_chunks(chunks: Iterator[list[str]]) -> None:
-            for chunk in chunks:  # a shared iterator: no chunk is taken twice
-                # UUIDs were checked once, at registration: skip re-validating them every tick.
-                polls = [GetResponseTask.model_construct(task_uuid=u) for u in chunk]
-                grouped.update(group_batch(await self.hook.asubmit_tasks(polls)))
-
-        workers = [
-            self._loop.create_task(fetch_chunks(chunks))
-            for _ in range(min(REQUESTS_IN_FLIGHT, len(task_uuids)))
-        ]
-        try:
-            await asyncio.gather(*workers)
-        finally:
-            for worker in workers:  # one chunk failed: stop the others, the tick is retried whole
-                worker.cancel()
-        return grouped
 
     def _resolve(self, registration: Registration, error: BaseException | None) -> None:
         self._registrations.pop(registration, None)
@@ -435,67 +335,6 @@ def expire(future: asyncio.Future[object]) -> None:
     """
     if not future.done():
         future.set_result(DEADLINE)
-
-
-class HeapFreezer:
-    """Keeps full garbage collections short in a triggerer holding thousands of waiters.
-
-    A full collection walks every tracked object and stalls the event loop meanwhile: Airflow's
-    start-up heap alone is ~150,000 objects (~150 ms on a shared core), and each waiting trigger
-    adds ~20 more (its task, coroutine, async generator, future, timer...), ~200,000 at 10,000
-    waiters. Both are long-lived, which is what ``gc.freeze()`` is for (Airflow's scheduler-side
-    processes freeze before forking): the poller freezes the heap at its first registration, and
-    again each time its waiters reach a new high by :attr:`STEP`, so a full collection never
-    walks more than the objects of ~:attr:`STEP` waiters, and the number of freezes is bounded by
-    the largest count / :attr:`STEP`. Frozen objects are still freed by reference counting when
-    a trigger ends; only a reference cycle among them stays until the process ends (measured:
-    under one object per trigger). ``[minimax] freeze_gc = False``
-    (``AIRFLOW__MINIMAX__FREEZE_GC=false``) turns it off.
-    """
-
-    #: New waiters (over the highest count frozen so far) that make the next freeze.
-    STEP = 1000
-
-    def __init__(self) -> None:
-        self.enabled: bool | None = None  # read from the config on first use
-        self.next_freeze_at = 0  # waiters; 0: freeze at the first registration
-
-    def note_waiters(self, waiters: int) -> None:
-        """Freeze when ``waiters`` reached the next step (otherwise one comparison: it is called
-        on every registration, so a burst of new triggers is frozen as it grows).
-
-        :param waiters: registrations the poller holds now.
-        """
-        if waiters < self.next_freeze_at:
-            return
-        if self.enabled is None:
-            from airflow.providers.common.compat.sdk import conf
-
-            self.enabled = conf.getboolean("minimax", "freeze_gc", fallback=True)
-        self.next_freeze_at = waiters + self.STEP
-        if self.enabled:
-            gc.freeze()
-            log.debug("%d objects frozen out of garbage collection", gc.get_freeze_count())
-
-
-#: One per process: the heap is.
-heap_freezer = HeapFreezer()
-
-
-class _Pacer:
-    """Says when a loop of work on the event loop has run :data:`SLICE_SECONDS` and should yield."""
-
-    __slots__ = ("_until",)
-
-    def __init__(self) -> None:
-        self._until = time.perf_counter() + SLICE_SECONDS
-
-    def due(self) -> bool:
-        now = time.perf_counter()
-        if now < self._until:
-            return False
-        self._until = now + SLICE_SECONDS
-        return True
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

@@ -14,7 +14,7 @@ import respx
 from hook_testlib import CONN_ID, SECRET_KEY, TASK_URL, set_connection, v4
 from poll_testlib import FAST, PollApi, mocked_poll_api
 
-from airflow_provider_minimax.triggers import poller as poller_module
+from airflow_provider_minimax.triggers import heap_freezer, poll_requests
 from airflow_provider_minimax.triggers.poller import DEADLINE, TaskPoller, expire
 
 
@@ -146,7 +146,7 @@ async def test_a_large_tick_sends_a_few_requests_at_a_time_and_polls_each_task_o
         router.post(TASK_URL).mock(side_effect=slow_answer)
         uuids = [v4(i) for i in range(95)]
         assert await wait(TaskPoller.shared(CONN_ID), uuids) is None
-    assert most == poller_module.REQUESTS_IN_FLIGHT  # 10 requests in the tick, 4 at a time
+    assert most == poll_requests.REQUESTS_IN_FLIGHT  # 10 requests in the tick, 4 at a time
     assert sorted(u for r in api.requests for u in r) == sorted(uuids)
 
 
@@ -161,8 +161,8 @@ async def test_a_large_tick_sends_a_few_requests_at_a_time_and_polls_each_task_o
 )
 def test_the_heap_is_frozen_at_start_and_per_step_of_new_waiters(monkeypatch, counts, freezes):
     frozen: list[int] = []
-    monkeypatch.setattr(poller_module.gc, "freeze", lambda: frozen.append(1))
-    freezer = poller_module.HeapFreezer()
+    monkeypatch.setattr(heap_freezer.gc, "freeze", lambda: frozen.append(1))
+    freezer = heap_freezer.HeapFreezer()
     for count in counts:
         freezer.note_waiters(count)
     assert len(frozen) == freezes
@@ -170,8 +170,8 @@ def test_the_heap_is_frozen_at_start_and_per_step_of_new_waiters(monkeypatch, co
 
 def test_freezing_can_be_turned_off(monkeypatch):
     monkeypatch.setenv("AIRFLOW__MINIMAX__FREEZE_GC", "false")
-    monkeypatch.setattr(poller_module.gc, "freeze", lambda: pytest.fail("froze although turned off"))
-    poller_module.HeapFreezer().note_waiters(1)
+    monkeypatch.setattr(heap_freezer.gc, "freeze", lambda: pytest.fail("froze although turned off"))
+    heap_freezer.HeapFreezer().note_waiters(1)
 
 
 async def test_a_401_re_reads_the_connection_and_polls_on_with_the_rotated_key(api, monkeypatch):
@@ -210,7 +210,7 @@ async def test_a_request_refused_as_a_whole_fails_only_the_waiters_of_the_refuse
 
 
 async def test_splitting_a_refused_request_is_bounded_per_tick(api, monkeypatch):
-    monkeypatch.setattr("airflow_provider_minimax.triggers.poller.MAX_BISECT_REQUESTS", 2)
+    monkeypatch.setattr(poll_requests, "MAX_BISECT_REQUESTS", 2)
     api.poison = {v4(0), v4(1)}
     poller = TaskPoller.shared(CONN_ID)
     endings = await asyncio.gather(*(wait(poller, [v4(i)], max_consecutive_failures=3) for i in range(8)))

@@ -12,17 +12,16 @@ from hook_testlib import TASK_URL, make_hook, task_result, v4
 
 from airflow_provider_minimax.exceptions import MiniMaxValidationError
 from airflow_provider_minimax.models import TaskResult
-from airflow_provider_minimax.polling import (
+from airflow_provider_minimax.poll_cadence import check_cadence, progress_delay
+from airflow_provider_minimax.polling import wait_for_tasks
+from airflow_provider_minimax.results import TaskBatchResult, TasksOutcome
+from airflow_provider_minimax.task_progress import (
     TaskProgress,
-    check_cadence,
     classify,
     group_batch,
     normalise_task_uuids,
-    progress_delay,
     task_state,
-    wait_for_tasks,
 )
-from airflow_provider_minimax.results import TaskBatchResult, TasksOutcome
 
 A, B = v4(1), v4(2)
 
@@ -72,11 +71,19 @@ def test_progress_delay_backs_off_for_stragglers_once_a_poll_finds_nothing_new()
 
 
 @pytest.mark.parametrize(
-    ("poll_interval", "cap", "number_results"),
-    [(0.0, 10.0, 1), (-1.0, 10.0, 1), (5.0, 1.0, 1), (1.0, 10.0, 0), (1.0, 10.0, 5)],
+    ("poll_interval", "cap", "number_results", "message"),
+    [
+        (0.0, 10.0, 1, r"poll_interval: .*greater than 0"),
+        (-1.0, 10.0, 1, r"poll_interval: .*greater than 0"),
+        (5.0, 1.0, 1, r"max_poll_interval \(1.0\) must be >= poll_interval \(5.0\)"),
+        (1.0, 10.0, 0, r"number_results: .*greater than or equal to 1"),
+        (1.0, 10.0, 5, r"number_results: .*less than or equal to 4"),
+        (True, 10.0, 1, r"poll_interval: .*not a boolean"),
+        ("1", 10.0, 1, r"poll_interval: .*valid number"),
+    ],
 )
-def test_check_cadence_refuses_busy_loops_and_bad_bounds(poll_interval, cap, number_results):
-    with pytest.raises(ValueError):
+def test_check_cadence_refuses_busy_loops_and_bad_bounds(poll_interval, cap, number_results, message):
+    with pytest.raises(MiniMaxValidationError, match=message):
         check_cadence(poll_interval, cap, number_results)
 
 
