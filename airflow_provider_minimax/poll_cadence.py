@@ -1,10 +1,10 @@
 """When to poll async tasks: the one cadence rule, the wait options built on it, and the waits between polls.
 
 :class:`PollCadence` owns the rule (``poll_interval > 0``, ``max_poll_interval >= poll_interval``).
-The operators check it through :class:`WaitOptions`; the trigger, the shared poller, the sensor
-and :func:`~airflow_provider_minimax.polling.wait_for_tasks` through :func:`check_cadence`. Both
-raise :class:`~airflow_provider_minimax.exceptions.MiniMaxValidationError` naming the field and
-the bound, before any HTTP call.
+The operators check it by building :class:`WaitOptions`; the trigger, the shared poller, the
+sensor and :func:`~airflow_provider_minimax.polling.wait_for_tasks` by :func:`check_cadence`.
+Either way a bad value is a :class:`~airflow_provider_minimax.exceptions.MiniMaxValidationError`
+naming the field and the bound, before any HTTP call.
 """
 
 from __future__ import annotations

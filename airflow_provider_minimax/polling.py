@@ -76,8 +76,9 @@ def wait_for_tasks(
     """Poll in the worker (``deferrable=False``) at the trigger's cadence; same result shape as its event.
 
     Only tasks still running are polled again, at the pace their progress predicts
-    (:func:`progress_delay`). Transient failures (after the hook's retries)
-    count against ``max_consecutive_failures``; any other failure ends the wait at once.
+    (:func:`~airflow_provider_minimax.poll_cadence.progress_delay`). Transient failures (after
+    the hook's retries) count against ``max_consecutive_failures``; any other failure ends the
+    wait at once.
 
     :param hook: the hook to poll with.
     :param task_uuids: the tasks to wait on.
