@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from airflow_provider_minimax.models import CHAT_MODEL, TASK_MODEL, NotABool
+from airflow_provider_minimax.models import CHAT_MODEL, TASK_MODEL, Count, NotABool, Number
 from airflow_provider_minimax.results import Prices
 
 if TYPE_CHECKING:
@@ -30,6 +30,24 @@ DEFAULT_MODELS: dict[str, str] = {"task": TASK_MODEL, "chat": CHAT_MODEL}
 OTHER_EXTRA_FIELDS: dict[str, frozenset[str]] = {"pydanticai_minimax": frozenset({"fallback_conn_ids"})}
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: A size limit (tasks in one request, connections open at once). The bounds come before the
+#: validator: after it, the JSON schema (and so the form) would lose its minimum and maximum.
+_Capacity = Annotated[int, Field(ge=1, le=1000), NotABool]
+
+
+def _seconds(default: float, title: str, description: str) -> Any:
+    """A duration setting: more than zero seconds, the unit named in its form label."""
+    return Field(default=default, gt=0, title=f"{title} (seconds)", description=description)
+
+
+def _price(kind: str, description: str) -> Any:
+    """A chat-API price setting, for cost estimates: USD per million tokens, unset by default."""
+    return Field(
+        default=None,
+        ge=0,
+        title=f"{kind} price (USD per million tokens)",
+        description=f"Chat API: {description}",
+    )
 
 
 class MiniMaxConnectionSettings(BaseModel):
@@ -55,73 +73,51 @@ class MiniMaxConnectionSettings(BaseModel):
         title="Model",
         description=f"Default: {DEFAULT_MODELS['task']} (task) or {DEFAULT_MODELS['chat']} (chat)",
     )
-    timeout: Annotated[float, NotABool] = Field(
-        default=120.0,
-        gt=0,
-        title="Timeout (seconds)",
-        description="Seconds to wait for one read (or connect) of an HTTP response",
+    timeout: Number = _seconds(
+        120.0, "Timeout", "Seconds to wait for one read (or connect) of an HTTP response"
     )
-    total_timeout: Annotated[float, NotABool] = Field(
-        default=600.0,
-        gt=0,
-        title="Total timeout (seconds)",
-        description="Seconds one API request may take in all: attempts, retry waits and the whole answer",
+    total_timeout: Number = _seconds(
+        600.0,
+        "Total timeout",
+        "Seconds one API request may take in all: attempts, retry waits and the whole answer",
     )
-    stream_idle_timeout: Annotated[float, NotABool] = Field(
-        default=120.0,
-        gt=0,
-        title="Stream idle timeout (seconds)",
-        description="Seconds a stream may go without an event (': ping' comments do not count)",
+    stream_idle_timeout: Number = _seconds(
+        120.0,
+        "Stream idle timeout",
+        "Seconds a stream may go without an event (': ping' comments do not count)",
     )
-    max_response_bytes: Annotated[int, NotABool] = Field(
+    max_response_bytes: Count = Field(
         default=32 * 1024 * 1024,
         ge=1024,
         title="Max response size (bytes)",
         description="The largest decoded answer body read",
     )
-    max_retries: Annotated[int, NotABool] = Field(
+    max_retries: Count = Field(
         default=4, ge=0, le=20, title="Max retries", description="Retries on 408/429/5xx and network errors"
     )
-    retry_max_wait: Annotated[float, NotABool] = Field(
-        default=30.0, gt=0, title="Max backoff wait (seconds)", description="The cap of one backoff wait"
-    )
+    retry_max_wait: Number = _seconds(30.0, "Max backoff wait", "The cap of one backoff wait")
     chat_retry_on_read_timeout: bool = Field(
         default=True,
         title="Resend timed-out chat requests",
         description="Resend a chat request whose answer timed out or was cut after it was sent "
         "(it may be billed twice: the chat API has no idempotency key)",
     )
-    max_tasks_per_request: Annotated[int, NotABool] = Field(
+    max_tasks_per_request: _Capacity = Field(
         default=100,
-        ge=1,
-        le=1000,
         title="Tasks per request",
         description="How many tasks (or getResponse polls) one task-API request carries",
     )
-    max_connections: Annotated[int, NotABool] = Field(
-        default=64,
-        ge=1,
-        le=1000,
-        title="HTTP connection pool size",
-        description="The most HTTP connections open at once",
+    max_connections: _Capacity = Field(
+        default=64, title="HTTP connection pool size", description="The most HTTP connections open at once"
     )
-    price_per_million_input_tokens: Annotated[float, NotABool] | None = Field(
-        default=None,
-        ge=0,
-        title="Input price (USD per million tokens)",
-        description="Chat API: the price of prompt tokens, to estimate the cost (the gateway reports none)",
+    price_per_million_input_tokens: Number | None = _price(
+        "Input", "the price of prompt tokens, to estimate the cost (the gateway reports none)"
     )
-    price_per_million_cached_input_tokens: Annotated[float, NotABool] | None = Field(
-        default=None,
-        ge=0,
-        title="Cached input price (USD per million tokens)",
-        description="Chat API: the price of cached prompt tokens; the input price when empty",
+    price_per_million_cached_input_tokens: Number | None = _price(
+        "Cached input", "the price of cached prompt tokens; the input price when empty"
     )
-    price_per_million_output_tokens: Annotated[float, NotABool] | None = Field(
-        default=None,
-        ge=0,
-        title="Output price (USD per million tokens)",
-        description="Chat API: the price of completion tokens, to estimate the cost",
+    price_per_million_output_tokens: Number | None = _price(
+        "Output", "the price of completion tokens, to estimate the cost"
     )
 
     @property

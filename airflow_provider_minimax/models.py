@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -81,6 +81,7 @@ def _http_url(value: str) -> str:
 NotABool = BeforeValidator(_not_a_bool)
 UnitInterval = Annotated[float, NotABool, Field(ge=0, le=1), AfterValidator(_two_decimals)]
 Count = Annotated[int, NotABool]
+Number = Annotated[float, NotABool]
 Text = Annotated[str, AfterValidator(_not_blank)]
 WebhookURL = Annotated[str, AfterValidator(_http_url)]
 TaskUUID = Annotated[str, AfterValidator(_uuid4_shaped)]
@@ -372,8 +373,8 @@ class ChatCompletionRequest(_OpenAIModel):
     stop: str | list[str] | None = None
     n: Count | None = Field(default=None, ge=1)
     parallel_tool_calls: bool | None = None
-    presence_penalty: Annotated[float, NotABool] | None = None
-    frequency_penalty: Annotated[float, NotABool] | None = None
+    presence_penalty: Number | None = None
+    frequency_penalty: Number | None = None
     logit_bias: dict[str, float] | None = None
     logprobs: bool | None = None
     top_logprobs: Count | None = None
@@ -519,18 +520,27 @@ class BaseResp(BaseModel):
     status_msg: str = ""
 
 
-class ChatCompletion(BaseModel):
-    """A chat completion (``object: chat.completion``)."""
+_Choice = TypeVar("_Choice", bound=BaseModel)
+
+
+class _ChatAnswer(BaseModel, Generic[_Choice]):
+    """What a chat completion and each of its streamed chunks carry: ids, choices, usage, gateway status."""
 
     model_config = ConfigDict(extra="allow")
 
     id: str = ""
-    object: str = "chat.completion"
+    object: str
     created: int = 0
     model: str = ""
-    choices: Annotated[list[ChatChoice], BeforeValidator(_none_as_empty)] = Field(default_factory=list)
+    choices: Annotated[list[_Choice], BeforeValidator(_none_as_empty)] = Field(default_factory=list)
     usage: ChatUsage | None = None
     base_resp: BaseResp | None = None
+
+
+class ChatCompletion(_ChatAnswer[ChatChoice]):
+    """A chat completion (``object: chat.completion``)."""
+
+    object: str = "chat.completion"
 
     @property
     def message(self) -> ChatResponseMessage:
@@ -581,16 +591,8 @@ class ChatErrorDetail(BaseModel):
     code: str | int | None = None
 
 
-class ChatCompletionChunk(BaseModel):
+class ChatCompletionChunk(_ChatAnswer[ChatChunkChoice]):
     """One SSE chunk of a streamed chat completion (``object: chat.completion.chunk``)."""
 
-    model_config = ConfigDict(extra="allow")
-
-    id: str = ""
     object: str = "chat.completion.chunk"
-    created: int = 0
-    model: str = ""
-    choices: Annotated[list[ChatChunkChoice], BeforeValidator(_none_as_empty)] = Field(default_factory=list)
-    usage: ChatUsage | None = None
     error: ChatErrorDetail | None = None
-    base_resp: BaseResp | None = None

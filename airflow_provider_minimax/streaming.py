@@ -17,12 +17,10 @@ class LineLog:
     """Collect text pieces and emit each completed line; ``flush`` emits the rest.
 
     :param emit: called with each line, without its newline.
-    :param max_line: the most characters held before a partial line is emitted anyway.
     """
 
-    def __init__(self, emit: Callable[[str], None], max_line: int = MAX_LINE_CHARS) -> None:
+    def __init__(self, emit: Callable[[str], None]) -> None:
         self._emit = emit
-        self._max_line = max_line
         self._partial = ""
 
     def write(self, text: str) -> None:
@@ -33,9 +31,9 @@ class LineLog:
         *lines, self._partial = (self._partial + text).split("\n")
         for line in lines:
             self._emit(line)
-        while len(self._partial) >= self._max_line:
-            self._emit(self._partial[: self._max_line])
-            self._partial = self._partial[self._max_line :]
+        while len(self._partial) >= MAX_LINE_CHARS:
+            self._emit(self._partial[:MAX_LINE_CHARS])
+            self._partial = self._partial[MAX_LINE_CHARS:]
 
     def flush(self) -> None:
         """Emit the unfinished last line, if any."""

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.providers.common.ai.batch.base import (
     BatchAdapter,
@@ -338,16 +338,8 @@ class MiniMaxBatchAdapter(BatchAdapter):
             if index in ref.rejected or error is not None:
                 code = error.code if error else REJECTED_CODE
                 message = error.message if error else "refused by the API at submit (see the submit log)"
-                yield RawResultItem(
-                    custom_id=custom_id,
-                    index=index,
-                    provider_status="errored",
-                    model=None,
-                    usage=None,
-                    finish_reason=None,
-                    error={"type": code, "message": message, "provider_code": code, "stage": "provider"},
-                    raw=None,
-                )
+                detail = {"type": code, "message": message, "provider_code": code, "stage": "provider"}
+                yield _result_item(custom_id, index, "errored", error=detail)
 
     def extract_output(self, raw: RawResultItem, spec: OutputSpec) -> ExtractedOutput:
         """The answer without its think block; as JSON text for common.ai to validate when structured."""
@@ -374,13 +366,27 @@ def _success(custom_id: str, index: int, result: TaskResult) -> RawResultItem:
         }
     if result.cost is not None:
         usage["cost_usd"] = result.cost
-    return RawResultItem(
-        custom_id=custom_id,
-        index=index,
-        provider_status="success",
+    return _result_item(
+        custom_id,
+        index,
+        "success",
         model=getattr(result, "model", None),
         usage=usage or None,
         finish_reason=result.finish_reason,
-        error=None,
         raw=result.text,
     )
+
+
+def _result_item(
+    custom_id: str,
+    index: int,
+    status: Literal["success", "errored"],
+    *,
+    model: str | None = None,
+    usage: Mapping[str, Any] | None = None,
+    finish_reason: str | None = None,
+    error: Mapping[str, Any] | None = None,
+    raw: Any = None,
+) -> RawResultItem:
+    """A result item; what its status does not carry (a success's error, a failure's answer) is None."""
+    return RawResultItem(custom_id, index, status, model, usage, finish_reason, error, raw)

@@ -92,19 +92,12 @@ class MiniMaxChatModel(OpenAIChatModel):
 
     :param model_name: the chat model, ``minimax-m2.7``.
     :param settings: the validated connection settings (base URL, key, timeout, retries).
-    :param transport: the transport under the retry layer (tests pass a mock).
     """
 
-    def __init__(
-        self,
-        model_name: str,
-        settings: MiniMaxConnectionSettings,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
+    def __init__(self, model_name: str, settings: MiniMaxConnectionSettings) -> None:
         policy = RetryPolicy(max_retries=settings.max_retries, max_wait=settings.retry_max_wait)
         http_client = httpx.AsyncClient(
-            transport=RetryingTransport(policy, transport),
+            transport=RetryingTransport(policy),
             timeout=httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0)),
             headers={"User-Agent": f"airflow-provider-minimax/{__version__}"},
         )

@@ -140,11 +140,7 @@ class MiniMaxTaskModel(Model):
             messages, model_settings, model_request_parameters
         )
         stream = MiniMaxTaskStreamedResponse(
-            model_request_parameters=model_request_parameters,
-            _model_name=self._model_name,
-            _provider_url=self.base_url,
-            _hook=self._hook,
-            _params=params,
+            model_request_parameters=model_request_parameters, _model=self, _hook=self._hook, _params=params
         )
         try:
             yield stream
@@ -191,8 +187,7 @@ class MiniMaxTaskModel(Model):
 class MiniMaxTaskStreamedResponse(StreamedResponse):
     """A streamed ``textInference``: reasoning deltas become thinking, text deltas become text."""
 
-    _model_name: str
-    _provider_url: str | None
+    _model: MiniMaxTaskModel
     _hook: MiniMaxHook
     _params: dict[str, Any]
     _think: ThinkRouter = field(default_factory=lambda: ThinkRouter(SYSTEM), init=False)
@@ -204,7 +199,7 @@ class MiniMaxTaskStreamedResponse(StreamedResponse):
                 if chunk.errors:
                     error = chunk.errors[0]
                     raise ModelAPIError(
-                        self._model_name, f"{error.code}: {error.message}", provider_error_code=error.code
+                        self.model_name, f"{error.code}: {error.message}", provider_error_code=error.code
                     )
                 if chunk.delta.reasoning_content:
                     for event in self._parts_manager.handle_thinking_delta(
@@ -224,24 +219,24 @@ class MiniMaxTaskStreamedResponse(StreamedResponse):
         except _NOT_FOR_FALLBACK:
             raise
         except MiniMaxError as err:
-            raise _model_api_error(err, self._model_name) from err
+            raise _model_api_error(err, self.model_name) from err
         for event in self._think.flush(self._parts_manager):
             yield event
 
     @property
     def model_name(self) -> str:
-        """The task model."""
-        return self._model_name
+        """The model's name."""
+        return self._model.model_name
 
     @property
     def provider_name(self) -> str:
-        """The provider name pydantic-ai reports."""
-        return SYSTEM
+        """The model's provider name."""
+        return self._model.system
 
     @property
     def provider_url(self) -> str | None:
-        """The task API URL."""
-        return self._provider_url
+        """The model's API URL."""
+        return self._model.base_url
 
     @property
     def timestamp(self) -> datetime:

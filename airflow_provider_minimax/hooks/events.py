@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import aclosing, closing, contextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import httpx
 from httpx_sse import EventSource
 
-from airflow_provider_minimax.exceptions import MiniMaxConnectionError
 from airflow_provider_minimax.hooks.call_budget import CallBudget
 from airflow_provider_minimax.streaming import stream_cut
 
@@ -49,9 +49,13 @@ class _ChunkReader(Generic[T]):
         self._finished = self._finished or self._shape.is_final(chunk)
         return chunk
 
-    def cut(self, err: httpx.TransportError) -> MiniMaxConnectionError:
-        """The error of a stream whose connection failed mid-way."""
-        return stream_cut(self._received, f"{type(err).__name__}: {err}")
+    @contextmanager
+    def cut_on_network_error(self) -> Iterator[None]:
+        """Raise a stream whose connection failed mid-way as a cut stream (our typed error)."""
+        try:
+            yield
+        except httpx.TransportError as err:
+            raise stream_cut(self._received, f"{type(err).__name__}: {err}") from err
 
     def end(self) -> None:
         """Raise if the stream ended (``[DONE]`` or not) before its final chunk."""
@@ -62,30 +66,23 @@ class _ChunkReader(Generic[T]):
 def events(response: httpx.Response, shape: StreamShape[T], budget: CallBudget) -> Iterator[T]:
     """Parse each SSE ``data`` line until ``[DONE]``; a stream cut or ended before its final chunk raises."""
     reader = _ChunkReader(shape, budget)
-    try:
+    with closing(response), reader.cut_on_network_error():
         for event in EventSource(response).iter_sse():
             if event.data.strip() == "[DONE]":
                 break
             if event.data:
                 yield reader.chunk(event.data)
-    except httpx.TransportError as err:
-        raise reader.cut(err) from err
-    finally:
-        response.close()
     reader.end()
 
 
 async def aevents(response: httpx.Response, shape: StreamShape[T], budget: CallBudget) -> AsyncIterator[T]:
     """Async :func:`events`."""
     reader = _ChunkReader(shape, budget)
-    try:
-        async for event in EventSource(response).aiter_sse():
-            if event.data.strip() == "[DONE]":
-                break
-            if event.data:
-                yield reader.chunk(event.data)
-    except httpx.TransportError as err:
-        raise reader.cut(err) from err
-    finally:
-        await response.aclose()
+    async with aclosing(response):
+        with reader.cut_on_network_error():
+            async for event in EventSource(response).aiter_sse():
+                if event.data.strip() == "[DONE]":
+                    break
+                if event.data:
+                    yield reader.chunk(event.data)
     reader.end()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from airflow_provider_minimax.exceptions import (
     MiniMaxAuthError,
@@ -39,6 +39,7 @@ _SERVER_CODES = frozenset({"timeoutProvider", "providerError", "providerUnavaila
 _TASK_CODES = frozenset({"inferenceError", "contentPolicyViolation", NOT_FOUND_CODE, "modelUnavailable"})
 # MiniMax gateways answer 200 with base_resp.status_code; each maps to the HTTP status it means.
 _BASE_RESP_STATUS = {1001: 504, 1002: 429, 1004: 401, 1008: 402, 1024: 500, 1026: 400, 1027: 400}
+_Chunk = TypeVar("_Chunk", bound=BaseModel)
 
 
 def error_type(status_code: int | None, code: str | None) -> type[MiniMaxError]:
@@ -321,10 +322,7 @@ def task_chunk(data: str) -> TextInferenceChunk:
 
     :param data: the event's data.
     """
-    try:
-        chunk = TextInferenceChunk.model_validate_json(data)
-    except ValidationError as err:
-        raise malformed("task", None, f"stream chunk {_shape_problem(err)}") from None
+    chunk = _stream_chunk(TextInferenceChunk, "task", data)
     if chunk.errors:
         raise api_error(chunk.errors[0], None)
     return chunk
@@ -335,12 +333,22 @@ def chat_chunk(data: str) -> ChatCompletionChunk:
 
     :param data: the event's data.
     """
-    try:
-        chunk = ChatCompletionChunk.model_validate_json(data)
-    except ValidationError as err:
-        raise malformed("chat", None, f"stream chunk {_shape_problem(err)}") from None
+    chunk = _stream_chunk(ChatCompletionChunk, "chat", data)
     if chunk.error is not None:
         raise chat_error(None, chunk.error)
     if chunk.base_resp is not None and chunk.base_resp.status_code != 0:
         raise base_resp_error(chunk.base_resp.status_code, chunk.base_resp.status_msg)
     return chunk
+
+
+def _stream_chunk(model: type[_Chunk], api: str, data: str) -> _Chunk:
+    """Parse one SSE data line into the API's chunk model; a malformed one raises.
+
+    :param model: the chunk model.
+    :param api: ``task`` or ``chat``, for the error.
+    :param data: the event's data.
+    """
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as err:
+        raise malformed(api, None, f"stream chunk {_shape_problem(err)}") from None

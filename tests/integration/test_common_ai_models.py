@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+import respx
 from pydantic import BaseModel
 from pydantic_ai import Agent
 from pydantic_ai.messages import TextPart, ThinkingPart
@@ -280,16 +281,15 @@ def sse_chunks(content: str, size: int) -> bytes:
 
 
 @pytest.mark.parametrize("size", [1, 3, 6, 7, 8, 20, len(ANSWER)])
+@respx.mock
 def test_chat_stream_splits_a_think_block_cut_anywhere(size: int) -> None:
-    transport = httpx.MockTransport(
-        lambda _: httpx.Response(
-            200, content=sse_chunks(ANSWER, size), headers={"content-type": "text/event-stream"}
-        )
+    respx.post("http://minimax.test/v1/chat/completions").respond(
+        200, content=sse_chunks(ANSWER, size), headers={"content-type": "text/event-stream"}
     )
     settings = MiniMaxConnectionSettings(
         conn_id="c", api="chat", base_url="http://minimax.test/v1", api_key="k", model="minimax-m2.7"
     )
-    agent = Agent(MiniMaxChatModel("minimax-m2.7", settings, transport=transport))
+    agent = Agent(MiniMaxChatModel("minimax-m2.7", settings))
 
     async def run() -> list[Any]:
         async with agent.run_stream("Hi") as stream:

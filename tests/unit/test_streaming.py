@@ -6,7 +6,13 @@ import pytest
 
 from airflow_provider_minimax.exceptions import MiniMaxConnectionError
 from airflow_provider_minimax.models import ChatCompletionChunk
-from airflow_provider_minimax.streaming import LineLog, StreamLog, ThinkSplitter, collect_chat_stream
+from airflow_provider_minimax.streaming import (
+    MAX_LINE_CHARS,
+    LineLog,
+    StreamLog,
+    ThinkSplitter,
+    collect_chat_stream,
+)
 
 
 @pytest.mark.parametrize(
@@ -45,11 +51,11 @@ def test_line_log_emits_complete_lines_then_the_rest_on_flush() -> None:
 
 def test_line_log_splits_a_line_too_long_to_hold() -> None:
     lines: list[str] = []
-    log = LineLog(lines.append, max_line=4)
+    log = LineLog(lines.append)
 
-    log.write("abcdefghij")
+    log.write("a" * MAX_LINE_CHARS + "b" * MAX_LINE_CHARS + "rest")
 
-    assert lines == ["abcd", "efgh"]
+    assert lines == ["a" * MAX_LINE_CHARS, "b" * MAX_LINE_CHARS]
 
 
 @pytest.mark.parametrize(
