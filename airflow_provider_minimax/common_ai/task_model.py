@@ -225,17 +225,17 @@ class MiniMaxTaskStreamedResponse(StreamedResponse):
 
     @property
     def model_name(self) -> str:
-        """The model's name."""
+        """The task model, as the model that opened the stream names it."""
         return self._model.model_name
 
     @property
     def provider_name(self) -> str:
-        """The model's provider name."""
-        return self._model.system
+        """The provider name pydantic-ai reports."""
+        return SYSTEM
 
     @property
     def provider_url(self) -> str | None:
-        """The model's API URL."""
+        """The task API URL of the model that opened the stream."""
         return self._model.base_url
 
     @property
