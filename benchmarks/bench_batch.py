@@ -41,7 +41,7 @@ from typing import Any
 
 import httpx
 
-from airflow_provider_minimax.operators import batch as batch_operator_module
+from airflow_provider_minimax.batch import task_mode
 from airflow_provider_minimax.operators.batch import MiniMaxBatchOperator
 from airflow_provider_minimax.polling import wait_for_tasks
 from airflow_provider_minimax.testing.emulator import (
@@ -157,14 +157,14 @@ _wait_ended: list[float] = []
 
 
 def _timed_wait(*args: Any, **kwargs: Any) -> Any:
-    """The operator's worker-side wait, noting when it returned (the poll tail's end)."""
+    """The batch's worker-side wait, noting when it returned (the poll tail's end)."""
     try:
         return wait_for_tasks(*args, **kwargs)
     finally:
         _wait_ended.append(time.monotonic())
 
 
-batch_operator_module.wait_for_tasks = _timed_wait
+task_mode.wait_for_tasks = _timed_wait
 
 
 def _cpu_self() -> float:

@@ -108,8 +108,18 @@ def _jsonl_records(lines: Iterable[str], name: str) -> Iterable[dict[str, Any]]:
 def check_records(rows: Any) -> list[dict[str, Any]]:
     """The ``rows`` argument as a list of dicts; raises naming the first row that is not a mapping.
 
-    :param rows: what the operator was given (after templating or XCom resolution).
+    :param rows: what the operator was given (after templating or XCom resolution); text is read
+        as JSON (a template rendered as text).
     """
+    if isinstance(rows, str):
+        try:
+            rows = json.loads(rows)
+        except json.JSONDecodeError:
+            raise MiniMaxValidationError(
+                "rows rendered to text that is not a JSON list of records; pass the list itself "
+                "(e.g. rows=upstream.output) or render_template_as_native_obj=True",
+                parameter="rows",
+            ) from None
     if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence):
         raise MiniMaxValidationError(
             f"rows must be a list of records (dicts), got {type(rows).__name__}", parameter="rows"

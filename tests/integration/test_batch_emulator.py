@@ -146,10 +146,10 @@ def test_chat_batch_slows_down_on_429_then_recovers(minimax_connection: Emulator
     operator = batch(CHAT_CONN, [{"name": f"r{i}"} for i in range(40)], max_concurrency=4)
     output = operator.execute(context())
     assert all(r["status"] == "success" for r in output)
-    stats = operator.limiter.stats  # type: ignore[union-attr]
+    stats = operator._chat_rows.limiter.stats  # type: ignore[union-attr]
     assert stats.rate_limited == 3
     assert stats.lowest_limit < 4  # the whole batch slowed down...
-    assert operator.limiter.limit == 4  # type: ignore[union-attr]  # ...and sped up again
+    assert operator._chat_rows.limiter.limit == 4  # type: ignore[union-attr]  # ...and sped up again
     # Every 429 was retried through the limiter, not blindly inside the hook: one request per attempt.
     assert minimax_connection.state.chat_requests == 40 + 3
 
@@ -200,7 +200,7 @@ def test_transient_errors_are_retried_through_the_limiter_without_slowing_down(
     output = operator.execute(context())
     assert all(r["status"] == "success" for r in output)
     assert minimax_connection.state.chat_requests == 7 + 2
-    assert operator.limiter.stats.decreases == 0  # type: ignore[union-attr]
+    assert operator._chat_rows.limiter.stats.decreases == 0  # type: ignore[union-attr]
 
 
 def test_an_auth_error_stops_the_batch_and_keeps_the_answered_rows(
@@ -278,13 +278,14 @@ def test_a_file_streams_window_by_window_to_the_output_in_input_order(
     names = [f"item-{i}" for i in range(8)]
     operator = streamed(conn_id, tmp_path, names, max_concurrency=3)
     window_sizes: list[int] = []
-    run_window = operator._chat_rows if conn_id == CHAT_CONN else operator._wait_window
+    mode: Any = operator._chat_rows if conn_id == CHAT_CONN else operator._task_rows
+    run_window = mode.run if conn_id == CHAT_CONN else mode.wait_window
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         window_sizes.append(len(args[1] if conn_id == CHAT_CONN else args[0]))  # the window's prompts
         return run_window(*args, **kwargs)
 
-    monkeypatch.setattr(operator, run_window.__name__, spy)
+    monkeypatch.setattr(mode, run_window.__name__, spy)
     manifest = operator.execute(context())
     assert window_sizes == [3, 3, 2]  # never more than one window of rows in memory
     lines = written(tmp_path)
@@ -330,7 +331,8 @@ def test_streamed_task_windows_submit_the_next_window_before_waiting_on_the_last
 ) -> None:
     operator = streamed(TASK_CONN, tmp_path, [f"item-{i}" for i in range(7)])
     calls: list[str] = []
-    submit, wait_window = operator._submit_rows, operator._wait_window
+    tasks = operator._task_rows
+    submit, wait_window = tasks.submit, tasks.wait_window
 
     def spy_submit(context: Any, prompts: dict[int, str]) -> Any:
         calls.append(f"submit {min(prompts)}")
@@ -340,8 +342,8 @@ def test_streamed_task_windows_submit_the_next_window_before_waiting_on_the_last
         calls.append(f"wait {min(prompts)}")
         return wait_window(prompts, *args)
 
-    monkeypatch.setattr(operator, "_submit_rows", spy_submit)
-    monkeypatch.setattr(operator, "_wait_window", spy_wait)
+    monkeypatch.setattr(tasks, "submit", spy_submit)
+    monkeypatch.setattr(tasks, "wait_window", spy_wait)
     operator.execute(context())
     assert calls == ["submit 0", "submit 3", "wait 0", "submit 6", "wait 3", "wait 6"]
     assert [line["row"] for line in written(tmp_path)] == list(range(7))

@@ -245,8 +245,8 @@ def test_prompts_render_with_the_dags_filters_and_the_task_context(monkeypatch: 
     set_connection(monkeypatch)
     with DAG("d", user_defined_filters={"shout": lambda v: f"{v.upper()}!"}, schedule=None):
         op = operator(rows=[], prompt_template="{{ row_index }} {{ name | shout }} {{ row.name }} {{ ds }}")
-    prompts = op._render_prompts([{"name": "a"}, {"name": "b"}], {"ds": "2026-01-01"})  # type: ignore[arg-type]
-    assert prompts == ["0 A! a 2026-01-01", "1 B! b 2026-01-01"]
+    prompts = op._row_prompts({"ds": "2026-01-01"}).window(0, [{"name": "a"}, {"name": "b"}])  # type: ignore[arg-type]
+    assert prompts == {0: "0 A! a 2026-01-01", 1: "1 B! b 2026-01-01"}
 
 
 def test_gather_keeps_input_order_with_refused_failed_timed_out_and_mismatching_rows() -> None:
@@ -273,7 +273,7 @@ def test_gather_keeps_input_order_with_refused_failed_timed_out_and_mismatching_
         pending=["u4"],
     )
     refused = {1: ApiError(code="invalidSeed", message="bad seed")}
-    rows = operator(rows=[], output_type=Out)._gather(outcome, list(range(5)), refused)
+    rows = operator(rows=[], output_type=Out)._task_rows.gather(outcome, list(range(5)), refused)
     assert [(r.row, r.status, r.error_code) for r in rows] == [
         (0, "success", None),
         (1, "failed", "invalidSeed"),
@@ -290,7 +290,7 @@ def test_an_event_from_another_batch_is_refused() -> None:
     from airflow_provider_minimax.results import TasksOutcome
 
     with pytest.raises(MiniMaxError, match="does not belong to this batch"):
-        operator(rows=[])._gather(TasksOutcome(status="success", task_uuids=["u0"]), [0, 1, 2], {})
+        operator(rows=[])._task_rows.gather(TasksOutcome(status="success", task_uuids=["u0"]), [0, 1, 2], {})
 
 
 def test_a_polling_failure_raises_its_typed_error() -> None:
@@ -299,7 +299,7 @@ def test_a_polling_failure_raises_its_typed_error() -> None:
 
     outcome = TasksOutcome(status="error", task_uuids=["u0"], message="key revoked", status_code=401)
     with pytest.raises(MiniMaxAuthError, match="a retry re-attaches to every row"):
-        operator(rows=[])._gather(outcome, [0], {})
+        operator(rows=[])._task_rows.gather(outcome, [0], {})
 
 
 # ---------------------------------------------------------------- deferral and resume (task API)
