@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from functools import cached_property
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_minimax.batch.chat import ChatBatchRunner, ChatRunSettings, shard_count
 from airflow_provider_minimax.batch.checkpoint import RowCheckpoint, fingerprint
+from airflow_provider_minimax.batch.options import RowRequests
 from airflow_provider_minimax.batch.progress import Progress
 from airflow_provider_minimax.batch.publish import priced
 from airflow_provider_minimax.exceptions import MiniMaxValidationError
@@ -20,49 +21,25 @@ from airflow_provider_minimax.retry import RetryPolicy
 from airflow_provider_minimax.structured import response_format
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
-
-    from airflow_provider_minimax.batch.options import BatchOptions
     from airflow_provider_minimax.batch.prompts import RowPrompts
     from airflow_provider_minimax.batch.rows import Manifest, RowResult
 
 
-class ChatRows:
+@dataclass
+class ChatRows(RowRequests):
     """Ask a batch's rows over the chat API, reusing the rows earlier tries checkpointed.
 
-    :param hook: the hook of the batch's connection (more hooks on it add connection pools).
-    :param options: the batch's checked knobs (concurrency, request rate, re-asks).
-    :param system_prompt: every row's system prompt.
-    :param output_type: the pydantic model each answer must match, if any.
-    :param sampling: the model and sampling parameters of every row's request.
-    :param logger: where the lines go (the operator's log).
+    More hooks on the batch's connection add connection pools (see :mod:`.chat`).
     """
 
-    def __init__(
-        self,
-        hook: MiniMaxHook,
-        options: BatchOptions,
-        system_prompt: str | None,
-        output_type: type[BaseModel] | None,
-        sampling: Mapping[str, Any],
-        logger: Any,
-    ) -> None:
-        self.hook = hook
-        self.options = options
-        self.system_prompt = system_prompt
-        self.output_type = output_type
-        self.sampling = dict(sampling)
-        self.log = logger
-        #: The limiter of the last run, for logs and tests.
-        self.limiter: AdaptiveLimiter | None = None
+    #: The limiter of the last run, for logs and tests.
+    limiter: AdaptiveLimiter | None = field(default=None, init=False)
 
-    @cached_property
-    def params(self) -> dict[str, Any]:
-        """The request parameters every row shares (system prompt, sampling, ``response_format``)."""
-        params: dict[str, Any] = {"system_prompt": self.system_prompt or None, **self.sampling}
+    def __post_init__(self) -> None:
+        #: The request parameters every row shares (system prompt, sampling, ``response_format``).
+        self.params: dict[str, Any] = {"system_prompt": self.system_prompt or None, **self.sampling}
         if self.output_type is not None:
-            params["response_format"] = response_format(self.output_type)
-        return params
+            self.params["response_format"] = response_format(self.output_type)
 
     def fingerprints(self, prompts: Mapping[int, str], images: Mapping[int, Any]) -> dict[int, str]:
         """Each row's request fingerprint; building the request validates it (before any HTTP call).

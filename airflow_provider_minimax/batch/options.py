@@ -1,10 +1,12 @@
-"""The batch's own knobs after templating, checked before any file is read or any HTTP call."""
+"""The batch's own knobs after templating (checked before any file is read or any HTTP call), and
+what every row's request shares whichever API asks it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from airflow_provider_minimax.batch.io import InputFormat, storage_path
 from airflow_provider_minimax.exceptions import MiniMaxValidationError
@@ -12,6 +14,8 @@ from airflow_provider_minimax.poll_cadence import WaitOptions, refuse_bool
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 
 #: What a failed row does: ``fail`` the task once every row is done, or ``skip`` it (marked).
 OnRowError = Literal["fail", "skip"]
@@ -51,3 +55,23 @@ def check_output_path(output_path: str | ObjectStoragePath) -> None:
         raise MiniMaxValidationError(
             f"output_path {str(output_path)!r} is not a usable path: {err}", parameter="output_path"
         ) from None
+
+
+@dataclass
+class RowRequests:
+    """What every row's request shares: the base of the task-API and chat-API sides of a batch.
+
+    :param hook: the hook of the batch's connection.
+    :param options: the batch's checked knobs.
+    :param system_prompt: every row's system prompt.
+    :param output_type: the pydantic model each answer must match, if any.
+    :param sampling: the model and sampling parameters of every row's request.
+    :param log: where the lines go (the operator's log).
+    """
+
+    hook: MiniMaxHook
+    options: BatchOptions
+    system_prompt: str | None
+    output_type: type[BaseModel] | None
+    sampling: dict[str, Any]
+    log: Any

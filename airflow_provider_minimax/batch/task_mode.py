@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
+from airflow_provider_minimax.batch.options import RowRequests
 from airflow_provider_minimax.batch.progress import Progress
 from airflow_provider_minimax.batch.rows import (
     OUTPUT_MISMATCH,
@@ -39,8 +41,6 @@ from airflow_provider_minimax.task_progress import TaskProgress, group_batch
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_provider_minimax.batch.options import BatchOptions
-    from airflow_provider_minimax.hooks.minimax import MiniMaxHook
     from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
 
 #: A taskUUID to build a row's task with when only checking that it builds.
@@ -78,32 +78,9 @@ class BatchDeferralState(BaseModel):
         )
 
 
-class TaskRows:
-    """Build, submit, wait on and read back a batch's rows as task-API tasks.
-
-    :param hook: the hook of the batch's connection.
-    :param options: the batch's checked knobs (the wait's cadence, deadline and grace).
-    :param system_prompt: every row's system prompt (``output_type``'s schema included).
-    :param output_type: the pydantic model each answer must match, if any.
-    :param sampling: the model and sampling parameters of every row's request.
-    :param logger: where the lines go (the operator's log).
-    """
-
-    def __init__(
-        self,
-        hook: MiniMaxHook,
-        options: BatchOptions,
-        system_prompt: str | None,
-        output_type: type[BaseModel] | None,
-        sampling: Mapping[str, Any],
-        logger: Any,
-    ) -> None:
-        self.hook = hook
-        self.options = options
-        self.system_prompt = system_prompt
-        self.output_type = output_type
-        self.sampling = dict(sampling)
-        self.log = logger
+@dataclass
+class TaskRows(RowRequests):
+    """Build, submit, wait on and read back a batch's rows as task-API tasks."""
 
     def builder(self, prompts: Mapping[int, str]) -> Callable[[int, str], TextInferenceTask]:
         """Builds (validates) the async textInference task of a row for a given taskUUID.
@@ -261,14 +238,8 @@ class TaskRows:
         """
         progress = TaskProgress(uuids)
         progress.update(group_batch(self.hook.get_responses(uuids)))
-        return TasksOutcome(
-            status=ended.status,
-            task_uuids=progress.task_uuids,
-            results=progress.results,
-            errors=progress.errors,
-            pending=progress.pending,
-            message=ended.message,
-        )
+        # What each row got is what getResponse says now; how the wait ended is the event's.
+        return progress.succeeded().model_copy(update={"status": ended.status, "message": ended.message})
 
     def results(self, outcome: TasksOutcome, state: BatchDeferralState) -> list[RowResult]:
         """Every row's result in input order from the wait's outcome; logs the final progress line.

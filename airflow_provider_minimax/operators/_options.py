@@ -29,3 +29,15 @@ def checked_options(options_type: type[OptionsT], operator: Any) -> OptionsT:
             values[name] = seconds(values[name])
     options: OptionsT = build(options_type, f"{type(operator).__name__} parameters", **values)
     return options
+
+
+def check_output_type(output_type: Any, task_id: str) -> None:
+    """Refuse an ``output_type`` that is not a pydantic model class, when the DAG is parsed.
+
+    :param output_type: the operator's ``output_type``.
+    :param task_id: the task, for the message.
+    """
+    if output_type is not None and not (isinstance(output_type, type) and issubclass(output_type, BaseModel)):
+        raise TypeError(
+            f"{task_id}: 'output_type' must be a pydantic BaseModel subclass, got {output_type!r}"
+        )

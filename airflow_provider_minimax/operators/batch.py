@@ -31,7 +31,7 @@ from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.idempotency import GenerationStore
 from airflow_provider_minimax.lineage import LineageMixin, prompt_hash
-from airflow_provider_minimax.operators._options import checked_options
+from airflow_provider_minimax.operators._options import check_output_type, checked_options
 from airflow_provider_minimax.operators._templating import system_with_schema
 from airflow_provider_minimax.poll_cadence import DEFAULT_NOT_FOUND_GRACE
 from airflow_provider_minimax.polling import outcome_from_event
@@ -136,8 +136,8 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         top_p: float | None = None,
         max_tokens: int | None = None,
         seed: int | None = None,
-        conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        conn_id: str = DEFAULT_CONN_ID,
         on_row_error: OnRowError = "fail",
         output_path: str | ObjectStoragePath | None = None,
         max_xcom_bytes: int = 1_000_000,
@@ -154,10 +154,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
             raise ValueError(f"{self.task_id}: give exactly one of 'rows' or 'input_path'")
         if not prompt_template or not isinstance(prompt_template, str):
             raise ValueError(f"{self.task_id}: 'prompt_template' must be a non-empty string")
-        if output_type is not None and not (
-            isinstance(output_type, type) and issubclass(output_type, BaseModel)
-        ):
-            raise TypeError(f"{self.task_id}: 'output_type' must be a pydantic BaseModel subclass")
+        check_output_type(output_type, self.task_id)
         self.rows = rows
         self.input_path = input_path
         self.input_format = input_format
@@ -182,31 +179,6 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         self.max_poll_interval = max_poll_interval
         self.wait_timeout = wait_timeout
         self.not_found_grace = not_found_grace
-
-    @cached_property
-    def hook(self) -> MiniMaxHook:
-        """The hook of ``conn_id``."""
-        return MiniMaxHook(minimax_conn_id=self.conn_id)
-
-    @cached_property
-    def options(self) -> BatchOptions:
-        """The operator's knobs, checked (after templating) before the first HTTP call."""
-        if self.output_path is not None:
-            check_output_path(self.output_path)
-        return checked_options(BatchOptions, self)
-
-    @cached_property
-    def _task_rows(self) -> TaskRows:
-        """The rows as task-API tasks (``output_type``'s schema goes into the system prompt)."""
-        system = system_with_schema(self.system_prompt, self.output_type)
-        return TaskRows(self.hook, self.options, system, self.output_type, self._sampling(), self.log)
-
-    @cached_property
-    def _chat_rows(self) -> ChatRows:
-        """The rows through the chat API (``output_type`` is sent as ``response_format``)."""
-        return ChatRows(
-            self.hook, self.options, self.system_prompt, self.output_type, self._sampling(), self.log
-        )
 
     # ------------------------------------------------------------------ entry points
 
@@ -249,6 +221,13 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
 
     # ------------------------------------------------------------------ input and prompts
 
+    @cached_property
+    def options(self) -> BatchOptions:
+        """The operator's knobs, checked (after templating) before the first HTTP call."""
+        if self.output_path is not None:
+            check_output_path(self.output_path)
+        return checked_options(BatchOptions, self)
+
     def _records(self) -> list[dict[str, Any]]:
         """The rows: ``input_path``'s, or ``rows`` checked."""
         if self.input_path is not None:
@@ -277,7 +256,25 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         outputs = [self.output_path] if self.output_path is not None else []
         return inputs, outputs
 
-    # ------------------------------------------------------------------ the two APIs
+    # ------------------------------------------------------------------ the connection and its API
+
+    @cached_property
+    def hook(self) -> MiniMaxHook:
+        """The hook of ``conn_id``."""
+        return MiniMaxHook(minimax_conn_id=self.conn_id)
+
+    @cached_property
+    def _task_rows(self) -> TaskRows:
+        """The rows as task-API tasks (``output_type``'s schema goes into the system prompt)."""
+        system = system_with_schema(self.system_prompt, self.output_type)
+        return TaskRows(self.hook, self.options, system, self.output_type, self._sampling(), self.log)
+
+    @cached_property
+    def _chat_rows(self) -> ChatRows:
+        """The rows through the chat API (``output_type`` is sent as ``response_format``)."""
+        return ChatRows(
+            self.hook, self.options, self.system_prompt, self.output_type, self._sampling(), self.log
+        )
 
     def _run_tasks(self, context: Context, prompts: dict[int, str]) -> Any:
         """Submit every row (reusing what earlier tries paid for), then wait on all in one go."""

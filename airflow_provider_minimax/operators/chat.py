@@ -93,8 +93,6 @@ class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
     """
 
     template_fields: Sequence[str] = ("prompt", "messages", "system_prompt", "images", "conn_id", "model")
-    template_ext: Sequence[str] = (".txt", ".md", ".j2")
-    template_fields_renderers = {"prompt": "md", "system_prompt": "md", "messages": "json"}
     ui_color = "#f5d0e4"
 
     def __init__(

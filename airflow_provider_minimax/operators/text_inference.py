@@ -9,28 +9,31 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel
 
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
-from airflow_provider_minimax.exceptions import (
-    MiniMaxTimeoutError,
-    MiniMaxValidationError,
-)
+from airflow_provider_minimax.exceptions import MiniMaxTimeoutError, MiniMaxValidationError
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
-from airflow_provider_minimax.hooks.request_building import Messages, build, normalise_messages
+from airflow_provider_minimax.hooks.request_building import Messages, normalise_messages
 from airflow_provider_minimax.hooks.responses import api_error
 from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, resolve_and_submit
 from airflow_provider_minimax.lineage import LineageMixin, prompt_hash
 from airflow_provider_minimax.models import TaskResult, TextInferenceTask
-from airflow_provider_minimax.operators._templating import PromptTemplateMixin, system_with_schema
-from airflow_provider_minimax.poll_cadence import DEFAULT_NOT_FOUND_GRACE, WaitOptions, refuse_bool, seconds
+from airflow_provider_minimax.operators._answer_state import AnswerDeferralState, Spent, TextInferenceOptions
+from airflow_provider_minimax.operators._options import check_output_type, checked_options
+from airflow_provider_minimax.operators._templating import (
+    PromptTemplateMixin,
+    check_prompt,
+    system_with_schema,
+)
+from airflow_provider_minimax.poll_cadence import DEFAULT_NOT_FOUND_GRACE
 from airflow_provider_minimax.polling import (
     outcome_from_event,
     require_task_api,
     results_of,
     wait_for_tasks,
 )
-from airflow_provider_minimax.results import Spend, TasksOutcome, Usage, result_json, task_usage
+from airflow_provider_minimax.results import Spend, TasksOutcome, result_json
 from airflow_provider_minimax.structured import OutputMismatch, OutputReasks
 
 try:  # the class BaseOperator.resume_execution raises: the Task SDK's, or core's before Airflow 3.2
@@ -40,48 +43,6 @@ except ImportError:  # Airflow < 3.2
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
-
-
-class _RunOptions(WaitOptions):
-    """The operator's own knobs after templating, checked before any HTTP call."""
-
-    delivery: Literal["async", "sync"]
-    number_results: int = Field(ge=1, le=4)
-    max_output_retries: int = Field(ge=0, le=10)
-    include_cost: bool
-    include_usage: bool
-
-    _counts = field_validator("number_results", "max_output_retries", mode="before")(refuse_bool)
-
-
-class _Spent(BaseModel):
-    """Tokens, cost and taskUUIDs of every answer this task instance used, re-asks included."""
-
-    usage: Usage = Field(default_factory=Usage)
-    cost: float | None = None
-    task_uuids: list[str] = Field(default_factory=list)
-
-    def add(self, results: list[TaskResult]) -> _Spent:
-        cost = self.cost
-        for item in results:
-            if item.cost is not None:
-                cost = (cost or 0.0) + item.cost
-        uuids = [*self.task_uuids, *dict.fromkeys(item.task_uuid for item in results)]
-        usage = sum((task_usage(item) for item in results), self.usage)
-        return _Spent(usage=usage, cost=cost, task_uuids=uuids)
-
-
-class _AnswerDeferralState(BaseModel):
-    """What a resume needs from its deferral: the deferral's kwargs, also kept in the task-state store.
-
-    :param attempt: which answer is awaited (0, then 1, 2... for structured-output re-asks).
-    :param end_time: the epoch deadline fixed at the try's first deferral.
-    :param spent: usage and cost of the answers before this one.
-    """
-
-    attempt: int = Field(ge=0)
-    end_time: float
-    spent: _Spent = Field(default_factory=_Spent)
 
 
 class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
@@ -117,6 +78,7 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
     :param max_output_retries: re-asks after an answer that does not match ``output_type``.
     """
 
+    ui_color = "#e8d8ff"
     template_fields: Sequence[str] = (
         "prompt",
         "messages",
@@ -138,9 +100,6 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
         "not_found_grace",
         "max_output_retries",
     )
-    template_ext: Sequence[str] = (".txt", ".md", ".j2")
-    template_fields_renderers = {"prompt": "md", "system_prompt": "md", "messages": "json"}
-    ui_color = "#e8d8ff"
 
     def __init__(
         self,
@@ -169,12 +128,9 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_output_type(output_type, self.task_id)
         if (prompt is None) == (messages is None):
             raise ValueError(f"{type(self).__name__}: give exactly one of 'prompt' or 'messages'")
-        if output_type is not None and not (
-            isinstance(output_type, type) and issubclass(output_type, BaseModel)
-        ):
-            raise TypeError(f"'output_type' must be a pydantic BaseModel subclass, got {output_type!r}")
         self.prompt = prompt
         self.messages = messages
         self.system_prompt = system_prompt
@@ -208,7 +164,7 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Reuse, re-attach to or submit the task, then defer (or wait here) for its answer."""
-        return self._advance(context, attempt=0, results=None, spent=_Spent(), end_time=None)
+        return self._advance(context, attempt=0, results=None, spent=Spent(), end_time=None)
 
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None, **resume: Any
@@ -217,13 +173,13 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
 
         :param context: the task context.
         :param event: the trigger's :class:`TasksOutcome` payload.
-        :param resume: the deferral's kwargs (see :class:`_AnswerDeferralState`); empty when the runner drops
+        :param resume: the deferral's kwargs (see :class:`AnswerDeferralState`); empty when the runner drops
             them (``airflow dags test``), and then read from the task-state store.
         """
         outcome = outcome_from_event(event)
         self.task_uuids = list(outcome.task_uuids)
         results = results_of(outcome)
-        state = _AnswerDeferralState.model_validate(GenerationStore(context).load_resume(resume))
+        state = AnswerDeferralState.model_validate(GenerationStore(context).load_resume(resume))
         return self._advance(context, state.attempt, results, state.spent, state.end_time)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
@@ -254,7 +210,7 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
         context: Context,
         attempt: int,
         results: list[TaskResult] | None,
-        spent: _Spent,
+        spent: Spent,
         end_time: float | None,
     ) -> dict[str, Any]:
         """Get each answer (reused, waited on or deferred) and accept it, re-asking on a mismatch."""
@@ -289,23 +245,11 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
                 self.log.warning("Answer %d did not match the output type (%s); re-asking", attempt, err)
                 attempt, results = reasks.reasks, None
 
-    def _options(self) -> _RunOptions:
+    def _options(self) -> TextInferenceOptions:
         """The checked knobs; also refuses a chat connection and blank prompts, before any HTTP call."""
         require_task_api(self.hook, type(self).__name__)
-        self._check_prompt()
-        return build(
-            _RunOptions,
-            f"{type(self).__name__} parameters",
-            delivery=self.delivery,
-            number_results=self.number_results,
-            poll_interval=self.poll_interval,
-            max_poll_interval=self.max_poll_interval,
-            wait_timeout=seconds(self.wait_timeout),
-            not_found_grace=seconds(self.not_found_grace),
-            max_output_retries=self.max_output_retries,
-            include_cost=self.include_cost,
-            include_usage=self.include_usage,
-        )
+        check_prompt(self.prompt, self.messages)
+        return checked_options(TextInferenceOptions, self)
 
     def _resolve(
         self,
@@ -313,7 +257,7 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
         store: GenerationStore,
         attempt: int,
         follow_up: list[dict[str, str]],
-        options: _RunOptions,
+        options: TextInferenceOptions,
     ) -> tuple[str, list[TaskResult] | None]:
         """Reuse, re-attach to or submit answer ``attempt``; its UUID and results when already done."""
         if self.output_type is not None and options.number_results > 1:
@@ -366,13 +310,13 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
         attempt: int,
         end_time: float,
         not_found_until: float,
-        spent: _Spent,
-        options: _RunOptions,
+        spent: Spent,
+        options: TextInferenceOptions,
     ) -> NoReturn:
         from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
 
         store.remember_waiting([task_uuid])
-        resume = _AnswerDeferralState(attempt=attempt, end_time=end_time, spent=spent).model_dump(mode="json")
+        resume = AnswerDeferralState(attempt=attempt, end_time=end_time, spent=spent).model_dump(mode="json")
         store.save_resume(resume)
         self.log.info("Deferring on MiniMax task %s (deadline %.0f)", task_uuid, end_time)
         self.defer(
@@ -390,7 +334,7 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
         )
 
     def _wait(
-        self, task_uuid: str, end_time: float, not_found_until: float, options: _RunOptions
+        self, task_uuid: str, end_time: float, not_found_until: float, options: TextInferenceOptions
     ) -> TasksOutcome:
         self.log.info("Waiting in the worker for MiniMax task %s", task_uuid)
         return wait_for_tasks(
@@ -406,27 +350,17 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
 
     # ------------------------------------------------------------------ requests and answers
 
-    def _check_prompt(self) -> None:
-        """Refuse a blank prompt or message: the API would bill it, and it is never what was meant."""
-        if self.prompt is not None:
-            if isinstance(self.prompt, str) and not self.prompt.strip():
-                raise MiniMaxValidationError("prompt is empty or only whitespace", parameter="prompt")
-            return
-        for index, message in enumerate(self.messages or []):
-            content = message.get("content") if isinstance(message, Mapping) else None
-            if isinstance(content, str) and not content.strip():
-                raise MiniMaxValidationError(
-                    f"messages[{index}].content is empty or only whitespace",
-                    parameter=f"messages[{index}].content",
-                )
-
     def _conversation(self, follow_up: list[dict[str, str]]) -> list[dict[str, Any]]:
         """The messages of one answer: the user's, then a re-ask's turns (wrong answer, feedback)."""
         source: Messages = self.prompt if self.prompt is not None else list(self.messages or [])
         return normalise_messages(source) + follow_up
 
     def _accept(
-        self, results: list[TaskResult], spent: _Spent, options: _RunOptions, reasks: OutputReasks | None
+        self,
+        results: list[TaskResult],
+        spent: Spent,
+        options: TextInferenceOptions,
+        reasks: OutputReasks | None,
     ) -> dict[str, Any]:
         """The XCom value; raises :class:`OutputMismatch` when the answer misses ``output_type``."""
         # The sensor's shape, with usage and cost over every answer this task instance used.
