@@ -173,6 +173,9 @@ class _Recorder:
             total, already_done=self.done_before + len(results), logger=logger, clock=clock
         )
         self._unsaved: list[RowResult] = []
+        # One save at a time: two parts written at once would get the same part number, and
+        # Airflow's task-state client serves one request at a time.
+        self._saving = asyncio.Lock()
         self._clock = clock
         self._saved_at = clock()
         self._every = max(1, total // 10)
@@ -186,12 +189,15 @@ class _Recorder:
         self.failed += not result.ok
         self._unsaved.append(result)
         self.progress.update(self.done_before + len(self.results), self.failed)
-        if len(self._unsaved) >= self._every or self._clock() - self._saved_at >= 10.0:
+        due = len(self._unsaved) >= self._every or self._clock() - self._saved_at >= 10.0
+        # While a save runs, rows wait for the next one (or the final flush) instead of queueing.
+        if due and not self._saving.locked():
             await self.flush()
 
     async def flush(self) -> None:
         """Checkpoint the rows finished since the last flush (off the event loop: it is blocking IPC)."""
-        unsaved, self._unsaved = self._unsaved, []
-        self._saved_at = self._clock()
-        if unsaved and self.checkpoint.enabled:
-            await asyncio.to_thread(self.checkpoint.save, unsaved, self.fingerprints)
+        async with self._saving:
+            unsaved, self._unsaved = self._unsaved, []
+            self._saved_at = self._clock()
+            if unsaved and self.checkpoint.enabled:
+                await asyncio.to_thread(self.checkpoint.save, unsaved, self.fingerprints)

@@ -1,4 +1,4 @@
-"""``airflow dags test`` of a DAG using ``@task.minimax`` against the emulator on a loopback port."""
+"""``airflow dags test`` of a DAG using ``@task.minimax`` and a chat batch against the emulator."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ DAGS = Path(__file__).parent / "dags"
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 # Generous: the machine may be loaded; a healthy run takes well under a minute.
 TIMEOUT = 240
+BATCH_ROWS = 30  # the rows of the DAG's chat batch
 
 
 def airflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -26,7 +27,9 @@ def airflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 
 
 @pytest.mark.e2e
-def test_dags_test_runs_the_decorated_tasks(minimax_emulator: EmulatorHandle, tmp_path: Path) -> None:
+def test_dags_test_runs_the_decorated_tasks_and_a_chat_batch(
+    minimax_emulator: EmulatorHandle, tmp_path: Path
+) -> None:
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(tmp_path),
@@ -42,4 +45,5 @@ def test_dags_test_runs_the_decorated_tasks(minimax_emulator: EmulatorHandle, tm
     output = done.stdout + done.stderr
     assert "E2E-OK" in output  # printed by the DAG's check task once every XCom is as promised
     assert "state=success" in output
-    assert minimax_emulator.stats()["requests"] == {"chat": 1, "task": 1}
+    # One chat request per batch row, each sent once, plus the two decorated tasks.
+    assert minimax_emulator.stats()["requests"] == {"chat": 1 + BATCH_ROWS, "task": 1}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +27,7 @@ from hook_testlib import (
 )
 from task_api_fake import FakeTaskApi, MemoryStore
 
+from airflow_provider_minimax.batch.chat_mode import _Recorder
 from airflow_provider_minimax.batch.checkpoint import RowCheckpoint
 from airflow_provider_minimax.batch.io import read_rows
 from airflow_provider_minimax.batch.progress import Progress, progress_line
@@ -231,6 +235,42 @@ def test_the_checkpoint_reuses_only_rows_whose_request_is_unchanged() -> None:
     assert sorted(reader.load(FINGERPRINTS)) == [0, 2]  # failed rows are not kept
     assert sorted(RowCheckpoint(store).load({0: "f0", 1: "f1", 2: "CHANGED"})) == [0]
     assert json.loads(json.dumps(store.values))  # JSON values only
+
+
+class SlowStore(MemoryStore):
+    """A slow store that, like Airflow's task-state client, serves one caller at a time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.busy = threading.Lock()
+
+    def set(self, key: str, value: Any, **kwargs: Any) -> None:
+        if not self.busy.acquire(blocking=False):
+            raise AssertionError("two checkpoint writes at once")
+        try:
+            time.sleep(0.01)
+            super().set(key, value, **kwargs)
+        finally:
+            self.busy.release()
+
+
+def test_rows_finishing_during_a_checkpoint_save_are_all_kept() -> None:
+    store = SlowStore()
+    fingerprints = {row: f"f{row}" for row in range(40)}
+    checkpoint = RowCheckpoint(store)
+    checkpoint.load(fingerprints)
+    recorder = _Recorder({}, len(fingerprints), checkpoint, fingerprints, logging.getLogger("test"))
+
+    async def finish(row: int) -> None:
+        await asyncio.sleep(row % 5 * 0.002)
+        await recorder.record(RowResult(row=row, status="success", text=str(row)))
+
+    async def batch() -> None:
+        await asyncio.gather(*(finish(row) for row in fingerprints))
+        await recorder.flush()
+
+    asyncio.run(batch())
+    assert sorted(RowCheckpoint(store).load(fingerprints)) == list(fingerprints)
 
 
 def test_without_a_store_nothing_is_kept() -> None:

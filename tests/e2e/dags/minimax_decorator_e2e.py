@@ -1,4 +1,4 @@
-"""End-to-end DAG for ``@task.minimax``: structured output on the chat API, streaming on the task API.
+"""End-to-end DAG for ``@task.minimax`` and a chat-API batch: structured output, streaming, rows.
 
 Run by tests/e2e/test_dags_test_decorator.py with ``airflow dags test`` against the emulator; the
 ``check`` task fails the run when an answer or its XComs are not what the provider promises.
@@ -10,6 +10,11 @@ import datetime
 
 from airflow.sdk import dag, task
 from pydantic import BaseModel, Field
+
+from airflow_provider_minimax.operators.batch import MiniMaxBatchOperator
+
+# Enough rows that checkpoint saves overlap rows finishing (one save per 10 % of the rows).
+BATCH_ROWS = 30
 
 
 class Ticket(BaseModel):
@@ -31,8 +36,18 @@ def minimax_decorator_e2e() -> None:
     def reply(ticket: dict) -> list[dict]:
         return [{"role": "user", "content": f"Write a short reply about: {ticket['title']}"}]
 
+    slogans = MiniMaxBatchOperator(
+        task_id="slogans",
+        conn_id="minimax_chat",
+        rows=[{"product": f"lamp {n}"} for n in range(BATCH_ROWS)],
+        prompt_template="Write a slogan for {{ product }}",
+        max_concurrency=8,
+    )
+
     @task
-    def check(ticket: dict, answer: str, ti=None) -> None:
+    def check(ticket: dict, answer: str, rows: list[dict], ti=None) -> None:
+        assert [row["row"] for row in rows] == list(range(BATCH_ROWS)), rows
+        assert all(row["status"] == "success" and row["text"] for row in rows), rows
         Ticket.model_validate(ticket)
         assert answer.startswith("[minimax-emulator]"), answer
         assert "<think>" not in answer
@@ -44,7 +59,7 @@ def minimax_decorator_e2e() -> None:
         print(f"E2E-OK ticket={ticket} usage={usage}")
 
     ticket = triage("The export button crashes the app for every customer since this morning.")
-    check(ticket, reply(ticket))
+    check(ticket, reply(ticket), slogans.output)
 
 
 minimax_decorator_e2e()
