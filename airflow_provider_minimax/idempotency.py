@@ -237,7 +237,7 @@ def resolve_and_submit(
     (validated) before the first HTTP call, so bad input costs nothing. At most
     :data:`MAX_WALK_ROUNDS` rounds of one poll and one submit each.
 
-    :param hook: the hook to poll and submit with (its ``sleep`` paces the rounds).
+    :param hook: the hook to poll and submit with.
     :param identity: the task instance.
     :param build_task: builds the textInference task of an item for a given taskUUID; it must
         give the same request for the same item on every try.
@@ -260,7 +260,7 @@ def resolve_and_submit(
         if not pending:
             break
         if round_number:
-            hook.sleep(next(delays))  # only conflicted UUIDs come back: give them time to show
+            time.sleep(next(delays))  # only conflicted UUIDs come back: give them time to show
         pending = walk.round(pending)
     if pending:
         # Still invisible after every round (a grace longer than the rounds last): known upstream,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -159,13 +158,13 @@ class RetryPolicy:
         state.attempt_number = failures
         return float(wait_random_exponential(multiplier=self.base_wait, max=self.max_wait)(state))
 
-    def retrying(self, sleep: Callable[[float], None] = time.sleep) -> Retrying:
-        """A tenacity controller for synchronous calls."""
-        return Retrying(sleep=sleep, **self._controller_options())
+    def retrying(self) -> Retrying:
+        """A tenacity controller for synchronous calls; it waits with tenacity's own sleep."""
+        return Retrying(**self._controller_options())
 
-    def async_retrying(self, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> AsyncRetrying:
-        """A tenacity controller for asynchronous calls."""
-        return AsyncRetrying(sleep=sleep, **self._controller_options())
+    def async_retrying(self) -> AsyncRetrying:
+        """A tenacity controller for asynchronous calls; it waits with ``asyncio.sleep``."""
+        return AsyncRetrying(**self._controller_options())
 
     def _controller_options(self) -> dict[str, Any]:
         """What the sync and async controllers share: when to stop, how long to wait, what to retry."""

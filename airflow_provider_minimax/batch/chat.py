@@ -96,8 +96,7 @@ class ChatRunSettings:
 class ChatBatchRunner:
     """Run rows through the chat API concurrently, reporting each finished row.
 
-    :param hooks: hooks on the same connection, one per connection pool (the first one's
-        ``asleep`` is used for backoff, so tests can replace it).
+    :param hooks: hooks on the same connection, one per connection pool.
     :param limiter: the batch's adaptive limiter.
     :param settings: how each row is asked.
     :param on_row: awaited with each finished row, in completion order.
@@ -226,7 +225,7 @@ class ChatBatchRunner:
                     self.limiter.on_success(started)
                     return completion
             # Back off outside the slot, so waiting rows do not hold the batch's capacity.
-            await self.hook.asleep(settings.policy.backoff(transient, retry_after))
+            await asyncio.sleep(settings.policy.backoff(transient, retry_after))
 
     def _unexpected(self, row: int, err: Exception) -> RowResult:
         """A failed row for an error that is not one of ours, with the key masked out of its message."""

@@ -149,7 +149,6 @@ class TaskRows(RowRequests):
             poll_interval=self.options.poll_interval,
             max_poll_interval=self.options.max_poll_interval,
             not_found_until=time.time() + self.options.not_found_grace,
-            sleep=self.hook.sleep,
         )
 
     def trigger(self, uuids: list[str], end_time: float, not_found_until: float) -> MiniMaxTaskTrigger:

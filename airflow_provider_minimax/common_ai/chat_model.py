@@ -9,8 +9,7 @@ chat API's cap before any HTTP call, and transient failures are retried by our r
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -52,22 +51,15 @@ class RetryingTransport(httpx.AsyncBaseTransport):
 
     :param policy: the provider's retry policy.
     :param inner: the transport that does the I/O.
-    :param sleep: how to wait between attempts (tests record the waits instead).
     """
 
-    def __init__(
-        self,
-        policy: RetryPolicy,
-        inner: httpx.AsyncBaseTransport | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
+    def __init__(self, policy: RetryPolicy, inner: httpx.AsyncBaseTransport | None = None) -> None:
         self._policy = policy
         self._inner = inner or httpx.AsyncHTTPTransport()
-        self._sleep = sleep
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``, retrying transient failures."""
-        async for attempt in self._policy.async_retrying(sleep=self._sleep):
+        async for attempt in self._policy.async_retrying():
             with attempt:
                 response = await self._inner.handle_async_request(request)
                 last = attempt.retry_state.attempt_number > self._policy.max_retries

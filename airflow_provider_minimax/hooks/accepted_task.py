@@ -75,36 +75,30 @@ class AcceptedTask:
         # A one-UUID poll refused with an error naming no task is about this task.
         return isinstance(error, MiniMaxError) and self._not_visible_yet(error.code)
 
-    def wait(self, poll: Callable[[], TaskBatchResult], sleep: Callable[[float], None]) -> TaskBatchResult:
+    def wait(self, poll: Callable[[], TaskBatchResult]) -> TaskBatchResult:
         """Poll until the task's results arrive; past the deadline, an error naming the UUID.
 
         :param poll: one getResponse request for the task, under the call's budget.
-        :param sleep: the hook's sleep.
         """
         try:
-            finished = Retrying(sleep=sleep, **self._controller_options())(lambda: self.read(poll()))
+            finished = Retrying(**self._controller_options())(lambda: self.read(poll()))
         except (RetryError, MiniMaxDeadlineError):
             finished = None
         if finished is None:
             raise self.timed_out()  # outside the handler: no tenacity context on the error
         return finished
 
-    async def await_result(
-        self, poll: Callable[[], Awaitable[TaskBatchResult]], sleep: Callable[[float], Awaitable[None]]
-    ) -> TaskBatchResult:
+    async def await_result(self, poll: Callable[[], Awaitable[TaskBatchResult]]) -> TaskBatchResult:
         """Async :meth:`wait`.
 
         :param poll: one getResponse request for the task, under the call's budget.
-        :param sleep: the hook's async sleep.
         """
 
         async def attempt() -> TaskBatchResult | None:
             return self.read(await poll())
 
         try:
-            finished: TaskBatchResult | None = await AsyncRetrying(sleep=sleep, **self._controller_options())(
-                attempt
-            )
+            finished: TaskBatchResult | None = await AsyncRetrying(**self._controller_options())(attempt)
         except (RetryError, MiniMaxDeadlineError):
             finished = None
         if finished is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from functools import lru_cache
 from time import monotonic
 from typing import Any
 
@@ -42,7 +43,7 @@ class CallBudget:
         read = max(min(self.settings.timeout, self.remaining()), 0.001)
         return client.build_request(
             "POST",
-            url,
+            _parsed(url),
             json=body,
             headers={"Accept": "text/event-stream"} if stream else None,
             timeout=httpx.Timeout(read, connect=min(read, 10.0)),
@@ -84,29 +85,47 @@ class CallBudget:
             )
 
 
+@lru_cache(maxsize=64)
+def _parsed(url: str) -> httpx.URL:
+    """The URL parsed once: a hook sends every request of an API to the same one."""
+    return httpx.URL(url)
+
+
 class GuardedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
     """A response body that checks the call's budget at every piece the network delivers.
 
     Checking per raw piece (not per decoded chunk) stops a slow drip even when the pieces
-    decode to nothing yet (gzip), and a stream of keep-alive comments at its idle limit.
+    decode to nothing yet (gzip), and a stream of keep-alive comments at its idle limit. A body
+    sent without a Content-Encoding is also held to the size cap here, as it arrives: its raw
+    bytes are its decoded bytes, so it can be read whole.
 
     :param stream: the response's own byte stream.
     :param budget: the call's budget.
+    :param capped: count the raw bytes against ``max_response_bytes``.
     """
 
-    def __init__(self, stream: httpx.SyncByteStream | httpx.AsyncByteStream, budget: CallBudget) -> None:
+    def __init__(
+        self, stream: httpx.SyncByteStream | httpx.AsyncByteStream, budget: CallBudget, *, capped: bool
+    ) -> None:
         self._stream = stream
         self._budget = budget
+        self._capped = capped
+        self._size = 0
+
+    def _checked(self, piece: bytes) -> bytes:
+        self._budget.check()
+        if self._capped:
+            self._size += len(piece)
+            self._budget.check_size(self._size)
+        return piece
 
     def __iter__(self) -> Iterator[bytes]:
         for piece in self._stream:  # type: ignore[union-attr]
-            self._budget.check()
-            yield piece
+            yield self._checked(piece)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for piece in self._stream:  # type: ignore[union-attr]
-            self._budget.check()
-            yield piece
+            yield self._checked(piece)
 
     def close(self) -> None:
         self._stream.close()  # type: ignore[union-attr]

@@ -148,12 +148,12 @@ class TaskApiMixin(MiniMaxBaseHook):
         self, tasks: Sequence[TaskLike], max_retries: int | None, budget: CallBudget | None = None
     ) -> TaskBatchResult:
         settings = await self.aget_settings()
-        replies = await asyncio.gather(
-            *(
-                self._asend(settings.base_url, body, _batch, max_retries, api="task", budget=budget)
-                for body in self._task_bodies(tasks, settings)
-            )
-        )
+        sends = [
+            self._asend(settings.base_url, body, _batch, max_retries, api="task", budget=budget)
+            for body in self._task_bodies(tasks, settings)
+        ]
+        # One chunk is awaited in place: gather would wrap it in a task, two more turns of the loop.
+        replies = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
         outcome = TaskBatchResult()
         for reply in replies:
             outcome.extend(_submit_outcome(reply))
@@ -205,8 +205,7 @@ class TaskApiMixin(MiniMaxBaseHook):
         return accepted.wait(
             lambda: self._send(
                 settings.base_url, accepted.poll, _batch, max_retries, api="task", budget=budget
-            ),
-            self.sleep,
+            )
         )
 
     async def atext_inference(
@@ -228,8 +227,7 @@ class TaskApiMixin(MiniMaxBaseHook):
         return await accepted.await_result(
             lambda: self._asend(
                 settings.base_url, accepted.poll, _batch, max_retries, api="task", budget=budget
-            ),
-            self.asleep,
+            )
         )
 
     def stream_text_inference(

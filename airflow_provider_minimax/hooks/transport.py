@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, replace
 from functools import cache, cached_property
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -51,10 +50,6 @@ class MiniMaxBaseHook(BaseHook):
     :param max_retries: retries for transient failures; overrides the connection's value.
     :param timeout: seconds per HTTP response; overrides the connection's value.
     """
-
-    #: Sleep functions used between retries; tests replace them to avoid real waiting.
-    sleep: Callable[[float], None] = staticmethod(time.sleep)
-    asleep: Callable[[float], Awaitable[None]] = staticmethod(asyncio.sleep)
 
     def __init__(
         self,
@@ -195,16 +190,24 @@ class MiniMaxBaseHook(BaseHook):
                 parameter="api",
             )
 
-    def _policy(
-        self, settings: MiniMaxConnectionSettings, max_retries: int | None, api: Api, budget: CallBudget
-    ) -> RetryPolicy:
+    def _call(
+        self,
+        settings: MiniMaxConnectionSettings,
+        url: str,
+        max_retries: int | None,
+        api: Api,
+        budget: CallBudget | None,
+    ) -> _Call:
+        """What a call to ``url`` may spend and how it retries; a fresh budget unless one is shared."""
+        budget = budget or CallBudget(settings, url)
         chat = api == "chat"
-        return replace(
+        policy = replace(
             RetryPolicy.for_connection(settings, max_retries),
             retry_sent=settings.chat_retry_on_read_timeout or not chat,
             time_left=budget.remaining,
             on_resend=self._count_chat_resend if chat else None,
         )
+        return _Call(url, api, budget, policy)
 
     def _count_chat_resend(self) -> None:
         self.chat_resends_after_timeout += 1
@@ -225,16 +228,14 @@ class MiniMaxBaseHook(BaseHook):
 
         :param budget: the budget of a call that spans several requests; a fresh one when omitted.
         """
-        settings = self.settings
-        budget = budget or CallBudget(settings, url)
-        policy = self._policy(settings, max_retries, api, budget)
+        call = self._call(self.settings, url, max_retries, api, budget)
         try:
-            for attempt in policy.retrying(sleep=self.sleep):
+            for attempt in call.policy.retrying():
                 with attempt:
-                    return parse(self._exchange(self.client, url, body, budget))
+                    return parse(self._exchange(self.client, url, body, call.budget))
             raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
         except Exception as err:
-            failure = typed_error(err, url, api, policy)
+            failure = call.failure(err)
         raise failure  # outside the handler: a scrubbed error must not keep the raw one as its context
 
     async def _asend(
@@ -247,21 +248,16 @@ class MiniMaxBaseHook(BaseHook):
         api: Api,
         budget: CallBudget | None = None,
     ) -> T:
-        """POST ``body`` and parse the answer without blocking the loop, retrying transient failures.
-
-        :param budget: the budget of a call that spans several requests; a fresh one when omitted.
-        """
-        settings = await self.aget_settings()
+        """Async :meth:`_send`."""
+        call = self._call(await self.aget_settings(), url, max_retries, api, budget)
         client = await self.aclient()
-        budget = budget or CallBudget(settings, url)
-        policy = self._policy(settings, max_retries, api, budget)
         try:
-            async for attempt in policy.async_retrying(sleep=self.asleep):
+            async for attempt in call.policy.async_retrying():
                 with attempt:
-                    return parse(await self._aexchange(client, url, body, budget))
+                    return parse(await self._aexchange(client, url, body, call.budget))
             raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
         except Exception as err:
-            failure = typed_error(err, url, api, policy)
+            failure = call.failure(err)
         raise failure
 
     @staticmethod
@@ -270,20 +266,20 @@ class MiniMaxBaseHook(BaseHook):
     ) -> httpx.Response:
         """One POST: an opened event stream when one was asked for and given, else the read answer."""
         budget.check()
-        request = budget.request(client, url, body, stream)
-        response = client.send(request, stream=True)
-        response.stream = GuardedStream(response.stream, budget)
-        if stream and is_event_stream(response):
-            budget.stream_opened()
+        response = client.send(budget.request(client, url, body, stream), stream=True)
+        if _guard(response, budget, stream):
             return response
         try:
-            content = bytearray()
+            if _sent_as_is(response):
+                response.read()  # its guard caps it as it arrives
+                return _answer(response)
+            decoded = bytearray()
             for piece in response.iter_bytes():
-                content += piece
-                budget.check_size(len(content))
+                decoded += piece
+                budget.check_size(len(decoded))
         finally:
             response.close()
-        return _read(response, bytes(content))
+        return _answer(response, bytes(decoded))
 
     @staticmethod
     async def _aexchange(
@@ -291,20 +287,20 @@ class MiniMaxBaseHook(BaseHook):
     ) -> httpx.Response:
         """Async :meth:`_exchange`."""
         budget.check()
-        request = budget.request(client, url, body, stream)
-        response = await client.send(request, stream=True)
-        response.stream = GuardedStream(response.stream, budget)
-        if stream and is_event_stream(response):
-            budget.stream_opened()
+        response = await client.send(budget.request(client, url, body, stream), stream=True)
+        if _guard(response, budget, stream):
             return response
         try:
-            content = bytearray()
+            if _sent_as_is(response):
+                await response.aread()
+                return _answer(response)
+            decoded = bytearray()
             async for piece in response.aiter_bytes():
-                content += piece
-                budget.check_size(len(content))
+                decoded += piece
+                budget.check_size(len(decoded))
         finally:
             await response.aclose()
-        return _read(response, bytes(content))
+        return _answer(response, bytes(decoded))
 
     def _stream(
         self,
@@ -316,19 +312,17 @@ class MiniMaxBaseHook(BaseHook):
         api: Api,
     ) -> Iterator[T]:
         """POST for an SSE answer and yield its chunks; retries cover only the time before the first event."""
-        settings = self.settings
-        budget = CallBudget(settings, url)
-        policy = self._policy(settings, max_retries, api, budget)
+        call = self._call(self.settings, url, max_retries, api, None)
         try:
-            for attempt in policy.retrying(sleep=self.sleep):
+            for attempt in call.policy.retrying():
                 with attempt:
-                    response = self._exchange(self.client, url, body, budget, stream=True)
+                    response = self._exchange(self.client, url, body, call.budget, stream=True)
                     if not is_event_stream(response):
                         shape.check(response)
-            yield from events(response, shape, budget)
+            yield from events(response, shape, call.budget)
             return
         except Exception as err:
-            failure = typed_error(err, url, api, policy)
+            failure = call.failure(err)
         raise failure
 
     async def _astream(
@@ -341,33 +335,76 @@ class MiniMaxBaseHook(BaseHook):
         api: Api,
     ) -> AsyncIterator[T]:
         """Async :meth:`_stream`."""
-        settings = await self.aget_settings()
+        call = self._call(await self.aget_settings(), url, max_retries, api, None)
         client = await self.aclient()
-        budget = CallBudget(settings, url)
-        policy = self._policy(settings, max_retries, api, budget)
         try:
-            async for attempt in policy.async_retrying(sleep=self.asleep):
+            async for attempt in call.policy.async_retrying():
                 with attempt:
-                    response = await self._aexchange(client, url, body, budget, stream=True)
+                    response = await self._aexchange(client, url, body, call.budget, stream=True)
                     if not is_event_stream(response):
                         shape.check(response)
-            async for chunk in aevents(response, shape, budget):
+            async for chunk in aevents(response, shape, call.budget):
                 yield chunk
             return
         except Exception as err:
-            failure = typed_error(err, url, api, policy)
+            failure = call.failure(err)
         raise failure
 
 
-def _read(response: httpx.Response, content: bytes) -> httpx.Response:
-    """The answer with its body already decoded, for the pure parsers in :mod:`.responses`."""
+@dataclass(frozen=True)
+class _Call:
+    """One hook call: its URL and API, what it may spend, how it retries.
+
+    :param url: the URL called.
+    :param api: the API called.
+    :param budget: the call's budget.
+    :param policy: its retry policy, stopping before the budget's deadline.
+    """
+
+    url: str
+    api: Api
+    budget: CallBudget
+    policy: RetryPolicy
+
+    def failure(self, err: Exception) -> Exception:
+        """The call's failure as one of our typed errors; raise it outside the ``except`` block."""
+        return typed_error(err, self.url, self.api, self.policy)
+
+
+def _guard(response: httpx.Response, budget: CallBudget, stream: bool) -> bool:
+    """Hold the body to the call's budget; whether it is the event stream asked for (its idle clock starts).
+
+    :param response: the answer, headers received.
+    :param budget: the call's budget.
+    :param stream: an event stream was asked for.
+    """
+    opened = stream and is_event_stream(response)
+    response.stream = GuardedStream(response.stream, budget, capped=not opened and _sent_as_is(response))
+    if opened:
+        budget.stream_opened()
+    return opened
+
+
+def _sent_as_is(response: httpx.Response) -> bool:
+    """Whether the body has no Content-Encoding: what arrives is what it decodes to."""
+    return "content-encoding" not in response.headers
+
+
+def _answer(response: httpx.Response, decoded: bytes | None = None) -> httpx.Response:
+    """The read answer for the pure parsers in :mod:`.responses`: itself, or one around its decoded body.
+
+    :param response: the answer, its body read (``decoded`` None) or consumed.
+    :param decoded: the decoded body of an encoded answer.
+    """
     raise_for_redirect(response)
+    if decoded is None:
+        return response
     headers = [
         (name, value)
         for name, value in response.headers.multi_items()
         if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
     ]
-    return httpx.Response(response.status_code, headers=headers, content=content, request=response.request)
+    return httpx.Response(response.status_code, headers=headers, content=decoded, request=response.request)
 
 
 @cache

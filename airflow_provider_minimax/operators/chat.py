@@ -316,9 +316,7 @@ class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
         if results is None:
             self.log.info("Waiting for MiniMax task %s, accepted by an earlier try", task_uuid)
             deadline = time.time() + self.hook.settings.timeout
-            results = results_of(
-                wait_for_tasks(self.hook, [task_uuid], end_time=deadline, sleep=self.hook.sleep)
-            )
+            results = results_of(wait_for_tasks(self.hook, [task_uuid], end_time=deadline))
         return result_from_task(TaskBatchResult(results=results))
 
     def _request(self, api: str) -> tuple[str | None, dict[str, Any]]:

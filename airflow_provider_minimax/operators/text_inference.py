@@ -345,7 +345,6 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
             poll_interval=options.poll_interval,
             max_poll_interval=options.max_poll_interval,
             number_results=options.number_results,
-            sleep=self.hook.sleep,
         )
 
     # ------------------------------------------------------------------ requests and answers

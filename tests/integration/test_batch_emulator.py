@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
+from fake_sleep import FakeSleep
 from pydantic import BaseModel
 
 from airflow_provider_minimax.exceptions import MiniMaxTaskFailedError, MiniMaxValidationError
-from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.operators.batch import MiniMaxBatchOperator
 from airflow_provider_minimax.testing.emulator import FAIL_MARKER, EmulatorConfig, EmulatorHandle
 
@@ -50,11 +50,8 @@ def minimax_emulator_config() -> EmulatorConfig:
 
 
 @pytest.fixture(autouse=True)
-def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def asleep(_: float) -> None:
-        return None
-
-    monkeypatch.setattr(MiniMaxHook, "asleep", staticmethod(asleep))
+def _no_backoff(fake_sleep: FakeSleep) -> None:
+    """Retry and back-off waits are recorded, not waited."""
 
 
 async def _first_event(trigger: Any) -> dict[str, Any]:

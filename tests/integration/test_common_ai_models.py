@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from fake_sleep import FakeSleep
 from pydantic import BaseModel
 from pydantic_ai import Agent
 from pydantic_ai.messages import TextPart, ThinkingPart
@@ -211,23 +212,16 @@ def test_model_names(connect: Any, api: str, model_id: str | None, expected: str
     assert isinstance(hook.get_conn(), MiniMaxTaskModel) == (api == "task")
 
 
-def test_retrying_transport_honours_retry_after_then_returns_the_answer() -> None:
+def test_retrying_transport_honours_retry_after_then_returns_the_answer(fake_sleep: FakeSleep) -> None:
     answers = iter([httpx.Response(429, headers={"Retry-After": "3"}), httpx.Response(200, json={})])
-    waits: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        waits.append(seconds)
-
-    transport = RetryingTransport(
-        RetryPolicy(max_retries=2), httpx.MockTransport(lambda _: next(answers)), sleep
-    )
+    transport = RetryingTransport(RetryPolicy(max_retries=2), httpx.MockTransport(lambda _: next(answers)))
 
     async def send() -> httpx.Response:
         async with httpx.AsyncClient(transport=transport) as client:
             return await client.post("http://minimax.test/v1/chat/completions", json={})
 
     assert asyncio.run(send()).status_code == 200
-    assert waits == [3.0]
+    assert fake_sleep.waits == [3.0]
 
 
 def test_retrying_transport_returns_the_last_failure_for_the_sdk_to_report() -> None:

@@ -9,6 +9,7 @@ import time
 import uuid
 
 import pytest
+from fake_sleep import FakeSleep
 
 from airflow_provider_minimax.exceptions import (
     MiniMaxAuthError,
@@ -29,41 +30,25 @@ from airflow_provider_minimax.testing.emulator import (
 PROMPT = "Name one Norwegian fjord."
 
 
-class Waits(list[float]):
-    """Records retry waits instead of sleeping (sync and async)."""
-
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-    async def asleep(self, seconds: float) -> None:
-        self.append(seconds)
-
-
 @pytest.fixture
 def minimax_emulator_config() -> EmulatorConfig:
     return EmulatorConfig(async_latency=0.2)
 
 
 @pytest.fixture
-def waits() -> Waits:
-    return Waits()
-
-
-def _hook(conn_id: str, waits: Waits, **kwargs: object) -> MiniMaxHook:
-    hook = MiniMaxHook(conn_id, **kwargs)  # type: ignore[arg-type]
-    hook.sleep = waits  # type: ignore[method-assign]
-    hook.asleep = waits.asleep  # type: ignore[method-assign]
-    return hook
+def waits(fake_sleep: FakeSleep) -> list[float]:
+    """The retry waits the hooks ask for, recorded instead of waited."""
+    return fake_sleep.waits
 
 
 @pytest.fixture
-def task_hook(minimax_connection: EmulatorHandle, waits: Waits) -> MiniMaxHook:
-    return _hook("minimax_default", waits)
+def task_hook(minimax_connection: EmulatorHandle) -> MiniMaxHook:
+    return MiniMaxHook("minimax_default")
 
 
 @pytest.fixture
-def chat_hook(minimax_connection: EmulatorHandle, waits: Waits) -> MiniMaxHook:
-    return _hook("minimax_chat", waits)
+def chat_hook(minimax_connection: EmulatorHandle) -> MiniMaxHook:
+    return MiniMaxHook("minimax_chat")
 
 
 def _connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, host: str, key: str, api: str) -> None:
@@ -179,14 +164,14 @@ def test_task_resubmit_is_a_conflict_not_a_second_payment(
 def test_bad_key_and_no_credit(
     minimax_emulator: EmulatorHandle,
     monkeypatch: pytest.MonkeyPatch,
-    waits: Waits,
+    waits: list[float],
     key: str,
     error_cls: type[Exception],
     api: str,
 ) -> None:
     host = minimax_emulator.base_url if api == "task" else minimax_emulator.chat_base_url
     _connection(monkeypatch, "minimax_it_key", host, key, api)
-    hook = _hook("minimax_it_key", waits)
+    hook = MiniMaxHook("minimax_it_key")
     with pytest.raises(error_cls) as caught:
         hook.generate(PROMPT)
     assert caught.value.status_code == (401 if error_cls is MiniMaxAuthError else 402)  # type: ignore[attr-defined]
@@ -194,7 +179,7 @@ def test_bad_key_and_no_credit(
 
 
 def test_task_retries_through_429_and_503_without_double_submitting(
-    task_hook: MiniMaxHook, minimax_emulator: EmulatorHandle, waits: Waits
+    task_hook: MiniMaxHook, minimax_emulator: EmulatorHandle, waits: list[float]
 ) -> None:
     minimax_emulator.faults.rate_limit(retry_after=2, api="task")
     minimax_emulator.faults.http_error(503, api="task", count=2)
@@ -205,7 +190,7 @@ def test_task_retries_through_429_and_503_without_double_submitting(
 
 
 def test_task_retry_after_as_http_date_is_honoured(
-    task_hook: MiniMaxHook, minimax_emulator: EmulatorHandle, waits: Waits
+    task_hook: MiniMaxHook, minimax_emulator: EmulatorHandle, waits: list[float]
 ) -> None:
     minimax_emulator.faults.rate_limit(retry_after=5, retry_after_format="http-date", api="task")
     task_hook.text_inference(PROMPT)
@@ -214,7 +199,7 @@ def test_task_retry_after_as_http_date_is_honoured(
 
 
 def test_task_dropped_connection_is_retried(
-    task_hook: MiniMaxHook, minimax_emulator: EmulatorHandle, waits: Waits
+    task_hook: MiniMaxHook, minimax_emulator: EmulatorHandle, waits: list[float]
 ) -> None:
     minimax_emulator.faults.drop_connection(api="task")
     assert task_hook.text_inference(PROMPT).results[0].text
@@ -222,7 +207,7 @@ def test_task_dropped_connection_is_retried(
 
 
 def test_task_answer_lost_after_processing_is_fetched_not_paid_again(
-    task_hook: MiniMaxHook, minimax_emulator: EmulatorHandle, waits: Waits
+    task_hook: MiniMaxHook, minimax_emulator: EmulatorHandle, waits: list[float]
 ) -> None:
     minimax_emulator.faults.drop_connection(api="task", task_type="textInference", after_processing=True)
     outcome = task_hook.text_inference(PROMPT)
@@ -265,10 +250,10 @@ async def test_stream_of_keep_alive_comments_ends_at_the_idle_limit(
 
 
 def test_task_rate_limit_burst_longer_than_retries_raises(
-    minimax_emulator: EmulatorHandle, minimax_connection: EmulatorHandle, waits: Waits
+    minimax_emulator: EmulatorHandle, minimax_connection: EmulatorHandle, waits: list[float]
 ) -> None:
     minimax_emulator.faults.rate_limit(api="task", count=10)
-    hook = _hook("minimax_default", waits, max_retries=2)
+    hook = MiniMaxHook("minimax_default", max_retries=2)
     with pytest.raises(MiniMaxRateLimitError):
         hook.text_inference(PROMPT)
     assert len(waits) == 2
@@ -305,7 +290,7 @@ async def test_chat_async_stream(chat_hook: MiniMaxHook) -> None:
 
 
 def test_chat_retries_through_429_and_base_resp(
-    chat_hook: MiniMaxHook, minimax_emulator: EmulatorHandle, waits: Waits
+    chat_hook: MiniMaxHook, minimax_emulator: EmulatorHandle, waits: list[float]
 ) -> None:
     minimax_emulator.faults.rate_limit(retry_after=1, api="chat")
     minimax_emulator.faults.base_resp(1002, "rate limit", api="chat")
@@ -318,8 +303,8 @@ def test_chat_retries_through_429_and_base_resp(
 
 
 @pytest.mark.parametrize("conn_id", ["minimax_default", "minimax_chat"])
-def test_generate_over_both_apis(minimax_connection: EmulatorHandle, waits: Waits, conn_id: str) -> None:
-    result = _hook(conn_id, waits).generate(
+def test_generate_over_both_apis(minimax_connection: EmulatorHandle, conn_id: str) -> None:
+    result = MiniMaxHook(conn_id).generate(
         PROMPT, system_prompt="Be brief.", temperature=0.5, max_tokens=2000
     )
     assert result.text and "<think>" not in result.text
@@ -329,36 +314,36 @@ def test_generate_over_both_apis(minimax_connection: EmulatorHandle, waits: Wait
 
 
 @pytest.mark.parametrize("conn_id", ["minimax_default", "minimax_chat"])
-def test_test_connection_ok_and_free(minimax_connection: EmulatorHandle, waits: Waits, conn_id: str) -> None:
-    ok, message = _hook(conn_id, waits).test_connection()
+def test_test_connection_ok_and_free(minimax_connection: EmulatorHandle, conn_id: str) -> None:
+    ok, message = MiniMaxHook(conn_id).test_connection()
     assert ok, message
     assert minimax_connection.stats()["submissions"] == {}
 
 
 @pytest.mark.parametrize("api", ["task", "chat"])
 def test_test_connection_tells_a_bad_key_from_unreachable(
-    minimax_emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch, waits: Waits, api: str
+    minimax_emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch, api: str
 ) -> None:
     host = minimax_emulator.base_url if api == "task" else minimax_emulator.chat_base_url
     _connection(monkeypatch, "minimax_it_bad", host, "wrong-key", api)
-    ok, bad_key = _hook("minimax_it_bad", waits).test_connection()
+    ok, bad_key = MiniMaxHook("minimax_it_bad").test_connection()
     assert not ok and "key was refused" in bad_key
 
     with socket.socket() as free:  # a port nobody listens on
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
     _connection(monkeypatch, "minimax_it_down", f"http://127.0.0.1:{port}/v1", "k", api)
-    ok, down = _hook("minimax_it_down", waits).test_connection()
+    ok, down = MiniMaxHook("minimax_it_down").test_connection()
     assert not ok and "unreachable" in down
 
 
 def test_unreachable_call_raises_a_connection_error(
-    monkeypatch: pytest.MonkeyPatch, minimax_emulator: EmulatorHandle, waits: Waits
+    monkeypatch: pytest.MonkeyPatch, minimax_emulator: EmulatorHandle, waits: list[float]
 ) -> None:
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
     _connection(monkeypatch, "minimax_it_down", f"http://127.0.0.1:{port}/v1", "k", "task")
     with pytest.raises(MiniMaxConnectionError):
-        _hook("minimax_it_down", waits, max_retries=1).text_inference(PROMPT)
+        MiniMaxHook("minimax_it_down", max_retries=1).text_inference(PROMPT)
     assert len(waits) == 1

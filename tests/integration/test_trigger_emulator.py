@@ -86,11 +86,7 @@ async def test_two_copies_at_once_are_harmless(minimax_connection):
     assert minimax_connection.stats()["submissions"] == dict.fromkeys(uuids, 1)
 
 
-async def test_a_burst_of_503s_on_polls_is_survived(minimax_connection, monkeypatch):
-    async def no_sleep(_: float) -> None:
-        return None
-
-    monkeypatch.setattr(MiniMaxHook, "asleep", staticmethod(no_sleep))
+async def test_a_burst_of_503s_on_polls_is_survived(minimax_connection, fake_sleep):
     uuids = submit(["flaky"])
     minimax_connection.faults.http_error(503, count=3, task_type="getResponse")
     outcome = await run(trigger(uuids))

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from campaign_figures import summary_lines
 from campaign_paths import connection_json
+from fake_sleep import FakeSleep
 from hostile_server import HostileServer
-
-from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 
 #: Retries wait at most this long in the campaign; whether Retry-After is honoured is a unit test's job.
 MAX_TEST_SLEEP = 0.05
@@ -37,16 +34,8 @@ def hostile(_hostile_server: HostileServer, monkeypatch: pytest.MonkeyPatch) -> 
 
 @pytest.fixture
 def short_sleeps(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cap the hook's retry waits."""
-
-    def sleep(seconds: float) -> None:
-        time.sleep(min(seconds, MAX_TEST_SLEEP))
-
-    async def asleep(seconds: float) -> None:
-        await asyncio.sleep(min(seconds, MAX_TEST_SLEEP))
-
-    monkeypatch.setattr(MiniMaxHook, "sleep", staticmethod(sleep))
-    monkeypatch.setattr(MiniMaxHook, "asleep", staticmethod(asleep))
+    """Cap the retry waits of the code under test (the hostile server's own sleeps are left alone)."""
+    FakeSleep(cap=MAX_TEST_SLEEP).install(monkeypatch)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -1,4 +1,4 @@
-"""Helpers shared by the hook-layer unit tests: connections, fake sleeps, canned wire bodies."""
+"""Helpers shared by the hook-layer unit tests: connections, hooks with fake sleeps, canned wire bodies."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fake_sleep import FakeSleep
 
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 
@@ -54,20 +55,6 @@ def set_connection(
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
 
 
-class FakeSleep:
-    """Records the waits the retry policy asked for instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
-    async def asleep(self, seconds: float) -> None:
-        """The async twin, recording into the same list."""
-        self.waits.append(seconds)
-
-
 def make_hook(
     monkeypatch: pytest.MonkeyPatch,
     *,
@@ -75,7 +62,7 @@ def make_hook(
     hook_kwargs: dict[str, Any] | None = None,
     **extra: Any,
 ) -> tuple[MiniMaxHook, FakeSleep]:
-    """A hook on a fresh connection, with its sleeps replaced by a recorder.
+    """A hook on a fresh connection, with ``time.sleep`` and ``asyncio.sleep`` replaced by a recorder.
 
     :param monkeypatch: restores the environment afterwards.
     :param api: ``task`` or ``chat``.
@@ -83,11 +70,7 @@ def make_hook(
     :param extra: connection extra fields.
     """
     set_connection(monkeypatch, api=api, **extra)
-    hook = MiniMaxHook(CONN_ID, **(hook_kwargs or {}))
-    sleeper = FakeSleep()
-    hook.sleep = sleeper  # type: ignore[method-assign]
-    hook.asleep = sleeper.asleep  # type: ignore[method-assign]
-    return hook, sleeper
+    return MiniMaxHook(CONN_ID, **(hook_kwargs or {})), FakeSleep.installed(monkeypatch)
 
 
 def task_result(task_uuid: str, text: str = "hello", **fields: Any) -> dict[str, Any]:

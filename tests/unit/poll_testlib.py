@@ -12,8 +12,6 @@ import pytest
 import respx
 from hook_testlib import TASK_URL, set_connection, task_result
 
-from airflow_provider_minimax.hooks.minimax import MiniMaxHook
-
 FAST = {"poll_interval": 0.01, "max_poll_interval": 0.02}
 
 
@@ -76,13 +74,8 @@ class PollApi:
 
 
 def mocked_poll_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[PollApi]:
-    """A mocked task API on a fresh connection, with retry sleeps removed (yield from a fixture)."""
-
-    async def no_sleep(_: float) -> None:
-        return None
-
+    """A mocked task API on a fresh connection without retries, so nothing waits (yield from a fixture)."""
     set_connection(monkeypatch, max_retries=0)
-    monkeypatch.setattr(MiniMaxHook, "asleep", staticmethod(no_sleep))
     fake = PollApi()
     with respx.mock(assert_all_called=False) as router:
         router.post(TASK_URL).mock(side_effect=fake)

@@ -16,6 +16,7 @@ import pytest
 import respx
 from airflow.providers.common.compat.sdk import TaskDeferred
 from chat_testlib import FakeTI
+from fake_sleep import FakeSleep
 from hook_testlib import (
     CHAT_COMPLETIONS_URL,
     CONN_ID,
@@ -33,7 +34,6 @@ from airflow_provider_minimax.batch.io import read_rows
 from airflow_provider_minimax.batch.progress import Progress, progress_line
 from airflow_provider_minimax.batch.rows import MAX_FAILED_IN_MANIFEST, Manifest, RowResult, failed_row
 from airflow_provider_minimax.exceptions import MiniMaxValidationError
-from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.operators.batch import MiniMaxBatchOperator
 from airflow_provider_minimax.results import TasksOutcome
 
@@ -375,9 +375,8 @@ def test_the_batch_deferral_carries_the_not_found_grace(api: FakeTaskApi) -> Non
 
 @pytest.mark.parametrize(("grace", "status"), [(120, "success"), (0, "failed")])
 def test_rows_not_found_right_after_their_submit_are_pending_within_the_grace(
-    api: FakeTaskApi, monkeypatch: pytest.MonkeyPatch, grace: float, status: str
+    api: FakeTaskApi, fake_sleep: FakeSleep, grace: float, status: str
 ) -> None:
-    monkeypatch.setattr(MiniMaxHook, "sleep", staticmethod(lambda _: None))
     api.invisible_for, api.finish_after_polls = 2, 3
     op = operator(rows=[{"name": "a"}, {"name": "b"}], on_row_error="skip", not_found_grace=grace)
     rows = op.execute(context())
@@ -429,14 +428,9 @@ def test_the_key_never_reaches_a_failed_rows_message(monkeypatch: pytest.MonkeyP
 
 @pytest.mark.parametrize(("resend", "status", "requests"), [(True, "success", 2), (False, "failed", 1)])
 def test_a_chat_request_received_but_unanswered_is_resent_only_when_allowed_and_counted(
-    monkeypatch: pytest.MonkeyPatch, resend: bool, status: str, requests: int
+    monkeypatch: pytest.MonkeyPatch, fake_sleep: FakeSleep, resend: bool, status: str, requests: int
 ) -> None:
     set_connection(monkeypatch, api="chat", max_retries=2, chat_retry_on_read_timeout=resend)
-
-    async def no_wait(self: MiniMaxHook, seconds: float) -> None:
-        return None
-
-    monkeypatch.setattr(MiniMaxHook, "asleep", no_wait)
     answers = [httpx.ReadTimeout("no answer"), httpx.Response(200, json=chat_body("fine"))]
     with respx.mock(assert_all_called=False) as router:
         route = router.post(CHAT_COMPLETIONS_URL).mock(side_effect=answers)

@@ -33,8 +33,8 @@ def hook(monkeypatch: pytest.MonkeyPatch) -> MiniMaxHook:
 
 
 @pytest.fixture
-def sleeper(hook: MiniMaxHook) -> FakeSleep:
-    return hook.sleep  # type: ignore[return-value]
+def sleeper(fake_sleep: FakeSleep) -> FakeSleep:
+    return fake_sleep
 
 
 def test_chat_completion_posts_the_openai_body(hook: MiniMaxHook, router: respx.MockRouter) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from fake_sleep import FakeSleep
 from hook_testlib import (
     CHAT_COMPLETIONS_URL,
     CONN_ID,
@@ -54,6 +55,10 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass (what the hook's sleeps do here)."""
+        self.now += seconds
 
 
 @pytest.fixture
@@ -293,18 +298,8 @@ def _timed_hook(
     monkeypatch: pytest.MonkeyPatch, clock: FakeClock, total_timeout: float
 ) -> tuple[MiniMaxHook, list[float]]:
     """A task hook whose sleeps move the fake clock instead of waiting, and the waits it asked for."""
-    hook, sleeper = make_hook(monkeypatch, total_timeout=total_timeout, max_retries=0)
-
-    def sleep(seconds: float) -> None:
-        sleeper(seconds)
-        clock.now += seconds
-
-    async def asleep(seconds: float) -> None:
-        sleep(seconds)
-
-    hook.sleep = sleep  # type: ignore[method-assign]
-    hook.asleep = asleep  # type: ignore[method-assign]
-    return hook, sleeper.waits
+    hook, _ = make_hook(monkeypatch, total_timeout=total_timeout, max_retries=0)
+    return hook, FakeSleep(on_wait=clock.advance).install(monkeypatch).waits
 
 
 @pytest.fixture
@@ -482,13 +477,8 @@ def test_stream_of_pings_fails_at_the_idle_limit(
 def test_retry_waits_never_run_past_the_deadline(
     monkeypatch: pytest.MonkeyPatch, router: respx.MockRouter, clock: FakeClock
 ) -> None:
-    hook, sleeper = make_hook(monkeypatch, max_retries=5, total_timeout=10)
-
-    def sleep(seconds: float) -> None:
-        sleeper(seconds)
-        clock.now += seconds
-
-    hook.sleep = sleep  # type: ignore[method-assign]
+    hook, _ = make_hook(monkeypatch, max_retries=5, total_timeout=10)
+    sleeper = FakeSleep(on_wait=clock.advance).install(monkeypatch)
     route = router.post(TASK_URL).respond(
         503, headers={"retry-after": "8"}, json={"errors": [{"code": "busy"}]}
     )

@@ -37,8 +37,8 @@ def hook(monkeypatch: pytest.MonkeyPatch) -> MiniMaxHook:
 
 
 @pytest.fixture
-def sleeper(hook: MiniMaxHook) -> FakeSleep:
-    return hook.sleep  # type: ignore[return-value]
+def sleeper(fake_sleep: FakeSleep) -> FakeSleep:
+    return fake_sleep
 
 
 def _echo_results(request: httpx.Request) -> httpx.Response:
@@ -367,12 +367,14 @@ def test_each_error_status_without_a_json_body_raises_its_type(
     assert route.call_count == (3 if retried else 1)
 
 
-async def test_async_error_status_is_retried_then_raised(hook: MiniMaxHook, router: respx.MockRouter) -> None:
+async def test_async_error_status_is_retried_then_raised(
+    hook: MiniMaxHook, sleeper: FakeSleep, router: respx.MockRouter
+) -> None:
     route = router.post(TASK_URL).respond(503, json={"errors": [{"code": "providerUnavailable"}]})
     with pytest.raises(MiniMaxServerError):
         await hook.atext_inference("hi", task_uuid=v4(1))
     assert route.call_count == 3
-    assert len(hook.sleep.waits) == 2  # type: ignore[attr-defined]
+    assert len(sleeper.waits) == 2
     await hook.aclose()
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import respx
+from fake_sleep import FakeSleep
 from hook_testlib import TASK_URL, make_hook
 from task_api_fake import FakeTaskApi, MemoryStore
 
@@ -271,45 +272,47 @@ def test_bad_input_makes_no_http_call(hook: MiniMaxHook, api: FakeTaskApi) -> No
 
 
 class FakeClock:
-    """A monotonic clock that the hook's fake sleep moves forward."""
+    """A monotonic clock that the fake sleep moves forward."""
 
-    def __init__(self, hook: MiniMaxHook) -> None:
-        self.sleeps: Any = hook.sleep
+    def __init__(self, sleeps: FakeSleep) -> None:
+        self.sleeps = sleeps
 
     def __call__(self) -> float:
         return float(sum(self.sleeps.waits))
 
 
 def test_a_lost_submit_then_an_omitted_uuid_is_waited_on_not_resubmitted(
-    hook: MiniMaxHook, api: FakeTaskApi
+    hook: MiniMaxHook, api: FakeTaskApi, fake_sleep: FakeSleep
 ) -> None:
     # The submit's answer is lost (503, the hook retries and meets conflictTaskUUID), then
     # getResponse leaves the UUID out of its answers: it is pending, never a reason to pay again.
     task_uuid = uuid_of(hook)
     api.lose_next_submit_response = True
     api.omit[task_uuid] = 10_000
-    resolution = resolve(hook, clock=FakeClock(hook))
+    resolution = resolve(hook, clock=FakeClock(fake_sleep))
     assert resolution.waiting == {0: task_uuid}
     assert api.submissions == {task_uuid: 2}  # the lost one and the hook's retry: one task paid
     assert len(api.bodies) <= 4
 
 
-def test_not_found_after_a_conflict_is_pending_within_the_grace(hook: MiniMaxHook, api: FakeTaskApi) -> None:
+def test_not_found_after_a_conflict_is_pending_within_the_grace(
+    hook: MiniMaxHook, api: FakeTaskApi, fake_sleep: FakeSleep
+) -> None:
     # Accepted (the answer was lost), then invisible for a few polls: eventual consistency.
     task_uuid = uuid_of(hook)
     api.lose_next_submit_response = True
     api.hide[task_uuid] = 3
-    resolution = resolve(hook, clock=FakeClock(hook))
+    resolution = resolve(hook, clock=FakeClock(fake_sleep))
     assert resolution.waiting == {0: task_uuid} and resolution.generations == {0: 0}
     assert api.submissions == {task_uuid: 2}
-    assert all(wait > 0 for wait in hook.sleep.waits[1:])  # type: ignore[attr-defined]
+    assert all(wait > 0 for wait in fake_sleep.waits[1:])
 
 
 def test_not_found_past_the_grace_after_a_conflict_moves_on_with_bounded_requests(
-    hook: MiniMaxHook, api: FakeTaskApi
+    hook: MiniMaxHook, api: FakeTaskApi, fake_sleep: FakeSleep
 ) -> None:
     api.set(uuid_of(hook), "ghost")  # known upstream, yet getResponse says not found (expired)
-    clock = FakeClock(hook)
+    clock = FakeClock(fake_sleep)
     resolution = resolve(hook, clock=clock, not_found_grace=60)
     assert resolution.waiting == {0: uuid_of(hook, generation=1)}
     assert api.submitted == [uuid_of(hook), uuid_of(hook, generation=1)]

@@ -13,7 +13,8 @@ from unittest import mock
 import pytest
 import respx
 from airflow.providers.common.compat.sdk import DAG, AirflowException, TaskDeferred
-from hook_testlib import CONN_ID, SECRET_KEY, TASK_URL, FakeSleep, set_connection, task_result, v4
+from fake_sleep import FakeSleep
+from hook_testlib import CONN_ID, SECRET_KEY, TASK_URL, set_connection, task_result, v4
 from pydantic import BaseModel
 from task_api_fake import FakeTaskApi, MemoryStore
 
@@ -41,7 +42,7 @@ class City(BaseModel):
 
 
 @pytest.fixture(autouse=True)
-def connection(monkeypatch: pytest.MonkeyPatch) -> None:
+def connection(monkeypatch: pytest.MonkeyPatch, fake_sleep: FakeSleep) -> None:
     set_connection(monkeypatch, max_retries=1)
 
 
@@ -70,9 +71,7 @@ FIRST = {"attempt": 0, "end_time": time.time() + 600}
 
 def operator(**kwargs: Any) -> MiniMaxTextInferenceOperator:
     params: dict[str, Any] = {"task_id": "ask", "conn_id": CONN_ID, "deferrable": True, "prompt": "Hi"}
-    op = MiniMaxTextInferenceOperator(**{**params, **kwargs})
-    op.hook.sleep = FakeSleep()  # type: ignore[method-assign]
-    return op
+    return MiniMaxTextInferenceOperator(**{**params, **kwargs})
 
 
 def deferral(op: MiniMaxTextInferenceOperator, context: dict[str, Any], **kwargs: Any) -> TaskDeferred:
@@ -354,13 +353,13 @@ def test_sync_delivery_answers_in_one_call(api: FakeTaskApi, context: dict[str, 
 
 
 def test_not_deferrable_waits_in_the_worker_at_the_trigger_cadence(
-    api: FakeTaskApi, context: dict[str, Any]
+    api: FakeTaskApi, context: dict[str, Any], fake_sleep: FakeSleep
 ) -> None:
     api.finish_after_polls = 3  # the resume poll, then three waits (the last one capped)
     op = operator(deferrable=False, poll_interval=1, max_poll_interval=2)
     result = op.execute(context)
     assert result["text"].startswith("answer") and sum(api.submissions.values()) == 1
-    assert op.hook.sleep.waits == [1, 1.5, 2]  # type: ignore[attr-defined]
+    assert fake_sleep.waits == [1, 1.5, 2]
 
 
 # ------------------------------------------------------------------ structured output
