@@ -48,11 +48,10 @@ def is_retryable_status(status_code: int) -> bool:
     return status_code in RETRYABLE_STATUSES or status_code >= 500
 
 
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header, in its seconds or HTTP-date form.
 
     :param value: the header value, or None when absent.
-    :param now: the current epoch time, for tests.
     """
     if not value:
         return None
@@ -67,7 +66,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    current = datetime.fromtimestamp(time.time() if now is None else now, tz=timezone.utc)
+    current = datetime.fromtimestamp(time.time(), tz=timezone.utc)
     return max(0.0, (when - current).total_seconds())
 
 

@@ -162,9 +162,12 @@ def test_retry_after_beyond_the_cap_is_raised_at_once_saying_when(
         (None, None),
     ],
 )
-def test_parse_retry_after(value: str | None, expected: float | None) -> None:
+def test_parse_retry_after(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, expected: float | None
+) -> None:
     now = datetime(2027, 1, 15, 8, 0, 0, tzinfo=timezone.utc).timestamp()
-    assert parse_retry_after(value, now=now) == expected
+    monkeypatch.setattr(retry_module, "time", SimpleNamespace(time=lambda: now))
+    assert parse_retry_after(value) == expected
 
 
 @pytest.mark.parametrize(
