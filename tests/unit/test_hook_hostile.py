@@ -415,6 +415,23 @@ def test_body_past_the_cap_is_a_typed_error_and_not_retried(
 
 
 @sync_and_async
+@pytest.mark.parametrize("headers", [{}, {"content-encoding": "identity"}], ids=["plain", "identity"])
+def test_an_endless_body_stops_at_the_cap(
+    monkeypatch: pytest.MonkeyPatch,
+    router: respx.MockRouter,
+    clock: FakeClock,
+    headers: dict[str, str],
+    is_async: bool,
+) -> None:
+    hook, _ = make_hook(monkeypatch, max_response_bytes=4096, total_timeout=100_000)
+    drip = Drip(clock, [b" " * 1024])
+    router.post(TASK_URL).mock(side_effect=lambda request: httpx.Response(200, headers=headers, stream=drip))
+    with pytest.raises(MiniMaxResponseTooLargeError):
+        _call(hook, "text_inference", is_async, "hi")
+    assert drip.sent == 5  # the piece that crossed the cap is the last one read
+
+
+@sync_and_async
 def test_body_under_the_cap_is_read(
     monkeypatch: pytest.MonkeyPatch, router: respx.MockRouter, is_async: bool
 ) -> None:
