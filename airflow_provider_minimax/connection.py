@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from airflow_provider_minimax.models import CHAT_MODEL, TASK_MODEL, Count, NotABool, Number
+from airflow_provider_minimax.models import CHAT_MODEL, TASK_MODEL, Count, NotABool, Number, problem_text
 from airflow_provider_minimax.results import Prices
 
 if TYPE_CHECKING:
@@ -170,8 +170,7 @@ class MiniMaxConnectionSettings(BaseModel):
             )
         except ValidationError as err:
             problems = "; ".join(
-                f"field {'.'.join(map(str, e['loc']))!r}: {e['msg']} (got {e.get('input')!r})"
-                for e in err.errors()
+                f"field {'.'.join(map(str, e['loc']))!r}: {problem_text(e)}" for e in err.errors()
             )
             raise _error(conn_id, problems) from None
 

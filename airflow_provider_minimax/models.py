@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import ErrorDetails
 
 TASK_MODEL = "minimax:m2.7@highspeed"
 CHAT_MODEL = "minimax-m2.7"
@@ -36,7 +37,7 @@ _IMAGE_URL = re.compile(r"^(https?://[^/\s]+\S*|data:image/[\w.+-]+;base64,\S+)$
 def _two_decimals(value: float) -> float:
     """Reject a sampling value that is not on the API's 0.01 grid."""
     if abs(round(value, 2) - value) > 1e-9:
-        raise ValueError(f"must be a multiple of 0.01, got {value}")
+        raise ValueError("must be a multiple of 0.01")
     return value
 
 
@@ -45,17 +46,40 @@ def _uuid4_shaped(value: str) -> str:
     try:
         parsed = uuid.UUID(value)
     except ValueError:
-        raise ValueError(f"must be a UUID v4, got {value!r}") from None
+        raise ValueError("must be a UUID v4") from None
     if parsed.version != 4 or parsed.variant != uuid.RFC_4122:
-        raise ValueError(f"must be a UUID v4 (version nibble 4, RFC 4122 variant), got {value!r}")
+        raise ValueError("must be a UUID v4 (version nibble 4, RFC 4122 variant)")
     return str(parsed)
 
 
-def _not_a_bool(value: Any) -> Any:
-    """Refuse ``True``/``False`` where a number is expected: pydantic would read them as 1 and 0."""
+def refuse_bool(value: Any) -> Any:
+    """Refuse ``True``/``False`` where a number is expected: pydantic would read them as 1 and 0.
+
+    :param value: the raw value.
+    """
     if isinstance(value, bool):
-        raise ValueError(f"must be a number, not a boolean (got {value})")
+        raise ValueError("must be a number, not a boolean")
     return value
+
+
+def short_repr(value: Any, limit: int = 120) -> str:
+    """The repr of a rejected value, cut so a 200000-character prompt does not flood the log.
+
+    :param value: the value.
+    :param limit: the most characters kept.
+    """
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
+def problem_text(problem: ErrorDetails) -> str:
+    """One pydantic error as ``<rule> (got <value>)``.
+
+    The validators here state the rule only; the value is added here, so every message says it once.
+
+    :param problem: one item of ``ValidationError.errors()``.
+    """
+    return f"{problem['msg']} (got {short_repr(problem.get('input'))})"
 
 
 def _not_blank(value: str) -> str:
@@ -74,11 +98,11 @@ def _http_url(value: str) -> str:
     """Check a webhook URL without rewriting it: its query string may carry the receiver's auth."""
     scheme, _, rest = value.partition("://")
     if scheme.lower() not in {"http", "https"} or not rest or rest.startswith("/"):
-        raise ValueError(f"must be an absolute http(s) URL, got {value!r}")
+        raise ValueError("must be an absolute http(s) URL")
     return value
 
 
-NotABool = BeforeValidator(_not_a_bool)
+NotABool = BeforeValidator(refuse_bool)
 UnitInterval = Annotated[float, NotABool, Field(ge=0, le=1), AfterValidator(_two_decimals)]
 Count = Annotated[int, NotABool]
 Number = Annotated[float, NotABool]
@@ -155,9 +179,7 @@ class TextInferenceTask(_CamelModel):
     def _stream_has_one_result(cls, value: int | None, info: ValidationInfo) -> int | None:
         # A field validator (delivery_method is declared earlier) so the error names numberResults.
         if info.data.get("delivery_method") == "stream" and (value or 1) > 1:
-            raise ValueError(
-                f"must be 1 with deliveryMethod 'stream' (numberResults > 1 cannot stream), got {value}"
-            )
+            raise ValueError("must be 1 with deliveryMethod 'stream' (numberResults > 1 cannot stream)")
         return value
 
 
@@ -333,9 +355,7 @@ class ChatMessage(_OpenAIModel):
                 image = part.get("image_url")
                 url = image.get("url") if isinstance(image, dict) else image
                 if not isinstance(url, str) or not _IMAGE_URL.match(url):
-                    raise ValueError(
-                        f"part {index}: image_url.url must be an http(s) or data:image/ URL, got {url!r}"
-                    )
+                    raise ValueError(f"part {index}: image_url.url must be an http(s) or data:image/ URL")
         return content
 
     @model_validator(mode="after")
@@ -368,8 +388,7 @@ class ChatCompletionRequest(_OpenAIModel):
     stream: bool | None = None
     stream_options: dict[str, Any] | None = None
     reasoning_split: bool | None = None
-    # Further OpenAI-protocol parameters.
-    seed: Count | None = None
+    # Further OpenAI-protocol parameters (no ``seed``: the contract names none for this API).
     stop: str | list[str] | None = None
     n: Count | None = Field(default=None, ge=1)
     parallel_tool_calls: bool | None = None
@@ -399,7 +418,7 @@ class ChatCompletionRequest(_OpenAIModel):
             return value
         kind = value.get("type")
         if kind not in ("text", "json_object", "json_schema"):
-            raise ValueError(f"type must be 'text', 'json_object' or 'json_schema', got {kind!r}")
+            raise ValueError("type must be 'text', 'json_object' or 'json_schema'")
         spec = value.get("json_schema")
         if kind == "json_schema" and not (
             isinstance(spec, dict)

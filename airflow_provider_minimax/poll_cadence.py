@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from airflow_provider_minimax.hooks.request_building import validation_error
+from airflow_provider_minimax.models import refuse_bool
 
 if TYPE_CHECKING:
     from airflow_provider_minimax.task_progress import TaskProgress
@@ -35,16 +36,6 @@ def seconds(value: float | timedelta) -> float:
     :param value: the parameter.
     """
     return value.total_seconds() if isinstance(value, timedelta) else value
-
-
-def refuse_bool(value: Any) -> Any:
-    """A pydantic ``before`` validator for numbers: ``True`` is not 1 here (a typo, never meant).
-
-    :param value: the raw value.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"must be a number, not a boolean ({value})")
-    return value
 
 
 # ------------------------------------------------------------------------------------ the rule
@@ -69,7 +60,7 @@ class PollCadence(BaseModel):
     def _not_below_the_first_wait(cls, value: float, info: ValidationInfo) -> float:
         first = info.data.get("poll_interval")  # absent when it was refused already
         if first is not None and value < first:
-            raise ValueError(f"max_poll_interval ({value}) must be >= poll_interval ({first})")
+            raise ValueError(f"must be >= poll_interval ({first})")
         return value
 
 

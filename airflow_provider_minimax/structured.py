@@ -5,15 +5,38 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
 from airflow_provider_minimax.exceptions import MiniMaxOutputValidationError
+from airflow_provider_minimax.hooks.request_building import build
+from airflow_provider_minimax.models import refuse_bool
 
 M = TypeVar("M", bound=BaseModel)
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 MAX_RAW_IN_ERROR = 500
+#: The most re-asks after a mismatching answer, on every API: each re-ask is a paid answer.
+MAX_OUTPUT_RETRIES = 10
+#: ``max_output_retries``: 0..:data:`MAX_OUTPUT_RETRIES`, a number (never ``True``).
+OutputRetries = Annotated[int, BeforeValidator(refuse_bool), Field(ge=0, le=MAX_OUTPUT_RETRIES)]
+
+
+class _OutputRetriesOption(BaseModel):
+    """``max_output_retries`` alone, for :func:`check_output_retries`."""
+
+    max_output_retries: OutputRetries
+
+
+def check_output_retries(value: Any, what: str) -> None:
+    """Refuse a ``max_output_retries`` outside 0..10 when the DAG is parsed (a template once rendered).
+
+    :param value: the operator's ``max_output_retries``.
+    :param what: the operator, for the message.
+    :raises MiniMaxValidationError: naming the field and the bound (also a ``ValueError``).
+    """
+    if not isinstance(value, str):  # a template is checked with the other knobs once rendered
+        build(_OutputRetriesOption, f"{what} parameters", max_output_retries=value)
 
 
 class OutputMismatch(ValueError):

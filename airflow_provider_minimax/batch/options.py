@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 from airflow_provider_minimax.batch.io import InputFormat, storage_path
 from airflow_provider_minimax.exceptions import MiniMaxValidationError
 from airflow_provider_minimax.poll_cadence import WaitOptions, refuse_bool
+from airflow_provider_minimax.structured import OutputRetries
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import ObjectStoragePath
@@ -28,7 +29,7 @@ class BatchOptions(WaitOptions):
     :param input_format: ``jsonl`` or ``csv`` when the file's suffix does not say it.
     :param max_concurrency: chat API: requests in flight at most.
     :param requests_per_minute: chat API: request starts per minute at most.
-    :param max_output_retries: chat API: re-asks per row for a mismatching answer.
+    :param max_output_retries: chat API: re-asks per row for a mismatching answer (0..10).
     :param max_xcom_bytes: results above this size still go to XCom, with a warning.
     """
 
@@ -36,12 +37,12 @@ class BatchOptions(WaitOptions):
     input_format: InputFormat | None = None
     max_concurrency: int = Field(ge=1)
     requests_per_minute: float | None = Field(default=None, gt=0)
-    max_output_retries: int = Field(ge=0)
+    max_output_retries: OutputRetries
     max_xcom_bytes: int = Field(ge=0)
 
-    _counts = field_validator(
-        "max_concurrency", "requests_per_minute", "max_output_retries", "max_xcom_bytes", mode="before"
-    )(refuse_bool)
+    _counts = field_validator("max_concurrency", "requests_per_minute", "max_xcom_bytes", mode="before")(
+        refuse_bool
+    )
 
 
 def check_output_path(output_path: str | ObjectStoragePath) -> None:

@@ -25,6 +25,7 @@ from pydantic_ai.settings import ModelSettings
 from airflow_provider_minimax import __version__
 from airflow_provider_minimax.connection import MiniMaxConnectionSettings
 from airflow_provider_minimax.exceptions import MiniMaxTransientError, MiniMaxValidationError
+from airflow_provider_minimax.hooks.request_building import refuse_seed_on_chat
 from airflow_provider_minimax.models import CHAT_MAX_TOKENS
 from airflow_provider_minimax.retry import RetryPolicy, is_retryable_status, parse_retry_after
 from airflow_provider_minimax.streaming import ThinkSplitter
@@ -104,6 +105,7 @@ class MiniMaxChatModel(OpenAIChatModel):
         super().__init__(
             model_name, provider=OpenAIProvider(openai_client=client), profile=MINIMAX_CHAT_PROFILE
         )
+        self._conn_id = settings.conn_id
 
     @property
     def system(self) -> str:
@@ -113,11 +115,12 @@ class MiniMaxChatModel(OpenAIChatModel):
     def prepare_request(
         self, model_settings: ModelSettings | None, model_request_parameters: ModelRequestParameters
     ) -> tuple[ModelSettings | None, ModelRequestParameters]:
-        """Merge settings as pydantic-ai does, then reject a ``max_tokens`` above the chat API's cap."""
+        """Merge settings as pydantic-ai does, then reject a ``seed`` or a ``max_tokens`` above the cap."""
         model_settings, model_request_parameters = super().prepare_request(
             model_settings, model_request_parameters
         )
         check_max_tokens(model_settings, CHAT_MAX_TOKENS, "chat")
+        refuse_seed_on_chat((model_settings or {}).get("seed"), "chat", self._conn_id)
         return model_settings, model_request_parameters
 
     @property

@@ -6,7 +6,13 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from airflow_provider_minimax.hooks.events import StreamShape
-from airflow_provider_minimax.hooks.request_building import Messages, build, checked_text, normalise_messages
+from airflow_provider_minimax.hooks.request_building import (
+    Messages,
+    build,
+    checked_text,
+    normalise_messages,
+    refuse_seed_on_chat,
+)
 from airflow_provider_minimax.hooks.responses import (
     chat_chunk,
     parse_chat_response,
@@ -36,8 +42,10 @@ class ChatApiMixin(MiniMaxBaseHook):
         :param extra_body: fields sent as they are, unchecked (as in the openai client); any other
             unknown keyword argument is refused, so that a typo (``max_token``) is not ignored.
         :param params: ``max_tokens`` (<= 16384), ``temperature``, ``top_p``, ``tools``,
-            ``tool_choice``, ``response_format``, ``reasoning_split``, ``seed``, ``stop``...
+            ``tool_choice``, ``response_format``, ``reasoning_split``, ``stop``... (``seed`` is
+            refused: the chat API takes none).
         """
+        refuse_seed_on_chat(params.get("seed"), "chat", self.minimax_conn_id)
         turns = normalise_messages(messages)
         if checked_text(system_prompt, "system_prompt") is not None:
             turns.insert(0, {"role": "system", "content": system_prompt})

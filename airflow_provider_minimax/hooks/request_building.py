@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from airflow_provider_minimax.exceptions import MiniMaxValidationError
+from airflow_provider_minimax.models import (
+    ChatMessage,
+    ChatResponseMessage,
+    TaskMessage,
+    problem_text,
+    short_repr,
+)
 
-if TYPE_CHECKING:
-    from pydantic import BaseModel
-
-Messages = str | Sequence[Mapping[str, Any]]
+#: A prompt, or a conversation of message dicts (or the hook's message models, see :func:`message_dict`).
+Messages = str | Sequence[Mapping[str, Any] | ChatMessage | ChatResponseMessage | TaskMessage]
 
 
 def validation_error(err: ValidationError, what: str) -> MiniMaxValidationError:
@@ -24,18 +29,12 @@ def validation_error(err: ValidationError, what: str) -> MiniMaxValidationError:
     problems = []
     for item in err.errors():
         field = ".".join(str(part) for part in item["loc"]) or what
-        problems.append(f"{field}: {item['msg']} (got {_short_repr(item.get('input'))})")
+        problems.append(f"{field}: {problem_text(item)}")
     first = err.errors()[0]["loc"] if err.errors() else ()
     return MiniMaxValidationError(
         f"Invalid {what}: " + "; ".join(problems),
         parameter=".".join(str(part) for part in first) or None,
     )
-
-
-def _short_repr(value: Any, limit: int = 120) -> str:
-    """The repr of a rejected value, cut so a 200000-character prompt does not flood the log."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
 def build(model_cls: type[BaseModel], what: str, **fields: Any) -> Any:
@@ -51,6 +50,24 @@ def build(model_cls: type[BaseModel], what: str, **fields: Any) -> Any:
         raise validation_error(err, what) from None
 
 
+def refuse_seed_on_chat(seed: Any, api: str, conn_id: str) -> None:
+    """Refuse ``seed`` on the chat API before any HTTP call: its contract names no ``seed``.
+
+    One rule for the hook, ``MiniMaxChatOperator`` and ``MiniMaxBatchOperator``: a seed the server
+    may ignore would promise reproducible answers it does not give.
+
+    :param seed: the ``seed`` given.
+    :param api: the connection's API.
+    :param conn_id: the connection, for the message.
+    """
+    if api == "chat" and seed is not None:
+        raise MiniMaxValidationError(
+            f"'seed' is supported by the task API only (the chat completions API takes no seed); "
+            f"{conn_id!r} speaks the chat API: drop 'seed', or use a connection with extra.api 'task'",
+            parameter="seed",
+        )
+
+
 def checked_text(value: Any, parameter: str, *, required: bool = False) -> str | None:
     """A text parameter: a string with something in it, or None where it may be omitted.
 
@@ -63,31 +80,46 @@ def checked_text(value: Any, parameter: str, *, required: bool = False) -> str |
     """
     if (value is not None or required) and (not isinstance(value, str) or not value.strip()):
         raise MiniMaxValidationError(
-            f"{parameter} must be a non-blank string, got {_short_repr(value)}", parameter=parameter
+            f"{parameter} must be a non-blank string, got {short_repr(value)}", parameter=parameter
         )
     return value
 
 
 def normalise_messages(messages: Messages) -> list[dict[str, Any]]:
-    """Accept a prompt string or a list of message mappings.
+    """Accept a prompt string or a list of messages: dicts, or the hook's own message models.
 
-    :param messages: a prompt, or OpenAI-style message dicts.
+    :param messages: a prompt, or OpenAI-style message dicts; a :class:`ChatMessage` (such as
+        ``completion.message.as_request_message()``), the ``completion.message`` itself or a
+        :class:`TaskMessage` may stand for a dict.
     """
     if isinstance(messages, str):
         return [{"role": "user", "content": messages}]
-    if isinstance(messages, bytes | Mapping) or not isinstance(messages, Sequence):
+    if isinstance(messages, bytes | Mapping | BaseModel) or not isinstance(messages, Sequence):
         raise MiniMaxValidationError(
             f"messages must be a prompt string or a list of message dicts, got {type(messages).__name__}",
             parameter="messages",
         )
-    for index, message in enumerate(messages):
-        if not isinstance(message, Mapping):
-            raise MiniMaxValidationError(
-                f"messages[{index}] must be a message dict with 'role' and 'content', "
-                f"got {type(message).__name__}",
-                parameter=f"messages[{index}]",
-            )
-    return [dict(message) for message in messages if isinstance(message, Mapping)]
+    return [message_dict(message, f"messages[{index}]") for index, message in enumerate(messages)]
+
+
+def message_dict(message: Any, parameter: str) -> dict[str, Any]:
+    """One message as the dict a request carries; the hook's message models are accepted as they are.
+
+    :param message: a message dict, a :class:`ChatMessage`, a :class:`ChatResponseMessage` (an
+        answer fed back into the conversation) or a :class:`TaskMessage`.
+    :param parameter: the parameter it came in, for the message.
+    """
+    if isinstance(message, ChatResponseMessage):
+        message = message.as_request_message()
+    if isinstance(message, ChatMessage | TaskMessage):
+        return message.to_wire()
+    if not isinstance(message, Mapping):
+        raise MiniMaxValidationError(
+            f"{parameter} must be a message dict with 'role' and 'content' (or a ChatMessage), "
+            f"got {type(message).__name__}",
+            parameter=parameter,
+        )
+    return dict(message)
 
 
 def split_system(

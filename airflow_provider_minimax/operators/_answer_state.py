@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, field_validator
 from airflow_provider_minimax.models import TaskResult
 from airflow_provider_minimax.poll_cadence import WaitOptions, refuse_bool
 from airflow_provider_minimax.results import Usage, task_usage
+from airflow_provider_minimax.structured import OutputRetries
 
 
 class TextInferenceOptions(WaitOptions):
@@ -17,11 +18,11 @@ class TextInferenceOptions(WaitOptions):
 
     delivery: Literal["async", "sync"]
     number_results: int = Field(ge=1, le=4)
-    max_output_retries: int = Field(ge=0, le=10)
+    max_output_retries: OutputRetries
     include_cost: bool
     include_usage: bool
 
-    _counts = field_validator("number_results", "max_output_retries", mode="before")(refuse_bool)
+    _counts = field_validator("number_results", mode="before")(refuse_bool)
 
 
 class Spent(BaseModel):

@@ -29,6 +29,7 @@ from airflow_provider_minimax.batch.streamed import checked_count, write_windows
 from airflow_provider_minimax.batch.task_mode import BatchDeferralState, TaskRows
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
+from airflow_provider_minimax.hooks.request_building import refuse_seed_on_chat
 from airflow_provider_minimax.idempotency import GenerationStore
 from airflow_provider_minimax.lineage import LineageMixin, prompt_hash
 from airflow_provider_minimax.operators._options import check_output_type, checked_options
@@ -36,6 +37,7 @@ from airflow_provider_minimax.operators._templating import system_with_schema
 from airflow_provider_minimax.poll_cadence import DEFAULT_NOT_FOUND_GRACE
 from airflow_provider_minimax.polling import outcome_from_event
 from airflow_provider_minimax.results import Spend, TasksOutcome
+from airflow_provider_minimax.structured import check_output_retries
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -73,12 +75,12 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
     :param output_type: a pydantic model each answer must match; a row that does not match is a
         failed row (``outputMismatch``). Chat: sent as ``response_format`` and re-asked up to
         ``max_output_retries`` times. Task API: the schema goes into the system prompt, no re-ask.
-    :param max_output_retries: re-asks per row for a mismatching answer (chat API).
+    :param max_output_retries: re-asks per row for a mismatching answer (chat API), 0..10.
     :param model: the model; the connection's default when omitted.
     :param temperature: 0..1.
     :param top_p: 0..1.
     :param max_tokens: the answer's token budget per row.
-    :param seed: for reproducible answers.
+    :param seed: task API only (the chat API takes no seed), 0..4294967295, for reproducible answers.
     :param conn_id: the ``minimax`` connection; its ``api`` (``task`` or ``chat``) picks the mode.
     :param deferrable: task API only: wait in the triggerer instead of the worker.
     :param on_row_error: ``fail``: fail the task after every row is done (results are still
@@ -155,6 +157,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         if not prompt_template or not isinstance(prompt_template, str):
             raise ValueError(f"{self.task_id}: 'prompt_template' must be a non-empty string")
         check_output_type(output_type, self.task_id)
+        check_output_retries(max_output_retries, type(self).__name__)
         self.rows = rows
         self.input_path = input_path
         self.input_format = input_format
@@ -185,6 +188,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
     def execute(self, context: Context) -> Any:
         """Validate and render every row, then run them through the connection's API."""
         _ = self.options  # every knob checked before any file is read or any HTTP call
+        refuse_seed_on_chat(self.seed, self.hook.settings.api, self.conn_id)
         if self._streams():
             return self._run_streaming(context)
         records = self._records()

@@ -17,6 +17,7 @@ from airflow_provider_minimax.exceptions import (
     MiniMaxValidationError,
 )
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
+from airflow_provider_minimax.hooks.request_building import message_dict, refuse_seed_on_chat
 from airflow_provider_minimax.hooks.responses import api_error
 from airflow_provider_minimax.idempotency import GenerationStore, TaskIdentity, resolve_and_submit
 from airflow_provider_minimax.images import as_list, image_part, with_images
@@ -32,7 +33,12 @@ from airflow_provider_minimax.results import (
     result_from_task,
 )
 from airflow_provider_minimax.streaming import StreamLog, collect_chat_stream, collect_task_stream
-from airflow_provider_minimax.structured import OutputMismatch, OutputReasks, response_format
+from airflow_provider_minimax.structured import (
+    OutputMismatch,
+    OutputReasks,
+    check_output_retries,
+    response_format,
+)
 from airflow_provider_minimax.tools import Tool, ToolBox
 
 if TYPE_CHECKING:
@@ -84,7 +90,7 @@ class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
     :param max_tokens: the output budget (chat API: at most 16384; task API: 196608).
     :param seed: 0..4294967295, task API only.
     :param output_type: a pydantic model the answer must validate against (JSON).
-    :param max_output_retries: re-asks after an answer that does not match ``output_type``.
+    :param max_output_retries: re-asks after an answer that does not match ``output_type`` (0..10).
     :param tools: Python callables the model may call (chat API only); see :mod:`..tools`.
     :param max_tool_rounds: the most rounds of tool calls before the task fails.
     :param stream: write the answer to the task log line by line as it arrives.
@@ -126,8 +132,7 @@ class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
             raise TypeError(
                 f"{self.task_id}: 'output_type' must be a pydantic model class, got {output_type!r}"
             )
-        if max_output_retries < 0:
-            raise ValueError(f"{self.task_id}: 'max_output_retries' must be >= 0, got {max_output_retries}")
+        check_output_retries(max_output_retries, type(self).__name__)
         if max_tool_rounds < 1:
             raise ValueError(f"{self.task_id}: 'max_tool_rounds' must be >= 1, got {max_tool_rounds}")
         if tools and stream:
@@ -199,11 +204,7 @@ class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
                 "speaks the task API: use a connection with extra.api 'chat'",
                 parameter="images",
             )
-        if api != "task" and self.seed is not None:
-            raise MiniMaxValidationError(
-                f"'seed' is supported by the task API only; {self.conn_id!r} speaks the {api} API",
-                parameter="seed",
-            )
+        refuse_seed_on_chat(self.seed, api, self.conn_id)
 
     def conversation(self) -> list[dict[str, Any]]:
         """The messages to send: ``messages`` as given, then ``prompt`` as the last user turn."""
@@ -215,12 +216,13 @@ class MiniMaxChatOperator(LineageMixin, PromptTemplateMixin, BaseOperator):
                 parameter="messages",
             )
         for index, message in enumerate(self.messages or ()):
-            if not isinstance(message, Mapping) or "role" not in message:
+            turn = message_dict(message, f"messages.{index}")
+            if "role" not in turn:
                 raise MiniMaxValidationError(
                     f"messages[{index}] must be a dict with 'role' and 'content', got {message!r:.80}",
                     parameter=f"messages.{index}",
                 )
-            turns.append(dict(message))
+            turns.append(turn)
         if self.prompt:
             if not isinstance(self.prompt, str):
                 raise MiniMaxValidationError(

@@ -34,7 +34,7 @@ from airflow_provider_minimax.polling import (
     wait_for_tasks,
 )
 from airflow_provider_minimax.results import Spend, TasksOutcome, result_json
-from airflow_provider_minimax.structured import OutputMismatch, OutputReasks
+from airflow_provider_minimax.structured import OutputMismatch, OutputReasks, check_output_retries
 
 try:  # the class BaseOperator.resume_execution raises: the Task SDK's, or core's before Airflow 3.2
     from airflow.sdk.exceptions import TaskDeferralTimeout
@@ -75,7 +75,7 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
     :param not_found_grace: seconds (or a timedelta) after the submit was accepted during which the
         API's ``taskFailedOrNotFound`` reads as "not visible yet" rather than a failure (default 120).
     :param output_type: a pydantic model the answer must match; XCom gets ``output`` as JSON.
-    :param max_output_retries: re-asks after an answer that does not match ``output_type``.
+    :param max_output_retries: re-asks after an answer that does not match ``output_type`` (0..10).
     """
 
     ui_color = "#e8d8ff"
@@ -129,6 +129,7 @@ class MiniMaxTextInferenceOperator(LineageMixin, PromptTemplateMixin, BaseOperat
     ) -> None:
         super().__init__(**kwargs)
         check_output_type(output_type, self.task_id)
+        check_output_retries(max_output_retries, type(self).__name__)
         if (prompt is None) == (messages is None):
             raise ValueError(f"{type(self).__name__}: give exactly one of 'prompt' or 'messages'")
         self.prompt = prompt

@@ -25,6 +25,7 @@ from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import MiniMaxTaskFailedError, MiniMaxValidationError
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.lineage import LineageMixin
+from airflow_provider_minimax.models import short_repr
 from airflow_provider_minimax.poll_cadence import DEFAULT_NOT_FOUND_GRACE, check_cadence, seconds
 from airflow_provider_minimax.polling import outcome_from_event, polling_error, require_task_api
 from airflow_provider_minimax.results import Spend, Usage, result_json
@@ -137,7 +138,10 @@ class MiniMaxTaskSensor(LineageMixin, BaseSensorOperator):
         """The rendered ``task_uuids`` as a list, whatever form the template gave."""
         uuids = parse_task_uuids(self.task_uuids)
         if not uuids:
-            raise ValueError(f"{self.task_id}: task_uuids rendered to no taskUUID: {self.task_uuids!r}")
+            raise MiniMaxValidationError(
+                f"{self.task_id}: task_uuids rendered to no taskUUID: {self.task_uuids!r}",
+                parameter="task_uuids",
+            )
         return uuids
 
     def execute(self, context: Context) -> Any:
@@ -243,10 +247,29 @@ def parse_task_uuids(value: str | Sequence[str]) -> list[str]:
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
-            try:
-                parsed = json.loads(text)
-            except json.JSONDecodeError:
-                parsed = ast.literal_eval(text)  # a Python list rendered by a non-native template
-            return [str(item) for item in parsed]
+            return [str(item) for item in _list_literal(text)]
         return [part for part in text.replace(",", " ").split() if part]
     return [str(item) for item in value]
+
+
+def _list_literal(text: str) -> list[Any]:
+    """A rendered list: JSON, or a Python list rendered by a non-native template.
+
+    :param text: the rendered ``task_uuids``, starting with ``[``.
+    :raises MiniMaxValidationError: naming ``task_uuids`` when it is neither (``"[oops"``).
+    """
+    try:
+        return list(json.loads(text))
+    except (json.JSONDecodeError, RecursionError):
+        pass
+    try:
+        parsed = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        parsed = None
+    if not isinstance(parsed, list):
+        raise MiniMaxValidationError(
+            f"task_uuids rendered to {short_repr(text)}, which is neither a list of taskUUIDs nor "
+            "taskUUIDs separated by commas or spaces",
+            parameter="task_uuids",
+        )
+    return parsed

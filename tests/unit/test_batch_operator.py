@@ -102,7 +102,7 @@ def answered(task_uuids: list[str]) -> dict[str, Any]:
         (
             [{"name": "a"}],
             {"poll_interval": 5, "max_poll_interval": 2},
-            r"max_poll_interval \(2.0\) must be >=",
+            r"max_poll_interval: .*must be >= poll_interval \(5.0\) \(got 2\)",
         ),
         ([{"name": "a"}], {"not_found_grace": -1}, r"not_found_grace: .*greater than or equal to 0"),
         ([{"name": "a"}], {"max_xcom_bytes": -1}, r"max_xcom_bytes: .*greater than or equal to 0"),

@@ -221,7 +221,7 @@ def test_bad_input_fails_before_any_http_call(
     [
         ({"prompt": None}, ValueError, "give 'prompt' or 'messages'"),
         ({"output_type": dict}, TypeError, "'output_type' must be a pydantic model"),
-        ({"max_output_retries": -1}, ValueError, "'max_output_retries' must be >= 0, got -1"),
+        ({"max_output_retries": -1}, ValueError, r"max_output_retries: .*greater than or equal to 0"),
         ({"max_tool_rounds": 0}, ValueError, "'max_tool_rounds' must be >= 1, got 0"),
         ({"tools": [lambda x: x]}, TypeError, "Tool name '<lambda>' is invalid"),
         ({"tools": [str.upper], "stream": True}, ValueError, "'stream' cannot be combined with 'tools'"),

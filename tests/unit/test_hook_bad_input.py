@@ -308,9 +308,9 @@ def test_unknown_chat_keys_pass_through_in_extra_body(
 
     hook, _ = make_hook(monkeypatch, api="chat")
     route = router.post(CHAT_COMPLETIONS_URL).respond(200, json=chat_body())
-    hook.chat_completion("hi", extra_body={"mask_sensitive_info": True}, seed=7)
+    hook.chat_completion("hi", extra_body={"mask_sensitive_info": True}, stop="END")
     assert sent_json(route.calls.last.request)["mask_sensitive_info"] is True
-    assert sent_json(route.calls.last.request)["seed"] == 7
+    assert sent_json(route.calls.last.request)["stop"] == "END"
 
 
 def test_tool_message_answering_the_previous_call_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -75,7 +75,7 @@ def test_progress_delay_backs_off_for_stragglers_once_a_poll_finds_nothing_new()
     [
         (0.0, 10.0, 1, r"poll_interval: .*greater than 0"),
         (-1.0, 10.0, 1, r"poll_interval: .*greater than 0"),
-        (5.0, 1.0, 1, r"max_poll_interval \(1.0\) must be >= poll_interval \(5.0\)"),
+        (5.0, 1.0, 1, r"max_poll_interval: .*must be >= poll_interval \(5.0\) \(got 1.0\)"),
         (1.0, 10.0, 0, r"number_results: .*greater than or equal to 1"),
         (1.0, 10.0, 5, r"number_results: .*less than or equal to 4"),
         (True, 10.0, 1, r"poll_interval: .*not a boolean"),
