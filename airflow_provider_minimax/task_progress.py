@@ -17,7 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from airflow_provider_minimax.exceptions import MiniMaxError, MiniMaxTransientError, MiniMaxValidationError
 from airflow_provider_minimax.hooks.responses import NOT_FOUND_CODE
-from airflow_provider_minimax.models import ApiError, TaskResult, TaskUUID
+from airflow_provider_minimax.models import ApiError, TaskResult, TaskUUID, problem_text
 from airflow_provider_minimax.results import TaskBatchResult, TasksOutcome
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def normalise_task_uuids(task_uuids: Iterable[str]) -> list[str]:
     except ValidationError as err:
         problem = err.errors()[0]
         raise MiniMaxValidationError(
-            f"Invalid taskUUID {problem.get('input')!r}: {problem['msg']}", parameter="task_uuids"
+            f"Invalid taskUUID: {problem_text(problem)}", parameter="task_uuids"
         ) from None
     # The caller's string where it already was canonical: one copy of each UUID in memory (a
     # triggerer holds thousands).

@@ -27,6 +27,7 @@ from airflow_provider_minimax.exceptions import (
     MiniMaxOutputValidationError,
     MiniMaxValidationError,
 )
+from airflow_provider_minimax.models import ChatCompletion
 from airflow_provider_minimax.operators.chat import MiniMaxChatOperator
 
 #: The usage counters the fake API does not send: null, never 0.
@@ -235,22 +236,40 @@ def test_bad_arguments_fail_at_dag_parse_time(kwargs: dict[str, Any], error: typ
 # ------------------------------------------------------------------------------ multi-turn
 
 
+EARLIER = "<think>The user wants a city.</think>\n\nLyon"
+
+
 @pytest.mark.parametrize("api", ["chat", "task"])
+@pytest.mark.parametrize(
+    "earlier_turn",
+    [
+        pytest.param({"role": "assistant", "content": EARLIER}, id="dict"),
+        pytest.param(
+            ChatCompletion.model_validate(chat_body(EARLIER)).message.as_request_message(),
+            id="as_request_message",
+        ),
+    ],
+)
 @respx.mock
-def test_earlier_assistant_turns_go_back_unchanged(monkeypatch: pytest.MonkeyPatch, api: str) -> None:
+def test_earlier_assistant_turns_go_back_unchanged(
+    monkeypatch: pytest.MonkeyPatch, api: str, earlier_turn: Any
+) -> None:
     set_connection(monkeypatch, api=api, max_retries=0)
-    earlier = "<think>The user wants a city.</think>\n\nLyon"
     if api == "chat":
         route = respx.post(CHAT_COMPLETIONS_URL).respond(json=chat_body())
     else:
         route = respx.post(TASK_URL).mock(side_effect=TaskReplies("ok"))
-    history = [{"role": "user", "content": "Name a city"}, {"role": "assistant", "content": earlier}]
+    history = [{"role": "user", "content": "Name a city"}, earlier_turn]
 
     operator(messages=history, prompt="And its population?").execute(context())
 
     body = sent_json(route.calls.last.request)
     sent = body["messages"] if api == "chat" else body[0]["messages"]
-    assert sent == [*history, {"role": "user", "content": "And its population?"}]
+    assert sent == [
+        {"role": "user", "content": "Name a city"},
+        {"role": "assistant", "content": EARLIER},
+        {"role": "user", "content": "And its population?"},
+    ]
 
 
 # ------------------------------------------------------------------------------ structured output

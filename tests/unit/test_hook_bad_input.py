@@ -8,7 +8,17 @@ from typing import Any
 
 import pytest
 import respx
-from hook_testlib import CHAT_COMPLETIONS_URL, CONN_ID, SECRET_KEY, TASK_URL, make_hook, sent_json, v4
+from hook_testlib import (
+    CHAT_COMPLETIONS_URL,
+    CONN_ID,
+    SECRET_KEY,
+    TASK_URL,
+    chat_body,
+    make_hook,
+    sent_json,
+    v4,
+)
+from pydantic import BaseModel
 
 from airflow_provider_minimax.exceptions import (
     MiniMaxConfigurationError,
@@ -16,7 +26,7 @@ from airflow_provider_minimax.exceptions import (
     MiniMaxValidationError,
 )
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
-from airflow_provider_minimax.models import TextInferenceTask
+from airflow_provider_minimax.models import ChatCompletion, ChatMessage, TaskMessage, TextInferenceTask
 
 
 @pytest.fixture
@@ -356,3 +366,81 @@ def test_same_task_twice_in_one_submit_is_sent_once(
     task: TextInferenceTask = hook.new_text_inference("a", task_uuid=v4(1))
     hook.submit_tasks([task, task.model_copy()])
     assert len(sent_json(route.calls.last.request)) == 1
+
+
+# ------------------------------------------------------------------------ the hook's message models
+
+THINK = "<think>plan</think>Oslo."
+ANSWER = ChatCompletion.model_validate(
+    chat_body(THINK)
+    | {
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": THINK,
+                    "tool_calls": [TOOL_CALL],
+                    "reasoning_details": [{"text": "plan"}],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ]
+    }
+)
+SENT_BACK = {
+    "role": "assistant",
+    "content": THINK,
+    "tool_calls": [TOOL_CALL],
+    "reasoning_details": [{"text": "plan"}],
+}
+
+
+@pytest.mark.parametrize(
+    "turn",
+    [
+        pytest.param(ANSWER.message.as_request_message(), id="as_request_message"),
+        pytest.param(ANSWER.message, id="completion.message"),
+        pytest.param(ChatMessage(**SENT_BACK), id="ChatMessage"),
+    ],
+)
+def test_an_answer_goes_back_into_the_chat_conversation_as_it_is(
+    monkeypatch: pytest.MonkeyPatch, router: respx.MockRouter, turn: Any
+) -> None:
+    hook, _ = make_hook(monkeypatch, api="chat")
+    route = router.post(CHAT_COMPLETIONS_URL).respond(200, json=chat_body())
+    tool_answer = {"role": "tool", "tool_call_id": "call_1", "content": "42"}
+    hook.chat_completion([{"role": "user", "content": "City?"}, turn, tool_answer])
+    assert sent_json(route.calls.last.request)["messages"][1] == SENT_BACK
+
+
+def test_a_task_message_is_a_turn_of_a_text_inference(monkeypatch: pytest.MonkeyPatch) -> None:
+    hook, _ = make_hook(monkeypatch)
+    earlier = [TaskMessage(role="user", content="City?"), TaskMessage(role="assistant", content=THINK)]
+    task = hook.new_text_inference([*earlier, {"role": "user", "content": "More"}])
+    assert task.to_wire()["messages"][:2] == [
+        {"role": "user", "content": "City?"},
+        {"role": "assistant", "content": THINK},
+    ]
+
+
+class NotAMessage(BaseModel):
+    role: str = "user"
+    content: str = "hi"
+
+
+@pytest.mark.parametrize("api", ["task", "chat"])
+@pytest.mark.parametrize(
+    ("wrong", "type_name"),
+    [(42, "int"), ("hi", "str"), (b"hi", "bytes"), (None, "NoneType"), (NotAMessage(), "NotAMessage")],
+)
+def test_a_turn_of_another_type_is_refused_naming_its_index(
+    monkeypatch: pytest.MonkeyPatch, router: respx.MockRouter, api: str, wrong: Any, type_name: str
+) -> None:
+    hook, _ = make_hook(monkeypatch, api=api)
+    ask = hook.new_text_inference if api == "task" else hook.new_chat_request
+    with pytest.raises(
+        MiniMaxValidationError, match=rf"messages\[1\] must be a message dict.*got {type_name}"
+    ) as err:
+        ask([{"role": "user", "content": "hi"}, wrong, {"role": "user", "content": "hi"}])
+    assert err.value.parameter == "messages[1]"

@@ -79,6 +79,19 @@ def test_task_uuids_accept_the_forms_a_template_renders(value, expected):
     assert parse_task_uuids(value) == expected
 
 
+@pytest.mark.parametrize(
+    "rendered", ["[oops", f'["{A}"', "[a, b]", f"['{A}'] + ['{B}']", "[" * 5000, "[]", " "]
+)
+@pytest.mark.parametrize("deferrable", [True, False])
+def test_a_task_uuids_template_rendered_broken_is_refused_before_any_http_call(
+    task_api: Any, rendered: str, deferrable: bool
+) -> None:
+    with pytest.raises(MiniMaxValidationError, match="task_uuids") as err:
+        sensor(task_uuids=rendered, deferrable=deferrable).execute({})
+    assert err.value.parameter == "task_uuids"
+    assert not task_api.called
+
+
 def test_task_uuids_and_conn_id_are_templated():
     assert set(MiniMaxTaskSensor.template_fields) == {"task_uuids", "conn_id"}
 
