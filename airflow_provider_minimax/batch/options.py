@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from airflow_provider_minimax.batch.io import InputFormat, storage_path
 from airflow_provider_minimax.exceptions import MiniMaxValidationError
-from airflow_provider_minimax.poll_cadence import WaitOptions, refuse_bool
+from airflow_provider_minimax.models import refuse_bool
+from airflow_provider_minimax.poll_cadence import WaitOptions
 from airflow_provider_minimax.structured import OutputRetries
 
 if TYPE_CHECKING:

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from airflow_provider_minimax.models import TaskResult
-from airflow_provider_minimax.poll_cadence import WaitOptions, refuse_bool
+from airflow_provider_minimax.models import TaskResult, refuse_bool
+from airflow_provider_minimax.poll_cadence import WaitOptions
 from airflow_provider_minimax.results import Usage, task_usage
 from airflow_provider_minimax.structured import OutputRetries
 

@@ -259,7 +259,8 @@ def _list_literal(text: str) -> list[Any]:
     :raises MiniMaxValidationError: naming ``task_uuids`` when it is neither (``"[oops"``).
     """
     try:
-        return list(json.loads(text))
+        parsed: Any = json.loads(text)  # "[" makes it a list when it parses
+        return parsed
     except (json.JSONDecodeError, RecursionError):
         pass
     try:
