@@ -16,7 +16,7 @@ against the client. Printed side by side, measured in one run:
   extrapolated per row to all of them (the script says so when it does).
 
 For each mode it also prints the CPU seconds per 1,000 rows of this process (the client) and
-of the emulator's process (read from /proc), and how busy the emulator was (its CPU / wall),
+of the emulator's process (read from /proc), and how busy each was (its CPU / wall),
 so a reader can tell who was the bottleneck on a shared machine; in task mode, getResponse
 requests per row and the tail (seconds from the last task finishing upstream to the operator
 returning). ``--input-file`` writes the rows to a JSONL file and runs the operator from
@@ -357,12 +357,12 @@ def main() -> None:
         print()
         print(
             f"{'mode':<6} {'wall s':>7} {'vs limit':>9} {'vs baseline':>12} {'verdict':>8}"
-            f" {'client CPU':>11} {'emulator CPU':>13} {'emulator':>9} {'polls/task':>11} {'tail s':>7}"
-            f" {'poll tail':>10}"
+            f" {'client CPU':>11} {'client':>7} {'emulator CPU':>13} {'emulator':>9} {'polls/task':>11}"
+            f" {'tail s':>7} {'poll tail':>10}"
         )
         print(
             f"{'':<6} {'':>7} {'<=1.3x':>9} {f'>={speedup_target}x':>12} {'':>8}"
-            f" {'s/1k rows':>11} {'s/1k rows':>13} {'busy':>9}"
+            f" {'s/1k rows':>11} {'busy':>7} {'s/1k rows':>13} {'busy':>9}"
         )
         for mode, run in measured.items():
             vs_limit, speedup = run.wall / limit, baseline / run.wall
@@ -373,8 +373,9 @@ def main() -> None:
             print(
                 f"{mode:<6} {run.wall:7.2f} {vs_limit:8.2f}x {speedup:11.1f}x"
                 f" {'OK' if vs_limit <= 1.3 and speedup >= speedup_target else 'MISSED':>8}"
-                f" {run.client_cpu * per_k:11.2f} {run.emulator_cpu * per_k:13.2f}"
-                f" {run.emulator_cpu / run.wall:8.0%} {polls:>11} {tail:>7} {poll_tail:>10}"
+                f" {run.client_cpu * per_k:11.2f} {run.client_cpu / run.wall:7.0%}"
+                f" {run.emulator_cpu * per_k:13.2f} {run.emulator_cpu / run.wall:9.0%}"
+                f" {polls:>11} {tail:>7} {poll_tail:>10}"
             )
         if files:
             print()
@@ -405,6 +406,11 @@ def main() -> None:
             "tail = from the last task finishing upstream to the operator returning; poll tail = to the "
             "worker's last poll seeing it (the rest is building every row's result; with --input-file, "
             "windows overlap and the last one's tasks may finish before it is waited on)"
+        )
+        print(
+            "client busy = this process's CPU seconds / wall seconds: its event loop runs on one core, so "
+            "near 100 % the client is the bottleneck; well below it, with client CPU x rows under the "
+            "limit, the client was waiting (on the emulator, or for a core on a loaded machine)"
         )
         print(
             "emulator busy = its CPU seconds / wall seconds: near 100 % it saturates its one core (a single "

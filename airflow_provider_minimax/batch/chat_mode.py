@@ -9,13 +9,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_minimax.batch.chat import ChatBatchRunner, ChatRunSettings, shard_count
+from airflow_provider_minimax.batch.chat import ChatBatchRunner, ChatRunSettings
 from airflow_provider_minimax.batch.checkpoint import RowCheckpoint, fingerprint
 from airflow_provider_minimax.batch.options import RowRequests
 from airflow_provider_minimax.batch.progress import Progress
 from airflow_provider_minimax.batch.publish import priced
 from airflow_provider_minimax.exceptions import MiniMaxValidationError
-from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.rate_control import AdaptiveLimiter
 from airflow_provider_minimax.retry import RetryPolicy
 from airflow_provider_minimax.structured import response_format
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
 class ChatRows(RowRequests):
     """Ask a batch's rows over the chat API, reusing the rows earlier tries checkpointed.
 
-    More hooks on the batch's connection add connection pools (see :mod:`.chat`).
+    Each request in flight goes through a hook of its own on the batch's connection (see :mod:`.chat`).
     """
 
     #: The limiter of the last run, for logs and tests.
@@ -89,12 +88,9 @@ class ChatRows(RowRequests):
             policy=policy,
         )
         recorder = _Recorder(results, total, checkpoint, fingerprints, self.log, before)
-        extra_hooks = [
-            MiniMaxHook(minimax_conn_id=self.hook.minimax_conn_id)
-            for _ in range(shard_count(len(todo) and self.options.max_concurrency) - 1)
-        ]
+        workers = min(len(todo), self.options.max_concurrency)
         runner = ChatBatchRunner(
-            [self.hook, *extra_hooks],
+            [self.hook, *(self.hook.with_own_pool() for _ in range(workers - 1))],
             self.limiter,
             ChatRunSettings(
                 params=self.params,

@@ -29,7 +29,8 @@ def priced(results: list[RowResult], settings: MiniMaxConnectionSettings) -> lis
     """
     if settings.api != "chat":
         return results
-    return [r.model_copy(update={"cost": settings.prices.estimate(r.usage)}) for r in results]
+    prices = settings.prices
+    return [r.model_copy(update={"cost": prices.estimate(r.usage)}) for r in results]
 
 
 def batch_spend(start: Spend, manifest: Manifest, task_uuids: list[str], resends: int) -> Spend:

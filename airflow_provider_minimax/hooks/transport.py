@@ -72,6 +72,15 @@ class MiniMaxBaseHook(BaseHook):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(minimax_conn_id={self.minimax_conn_id!r})"
 
+    def with_own_pool(self) -> Self:
+        """Another hook on the same connection and overrides, with HTTP clients (connection pools) of its own.
+
+        The settings already read are shared, so the connection is not read again.
+        """
+        twin = type(self)(self.minimax_conn_id, max_retries=self._max_retries, timeout=self._timeout)
+        twin._settings = self._settings
+        return twin
+
     # ---------------------------------------------------------------- connection settings
 
     def _settings_from(self, conn: Connection) -> MiniMaxConnectionSettings:

@@ -1,11 +1,41 @@
-"""Short garbage collections in a triggerer holding thousands of waiters: the heap frozen as it grows."""
+"""Short garbage collections: a triggerer's heap frozen as its waiters grow, a worker's while a batch runs."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
+
+
+def freeze_gc_enabled() -> bool:
+    """Whether ``[minimax] freeze_gc`` (default True) lets the provider freeze the heap."""
+    from airflow.providers.common.compat.sdk import conf
+
+    return conf.getboolean("minimax", "freeze_gc", fallback=True)
+
+
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Keep the objects the process holds now out of garbage collections while the block runs.
+
+    A worker's chat batch allocates enough to trigger a full collection every ~1,000 rows, and
+    each one walked Airflow's heap (~180,000 objects) again: at 10,000 rows, 1.9-2.1 s of the
+    client's CPU went to full collections, 0.5-0.9 s with the heap frozen. The heap is thawed
+    at the end, so nothing frozen outlives the block (a reference cycle that became garbage
+    meanwhile is collected by the next full collection). A heap someone else froze already
+    (a poller in the same process) is left as it is.
+    """
+    if gc.get_freeze_count() or not freeze_gc_enabled():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class HeapFreezer:
@@ -40,9 +70,7 @@ class HeapFreezer:
         if waiters < self.next_freeze_at:
             return
         if self.enabled is None:
-            from airflow.providers.common.compat.sdk import conf
-
-            self.enabled = conf.getboolean("minimax", "freeze_gc", fallback=True)
+            self.enabled = freeze_gc_enabled()
         self.next_freeze_at = waiters + self.STEP
         if self.enabled:
             gc.freeze()

@@ -33,6 +33,7 @@ from airflow_provider_minimax.batch.checkpoint import RowCheckpoint
 from airflow_provider_minimax.batch.io import read_rows
 from airflow_provider_minimax.batch.progress import Progress, progress_line
 from airflow_provider_minimax.batch.rows import MAX_FAILED_IN_MANIFEST, Manifest, RowResult, failed_row
+from airflow_provider_minimax.connection import MiniMaxConnectionSettings
 from airflow_provider_minimax.exceptions import MiniMaxValidationError
 from airflow_provider_minimax.operators.batch import MiniMaxBatchOperator
 from airflow_provider_minimax.results import TasksOutcome
@@ -424,6 +425,33 @@ def test_the_key_never_reaches_a_failed_rows_message(monkeypatch: pytest.MonkeyP
         router.post(CHAT_COMPLETIONS_URL).mock(side_effect=answer)
         rows = operator(rows=[{"name": "a"}], on_row_error="skip").execute(context())
     assert rows[0]["status"] == "failed" and SECRET_KEY not in json.dumps(rows)
+
+
+def test_each_chat_request_in_flight_has_a_connection_pool_of_its_own_and_the_connection_is_read_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    set_connection(monkeypatch, api="chat")
+    reads: list[str] = []
+    read = MiniMaxConnectionSettings.from_connection
+    monkeypatch.setattr(
+        MiniMaxConnectionSettings,
+        "from_connection",
+        classmethod(lambda cls, c: reads.append(c.conn_id) or read(c)),
+    )
+    clients: set[int] = set()
+    aclient = MiniMaxHook.aclient
+
+    async def spied(self: MiniMaxHook) -> httpx.AsyncClient:
+        client = await aclient(self)
+        clients.add(id(client))
+        return client
+
+    monkeypatch.setattr(MiniMaxHook, "aclient", spied)
+    with respx.mock(assert_all_called=False) as router:
+        router.post(CHAT_COMPLETIONS_URL).mock(return_value=httpx.Response(200, json=chat_body("fine")))
+        rows = operator(rows=[{"name": str(i)} for i in range(7)], max_concurrency=3).execute(context())
+    assert [row["status"] for row in rows] == ["success"] * 7
+    assert (len(clients), reads) == (3, [CONN_ID])
 
 
 @pytest.mark.parametrize(("resend", "status", "requests"), [(True, "success", 2), (False, "failed", 1)])

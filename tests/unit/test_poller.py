@@ -174,6 +174,26 @@ def test_freezing_can_be_turned_off(monkeypatch):
     heap_freezer.HeapFreezer().note_waiters(1)
 
 
+@pytest.mark.parametrize(
+    ("frozen_before", "setting", "calls"),
+    [
+        (0, "true", ["freeze", "block", "unfreeze"]),  # frozen for the block, thawed after it
+        (5000, "true", ["block"]),  # a heap frozen by someone else is left as it is
+        (0, "false", ["block"]),  # [minimax] freeze_gc = False
+    ],
+)
+def test_a_block_runs_with_the_heap_frozen_and_thaws_it_after(monkeypatch, frozen_before, setting, calls):
+    monkeypatch.setenv("AIRFLOW__MINIMAX__FREEZE_GC", setting)
+    seen: list[str] = []
+    monkeypatch.setattr(heap_freezer.gc, "get_freeze_count", lambda: frozen_before)
+    monkeypatch.setattr(heap_freezer.gc, "freeze", lambda: seen.append("freeze"))
+    monkeypatch.setattr(heap_freezer.gc, "unfreeze", lambda: seen.append("unfreeze"))
+    with pytest.raises(RuntimeError), heap_freezer.frozen_heap():
+        seen.append("block")
+        raise RuntimeError("the block failed")  # thawed all the same
+    assert seen == calls
+
+
 async def test_a_401_re_reads_the_connection_and_polls_on_with_the_rotated_key(api, monkeypatch):
     api.valid_key = "sk-rotated"
     # The key is rotated in the connection while the poller still holds the old one.
