@@ -18,8 +18,8 @@ through the limiter, so the concurrency cap and the requests-per-minute cap hold
   (bare httpx against the emulator, 4,000 requests at C=200: 16 ms of CPU per request through
   one pool of 200, 0.8-1.0 ms through pools of 10, 0.6-0.7 ms through pools of 1; the batch
   runner took ~15 % less CPU per row with one pool per worker than with pools of 10);
-- the heap the worker holds when the rows start is frozen out of garbage collections while
-  they run (:func:`~airflow_provider_minimax.triggers.heap_freezer.frozen_heap`);
+- the heap the worker holds when the rows start is frozen out of garbage collections
+  (:func:`~airflow_provider_minimax.triggers.heap_freezer.freeze_heap`);
 - an auth or credit error stops the batch (every other row would fail the same way); rows
   already answered are kept;
 - any other error fails only its row, including a raw library error (code ``clientError``).
@@ -48,7 +48,7 @@ from airflow_provider_minimax.images import image_part, with_images
 from airflow_provider_minimax.results import GenerateResult, Usage, result_from_chat
 from airflow_provider_minimax.retry import RetryPolicy
 from airflow_provider_minimax.structured import OutputMismatch, OutputReasks
-from airflow_provider_minimax.triggers.heap_freezer import frozen_heap
+from airflow_provider_minimax.triggers.heap_freezer import freeze_heap
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -121,8 +121,8 @@ class ChatBatchRunner:
         rows = iter(sorted(prompts.items()))
         workers = min(self.limiter.max_concurrency, len(prompts))
         hooks = self.hooks
-        with frozen_heap():  # full collections would walk Airflow's heap every ~1,000 rows
-            await asyncio.gather(*(self._worker(rows, hooks[k % len(hooks)]) for k in range(workers)))
+        freeze_heap()  # full collections would walk Airflow's heap every ~1,000 rows
+        await asyncio.gather(*(self._worker(rows, hooks[k % len(hooks)]) for k in range(workers)))
         if self.fatal is not None:
             raise self.fatal
 

@@ -175,23 +175,20 @@ def test_freezing_can_be_turned_off(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("frozen_before", "setting", "calls"),
+    ("frozen_before", "setting", "freezes"),
     [
-        (0, "true", ["freeze", "block", "unfreeze"]),  # frozen for the block, thawed after it
-        (5000, "true", ["block"]),  # a heap frozen by someone else is left as it is
-        (0, "false", ["block"]),  # [minimax] freeze_gc = False
+        (0, "true", 1),  # a batch freezes the heap it starts with
+        (5000, "true", 0),  # once: a heap frozen already (an earlier window, a poller) is left as it is
+        (0, "false", 0),  # [minimax] freeze_gc = False
     ],
 )
-def test_a_block_runs_with_the_heap_frozen_and_thaws_it_after(monkeypatch, frozen_before, setting, calls):
+def test_a_batch_freezes_the_heap_once(monkeypatch, frozen_before, setting, freezes):
     monkeypatch.setenv("AIRFLOW__MINIMAX__FREEZE_GC", setting)
-    seen: list[str] = []
+    frozen: list[int] = []
     monkeypatch.setattr(heap_freezer.gc, "get_freeze_count", lambda: frozen_before)
-    monkeypatch.setattr(heap_freezer.gc, "freeze", lambda: seen.append("freeze"))
-    monkeypatch.setattr(heap_freezer.gc, "unfreeze", lambda: seen.append("unfreeze"))
-    with pytest.raises(RuntimeError), heap_freezer.frozen_heap():
-        seen.append("block")
-        raise RuntimeError("the block failed")  # thawed all the same
-    assert seen == calls
+    monkeypatch.setattr(heap_freezer.gc, "freeze", lambda: frozen.append(1))
+    heap_freezer.freeze_heap()
+    assert len(frozen) == freezes
 
 
 async def test_a_401_re_reads_the_connection_and_polls_on_with_the_rotated_key(api, monkeypatch):
