@@ -16,7 +16,8 @@ against the client. Printed side by side, measured in one run:
   extrapolated per row to all of them (the script says so when it does).
 
 For each mode it also prints the CPU seconds per 1,000 rows of this process (the client) and
-of the emulator's process (read from /proc), and how busy each was (its CPU / wall),
+of the emulator's process (read from /proc), how busy each was (its CPU / wall) and how long
+each one's event loop waited for a free core (run-queue time from /proc/<pid>/schedstat),
 so a reader can tell who was the bottleneck on a shared machine; in task mode, getResponse
 requests per row and the tail (seconds from the last task finishing upstream to the operator
 returning). ``--input-file`` writes the rows to a JSONL file and runs the operator from
@@ -198,6 +199,15 @@ def _cpu_of(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_wait(pid: int | str | None) -> float:
+    """Seconds the main thread (the event loop) of a process was ready to run but had no free core,
+    from /proc/<pid>/schedstat; 0 without one."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/schedstat") as schedstat:
+        return int(schedstat.read().split()[1]) / 1e9
+
+
 @dataclass
 class Run:
     """What one mode measured."""
@@ -206,6 +216,8 @@ class Run:
     succeeded: int
     client_cpu: float
     emulator_cpu: float
+    client_wait: float  # seconds the client's event loop waited for a free core
+    emulator_wait: float
     poll_requests: int
     tail: float | None  # seconds from the last task turning terminal to the operator returning
     poll_tail: float | None = None  # ... to the worker's wait returning (the rest is building results)
@@ -225,11 +237,13 @@ def _measure(
     _reset_peak_rss()
     rss_before = _memory_kb("VmRSS")
     cpu, emulator_cpu = _cpu_self(), _cpu_of(pid)
+    wait, emulator_wait = _cpu_wait("self"), _cpu_wait(pid)
     wall, output = _run_operator(conn_id, rows, concurrency, files)
     returned = time.monotonic()
     waited = _wait_ended[-1] if _wait_ended else None
     _wait_ended.clear()
     cpu, emulator_cpu = _cpu_self() - cpu, _cpu_of(pid) - emulator_cpu
+    wait, emulator_wait = _cpu_wait("self") - wait, _cpu_wait(pid) - emulator_wait
     peak_rss = _memory_kb("VmHWM")
     stats = httpx.get(f"{url}/_emulator/stats").json()
     last_done = stats.get("last_done_at")
@@ -241,6 +255,8 @@ def _measure(
         succeeded=succeeded,
         client_cpu=cpu,
         emulator_cpu=emulator_cpu,
+        client_wait=wait,
+        emulator_wait=emulator_wait,
         poll_requests=int(stats["poll_requests"]),
         tail=None if last_done is None else returned - last_done,
         poll_tail=None if last_done is None or waited is None else waited - last_done,
@@ -357,12 +373,12 @@ def main() -> None:
         print()
         print(
             f"{'mode':<6} {'wall s':>7} {'vs limit':>9} {'vs baseline':>12} {'verdict':>8}"
-            f" {'client CPU':>11} {'client':>7} {'emulator CPU':>13} {'emulator':>9} {'polls/task':>11}"
-            f" {'tail s':>7} {'poll tail':>10}"
+            f" {'client CPU':>11} {'client':>7} {'client':>8} {'emulator CPU':>13} {'emulator':>9}"
+            f" {'emulator':>9} {'polls/task':>11} {'tail s':>7} {'poll tail':>10}"
         )
         print(
             f"{'':<6} {'':>7} {'<=1.3x':>9} {f'>={speedup_target}x':>12} {'':>8}"
-            f" {'s/1k rows':>11} {'busy':>7} {'s/1k rows':>13} {'busy':>9}"
+            f" {'s/1k rows':>11} {'busy':>7} {'waited s':>8} {'s/1k rows':>13} {'busy':>9} {'waited s':>9}"
         )
         for mode, run in measured.items():
             vs_limit, speedup = run.wall / limit, baseline / run.wall
@@ -373,9 +389,9 @@ def main() -> None:
             print(
                 f"{mode:<6} {run.wall:7.2f} {vs_limit:8.2f}x {speedup:11.1f}x"
                 f" {'OK' if vs_limit <= 1.3 and speedup >= speedup_target else 'MISSED':>8}"
-                f" {run.client_cpu * per_k:11.2f} {run.client_cpu / run.wall:7.0%}"
+                f" {run.client_cpu * per_k:11.2f} {run.client_cpu / run.wall:7.0%} {run.client_wait:8.2f}"
                 f" {run.emulator_cpu * per_k:13.2f} {run.emulator_cpu / run.wall:9.0%}"
-                f" {polls:>11} {tail:>7} {poll_tail:>10}"
+                f" {run.emulator_wait:9.2f} {polls:>11} {tail:>7} {poll_tail:>10}"
             )
         if files:
             print()
@@ -408,13 +424,13 @@ def main() -> None:
             "windows overlap and the last one's tasks may finish before it is waited on)"
         )
         print(
-            "client busy = this process's CPU seconds / wall seconds: its event loop runs on one core, so "
-            "near 100 % the client is the bottleneck; well below it, with client CPU x rows under the "
-            "limit, the client was waiting (on the emulator, or for a core on a loaded machine)"
+            "busy = CPU seconds / wall seconds: each event loop runs on one core, so near 100 % that side is "
+            "the bottleneck; waited = seconds its event loop was ready to run but every core was taken "
+            "(/proc/<pid>/schedstat): time the machine, not the code, cost"
         )
         print(
-            "emulator busy = its CPU seconds / wall seconds: near 100 % it saturates its one core (a single "
-            "asyncio process), and the limit cannot be reached whatever the client does"
+            "an emulator near 100 % busy saturates its one core (a single asyncio process), and the limit "
+            "cannot be reached whatever the client does"
             if pid is not None
             else "emulator in a thread: its CPU is counted in the client's"
         )
