@@ -35,6 +35,7 @@ from airflow_provider_minimax.batch.progress import Progress, progress_line
 from airflow_provider_minimax.batch.rows import MAX_FAILED_IN_MANIFEST, Manifest, RowResult, failed_row
 from airflow_provider_minimax.connection import MiniMaxConnectionSettings
 from airflow_provider_minimax.exceptions import MiniMaxValidationError
+from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.operators.batch import MiniMaxBatchOperator
 from airflow_provider_minimax.results import TasksOutcome
 
