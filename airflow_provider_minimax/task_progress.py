@@ -32,9 +32,10 @@ _TASK_UUIDS: TypeAdapter[list[str]] = TypeAdapter(list[TaskUUID])
 def normalise_task_uuids(task_uuids: Iterable[str]) -> list[str]:
     """Check that every taskUUID is a UUID v4 and spell it as the API echoes it (lower case), once.
 
-    :param task_uuids: the UUIDs; duplicates are dropped, order kept.
+    :param task_uuids: the UUIDs; duplicates are dropped, order kept. A list that already is
+        so is returned itself (never changed here): one list less per waiting trigger.
     """
-    given = list(task_uuids)
+    given = task_uuids if isinstance(task_uuids, list) else list(task_uuids)
     try:
         checked = _TASK_UUIDS.validate_python(given)
     except ValidationError as err:
@@ -44,7 +45,8 @@ def normalise_task_uuids(task_uuids: Iterable[str]) -> list[str]:
         ) from None
     # The caller's string where it already was canonical: one copy of each UUID in memory (a
     # triggerer holds thousands).
-    return list(dict.fromkeys(g if g == c else c for g, c in zip(given, checked, strict=True)))
+    normalised = list(dict.fromkeys(g if g == c else c for g, c in zip(given, checked, strict=True)))
+    return given if normalised == given else normalised
 
 
 def abbreviate(items: Sequence[str], limit: int = 5) -> str:
@@ -60,13 +62,18 @@ def abbreviate(items: Sequence[str], limit: int = 5) -> str:
 # ------------------------------------------------------------------------------------ reading answers
 
 
-def group_batch(batch: TaskBatchResult) -> dict[str, TaskItems]:
+def group_batch(batch: TaskBatchResult, *, settled_only: bool = False) -> dict[str, TaskItems]:
     """Index one getResponse answer by taskUUID, in one pass (the poller reads it for many waiters).
 
     :param batch: what :meth:`MiniMaxHook.aget_responses` returned.
+    :param settled_only: leave out items that only say a task is still running (:func:`task_state`
+        reads nothing from them), so that the shared poller does not hold thousands of them until
+        its tick ends.
     """
     grouped: dict[str, TaskItems] = {}
     for item in batch.results:
+        if settled_only and not _is_settled(item):
+            continue
         items, error = grouped.get(item.task_uuid, ([], None))
         items.append(item)
         grouped[item.task_uuid] = (items, error)
@@ -75,6 +82,11 @@ def group_batch(batch: TaskBatchResult) -> dict[str, TaskItems]:
             items, earlier = grouped.get(error.task_uuid, ([], None))
             grouped[error.task_uuid] = (items, earlier or error)
     return grouped
+
+
+def _is_settled(item: TaskResult) -> bool:
+    """Whether an item says something :func:`task_state` reads: a result or a failure."""
+    return item.is_terminal or item.is_success
 
 
 def task_state(
@@ -171,7 +183,8 @@ def is_transient(error: BaseException) -> bool:
 class TaskProgress:
     """What is known so far about tasks being waited on; builds the :class:`TasksOutcome`.
 
-    :param task_uuids: every UUID waited on, in order (checked and normalised).
+    :param task_uuids: every UUID waited on, in order (checked and normalised; a list that
+        already is so is kept, and never changed).
     :param number_results: results each task was submitted with.
     :param not_found_until: epoch until which ``taskFailedOrNotFound`` reads as still running
         (the grace after an accepted submit); None: not found is a failure at once.
@@ -193,7 +206,7 @@ class TaskProgress:
         self.task_uuids = normalise_task_uuids(task_uuids)
         self.number_results = number_results
         self.not_found_until = not_found_until
-        # The same list until the first update replaces it (never changed in place): one list less
+        # The same list until an update sees a task finish (never changed in place): one list less
         # per waiting trigger.
         self.pending: list[str] = self.task_uuids
         self.results: dict[str, list[TaskResult]] = {}
@@ -224,7 +237,8 @@ class TaskProgress:
             else:
                 still.append(task_uuid)
         self.progressed = len(still) < len(self.pending)
-        self.pending = still
+        if self.progressed:  # else keep the list: no new one per waiter and poll while nothing changes
+            self.pending = still
 
     def _outcome(self, **fields: object) -> TasksOutcome:
         return TasksOutcome(

@@ -67,7 +67,7 @@ async def fetch_in_chunks(hook: MiniMaxHook, task_uuids: list[str]) -> dict[str,
 
     async def fetch_chunks(chunks: Iterator[list[str]]) -> None:
         for chunk in chunks:  # a shared iterator: no chunk is taken twice
-            grouped.update(group_batch(await request(hook, chunk)))
+            grouped.update(group_batch(await request(hook, chunk), settled_only=True))
 
     workers = [
         asyncio.create_task(fetch_chunks(chunks)) for _ in range(min(REQUESTS_IN_FLIGHT, len(task_uuids)))

@@ -25,6 +25,7 @@ from airflow_provider_minimax.task_progress import TaskItems, TaskProgress, grou
 from airflow_provider_minimax.triggers.heap_freezer import heap_freezer
 from airflow_provider_minimax.triggers.pacing import RESOLVE_SLICE, Pacer
 from airflow_provider_minimax.triggers.poll_requests import (
+    REQUESTS_IN_FLIGHT,
     Refusal,
     bisect,
     fetch_in_chunks,
@@ -183,11 +184,13 @@ class TaskPoller:
             max_consecutive_failures=max_consecutive_failures,
         )
         self._registrations[registration] = None
-        heap_freezer.note_waiters(len(self._registrations))
+        heap_freezer.note_registration()
         if self._task is None:
             self._task = self._loop.create_task(self._run(), name=f"minimax-poller-{self.conn_id}")
-        elif registration.due < self._sleep_until and self._waiter is not None:
-            _wake(self._waiter)  # it sleeps past this one's first poll: recompute
+        elif self._waiter is not None:  # asleep: no request in flight
+            heap_freezer.freeze_if_due()
+            if registration.due < self._sleep_until:
+                _wake(self._waiter)  # it sleeps past this one's first poll: recompute
         return registration
 
     def unregister(self, registration: Registration) -> None:
@@ -231,6 +234,7 @@ class TaskPoller:
 
     async def _sleep(self, until: float, now: float) -> None:
         """Sleep until ``until`` unless a new registration is due earlier."""
+        heap_freezer.freeze_if_due()  # between ticks: no request in flight
         waiter: asyncio.Future[None] = self._loop.create_future()
         handle = self._loop.call_later(until - now, _wake, waiter)
         self._waiter, self._sleep_until = waiter, until
@@ -241,7 +245,30 @@ class TaskPoller:
             self._waiter, self._sleep_until = None, math.inf
 
     async def _poll(self, due: list[Registration]) -> None:
-        """Poll every pending task of the due registrations at once and settle them."""
+        """Poll the due registrations a group at a time, each group as many tasks as one round of
+        requests in flight asks for: a group's answers are read, handed to its waiters and those
+        woken before the next group is asked, so a tick for 10,000 tasks never holds 10,000
+        answers at once (every full collection meanwhile would walk them)."""
+        try:
+            size = REQUESTS_IN_FLIGHT * (await self.hook.aget_settings()).max_tasks_per_request
+        except Exception as err:
+            self._failed(due, err)
+            return
+        group: list[Registration] = []
+        tasks = 0
+        for registration in due:
+            if registration.future.done():  # left while an earlier group was polled
+                continue
+            group.append(registration)
+            tasks += len(registration.progress.pending)
+            if tasks >= size:
+                await self._poll_group(group)
+                group, tasks = [], 0
+        if group:
+            await self._poll_group(group)
+
+    async def _poll_group(self, due: list[Registration]) -> None:
+        """Poll every pending task of these registrations at once and settle them."""
         task_uuids = list(dict.fromkeys(u for r in due for u in r.progress.pending))
         try:
             grouped, refused = await self._fetch(task_uuids)
@@ -306,7 +333,7 @@ class TaskPoller:
                 return await self._reread_connection(task_uuids, err)
             if is_refused_as_a_whole(err):
                 batch, refused = await bisect(self.hook, task_uuids, err)
-                return group_batch(batch), refused
+                return group_batch(batch, settled_only=True), refused
             raise
         self._reread = False  # a later rotation gets its own re-read
         return grouped, {}

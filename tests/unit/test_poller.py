@@ -15,6 +15,7 @@ from hook_testlib import CONN_ID, SECRET_KEY, TASK_URL, set_connection, v4
 from poll_testlib import FAST, PollApi, mocked_poll_api
 
 from airflow_provider_minimax.triggers import heap_freezer, poll_requests
+from airflow_provider_minimax.triggers import poller as poller_module
 from airflow_provider_minimax.triggers.poller import DEADLINE, TaskPoller, expire
 
 
@@ -151,27 +152,63 @@ async def test_a_large_tick_sends_a_few_requests_at_a_time_and_polls_each_task_o
 
 
 @pytest.mark.parametrize(
-    ("counts", "freezes"),
+    ("registrations", "freezes"),
     [
-        ([1], 1),  # the first registration freezes the start-up heap
-        ([1, 2, 999, 1000], 1),  # then nothing until STEP more waiters
-        ([1, 1001, 1002, 1500, 2001], 3),  # each new high by STEP freezes once
-        ([1, 1001, 5, 900, 1001], 2),  # going down and up again to an old high does not
+        (1, 1),  # the first registration freezes the start-up heap
+        (10, 1),  # then nothing until STEP more registrations
+        (11, 2),
+        (31, 4),  # registrations count, not new highs: waiters come and go, the new ones get frozen
     ],
 )
-def test_the_heap_is_frozen_at_start_and_per_step_of_new_waiters(monkeypatch, counts, freezes):
+def test_the_heap_is_frozen_at_start_and_per_step_of_registrations(monkeypatch, registrations, freezes):
+    calls: list[str] = []
+    monkeypatch.setattr(heap_freezer.gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(heap_freezer.gc, "collect", lambda: calls.append("collect"))
+    monkeypatch.setattr(heap_freezer.HeapFreezer, "STEP", 10)
+    freezer = heap_freezer.HeapFreezer()
+    for _ in range(registrations):
+        freezer.note_registration()
+        freezer.freeze_if_due()
+    # Every freeze but the first collects first, so no garbage of that moment becomes permanent.
+    assert calls == ["freeze"] + ["collect", "freeze"] * (freezes - 1)
+
+
+def test_a_due_freeze_waits_for_a_moment_without_requests_in_flight(monkeypatch):
     frozen: list[int] = []
     monkeypatch.setattr(heap_freezer.gc, "freeze", lambda: frozen.append(1))
     freezer = heap_freezer.HeapFreezer()
-    for count in counts:
-        freezer.note_waiters(count)
-    assert len(frozen) == freezes
+    for _ in range(5):
+        freezer.note_registration()  # the poller is mid-tick: it only counts
+    assert frozen == []
+    freezer.freeze_if_due()
+    freezer.freeze_if_due()
+    assert frozen == [1]
+
+
+async def test_the_poller_freezes_the_heap_while_it_sleeps(api, monkeypatch):
+    freezer = heap_freezer.HeapFreezer()
+    monkeypatch.setattr(poller_module, "heap_freezer", freezer)
+    frozen: list[int] = []
+    monkeypatch.setattr(heap_freezer.gc, "freeze", lambda: frozen.append(1))
+    monkeypatch.setattr(heap_freezer.gc, "collect", lambda: 0)
+    monkeypatch.setattr(freezer, "STEP", 2)
+    poller = TaskPoller.shared(CONN_ID)
+    slow = {"poll_interval": 5.0, "max_poll_interval": 5.0}
+    registrations = [poller.register([v4(0)], **slow)]
+    await asyncio.sleep(0)  # the poller starts and sleeps: the start-up heap is frozen
+    assert frozen == [1]
+    registrations += [poller.register([v4(i)], **slow) for i in (1, 2, 3, 4)]
+    assert frozen == [1, 1, 1]  # at registrations 3 and 5, the poller asleep
+    for registration in registrations:
+        poller.unregister(registration)
 
 
 def test_freezing_can_be_turned_off(monkeypatch):
     monkeypatch.setenv("AIRFLOW__MINIMAX__FREEZE_GC", "false")
     monkeypatch.setattr(heap_freezer.gc, "freeze", lambda: pytest.fail("froze although turned off"))
-    heap_freezer.HeapFreezer().note_waiters(1)
+    freezer = heap_freezer.HeapFreezer()
+    freezer.note_registration()
+    freezer.freeze_if_due()
 
 
 @pytest.mark.parametrize(
