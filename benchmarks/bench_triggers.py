@@ -35,6 +35,7 @@ from airflow_provider_minimax.testing.emulator import (
 from airflow_provider_minimax.triggers.minimax import MiniMaxTaskTrigger
 
 LAG_PROBE = 0.010  # the monitor sleeps 10 ms and records how late it wakes
+MEMORY_TASK_LATENCY = 600.0  # seconds the tasks of the memory reading run: none finishes meanwhile
 
 
 @dataclass
@@ -223,8 +224,9 @@ async def memory_while_waiting(task_uuids: list[str], args: argparse.Namespace) 
     Measured at the margin: the second half of the triggers is started once the first half has
     polled, so one-off costs (imports, the shared client) are not spread over the triggers; each
     reading is the least of five, each after a collection, so garbage and answers being read
-    are left out. All are then cancelled, as a triggerer
-    restart does: they just unregister.
+    are left out. The tasks run for :data:`MEMORY_TASK_LATENCY`, so every trigger is still
+    waiting at the readings (none holds results or builds its event). All are then cancelled,
+    as a triggerer restart does: they just unregister.
     """
     half = len(task_uuids) // 2
     settle = args.poll_interval * 1.2  # past the first poll, before the tasks finish
@@ -244,7 +246,8 @@ async def memory_while_waiting(task_uuids: list[str], args: argparse.Namespace) 
 
 def measure(emulator: Emulator, args: argparse.Namespace, shared: bool) -> Figures:
     with sharing(shared):
-        uuids = submit(emulator, args.triggers, args.async_latency)
+        # Tasks that outlast the reading: a trigger whose task finished meanwhile is not waiting.
+        uuids = submit(emulator, args.triggers, MEMORY_TASK_LATENCY)
         bytes_per_trigger = asyncio.run(memory_while_waiting(uuids, args))
         triggers = triggers_for(submit(emulator, args.triggers, args.async_latency), args)
         completions, wall, lags = asyncio.run(run_to_completion(triggers))

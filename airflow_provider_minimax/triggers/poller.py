@@ -257,7 +257,8 @@ class TaskPoller:
         group: list[Registration] = []
         tasks = 0
         for registration in due:
-            if registration.future.done():  # left while an earlier group was polled
+            if registration.future.done():  # its wait ended (deadline, cancelled): not polled again
+                self._registrations.pop(registration, None)
                 continue
             group.append(registration)
             tasks += len(registration.progress.pending)

@@ -131,6 +131,15 @@ async def test_a_deadline_timer_settles_a_wait_and_the_poller_ignores_it(api):
     poller.unregister(registration)
 
 
+async def test_a_wait_settled_before_its_trigger_unregisters_is_dropped_not_polled(api):
+    api.finish_after = 1000
+    poller = TaskPoller.shared(CONN_ID)
+    registration = poller.register([v4(1)], **FAST)
+    expire(registration.future)  # the deadline passed; the trigger has not run to unregister yet
+    await asyncio.wait_for(poller.task, 5)  # the poller drops it and stops: no busy loop
+    assert api.requests == []
+
+
 async def test_a_large_tick_sends_a_few_requests_at_a_time_and_polls_each_task_once(monkeypatch):
     set_connection(monkeypatch, max_retries=0, max_tasks_per_request=10)
     api, in_flight, most = PollApi(finish_after=1), 0, 0
