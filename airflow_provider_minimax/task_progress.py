@@ -191,12 +191,12 @@ class TaskProgress:
     """
 
     __slots__ = (
-        "errors",
+        "_errors",
+        "_results",
         "not_found_until",
         "number_results",
         "pending",
         "progressed",
-        "results",
         "task_uuids",
     )
 
@@ -209,10 +209,21 @@ class TaskProgress:
         # The same list until an update sees a task finish (never changed in place): one list less
         # per waiting trigger.
         self.pending: list[str] = self.task_uuids
-        self.results: dict[str, list[TaskResult]] = {}
-        self.errors: dict[str, ApiError] = {}
+        # Made at the first result or error: two empty dicts less per waiting trigger.
+        self._results: dict[str, list[TaskResult]] | None = None
+        self._errors: dict[str, ApiError] | None = None
         #: Whether the last update saw tasks finish or fail.
         self.progressed = False
+
+    @property
+    def results(self) -> dict[str, list[TaskResult]]:
+        """The finished tasks' results by UUID (read-only: :meth:`update` fills it)."""
+        return {} if self._results is None else self._results
+
+    @property
+    def errors(self) -> dict[str, ApiError]:
+        """The failed tasks' errors by UUID (read-only: :meth:`update` fills it)."""
+        return {} if self._errors is None else self._errors
 
     @property
     def done(self) -> bool:
@@ -231,9 +242,11 @@ class TaskProgress:
         for task_uuid in self.pending:
             results, error = task_state(task_uuid, grouped.get(task_uuid), self.number_results)
             if results is not None:
-                self.results[task_uuid] = results
+                self._results = self.results
+                self._results[task_uuid] = results
             elif error is not None and not (in_grace and is_not_found(error)):
-                self.errors[task_uuid] = error
+                self._errors = self.errors
+                self._errors[task_uuid] = error
             else:
                 still.append(task_uuid)
         self.progressed = len(still) < len(self.pending)
