@@ -3,7 +3,7 @@
 Runs the emulator on a loopback port (in its own process by default, so that its request
 handling does not hold this process's GIL and show up as event-loop lag), submits async
 textInference tasks through the hook, then runs one ``MiniMaxTaskTrigger.run()`` per task in
-ONE event loop the way the triggerer does (each consumed with ``async for``, all gathered), once
+ONE event loop the way the triggerer does (each consumed with ``async for``, each awaited), once
 with the shared poller and once with a poller per trigger. Prints poll requests per completed
 task, the largest event-loop lag and the memory per waiting trigger::
 
