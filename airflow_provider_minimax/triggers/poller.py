@@ -221,8 +221,9 @@ class TaskPoller:
                 if wake_at > now:
                     await self._sleep(wake_at, now)
                     continue
-                due = [r for r in self._registrations if r.due - now <= COALESCE_FRACTION * r.wait]
-                await self._poll(due)
+                await self._poll(
+                    [r for r in self._registrations if r.due - now <= COALESCE_FRACTION * r.wait]
+                )
             self._retire()
         except Exception as err:  # a bug must not leave triggers waiting forever
             log.exception("The MiniMax poller of %r failed", self.conn_id)
@@ -256,7 +257,9 @@ class TaskPoller:
             return
         group: list[Registration] = []
         tasks = 0
-        for registration in due:
+        due.reverse()  # taken from the end, so that no list holds a settled group's answers
+        while due:
+            registration = due.pop()
             if registration.future.done():  # its wait ended (deadline, cancelled): not polled again
                 self._registrations.pop(registration, None)
                 continue
