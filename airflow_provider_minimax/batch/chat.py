@@ -19,7 +19,7 @@ through the limiter, so the concurrency cap and the requests-per-minute cap hold
   one pool of 200, 0.8-1.0 ms through pools of 10, 0.6-0.7 ms through pools of 1; the batch
   runner took ~15 % less CPU per row with one pool per worker than with pools of 10);
 - the heap the worker holds when the rows start is frozen out of garbage collections
-  (:func:`~airflow_provider_minimax.triggers.heap_freezer.freeze_heap`);
+  (:func:`~airflow_provider_minimax.heap_freezer.freeze_heap`);
 - an auth or credit error stops the batch (every other row would fail the same way); rows
   already answered are kept;
 - any other error fails only its row, including a raw library error (code ``clientError``).
@@ -44,11 +44,11 @@ from airflow_provider_minimax.exceptions import (
     MiniMaxTransientError,
     MiniMaxValidationError,
 )
+from airflow_provider_minimax.heap_freezer import freeze_heap
 from airflow_provider_minimax.images import image_part, with_images
 from airflow_provider_minimax.results import GenerateResult, Usage, result_from_chat
 from airflow_provider_minimax.retry import RetryPolicy
 from airflow_provider_minimax.structured import OutputMismatch, OutputReasks
-from airflow_provider_minimax.triggers.heap_freezer import freeze_heap
 
 if TYPE_CHECKING:
     from pydantic import BaseModel

@@ -19,10 +19,10 @@ from typing import ClassVar
 
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import MiniMaxAuthError, MiniMaxError
+from airflow_provider_minimax.heap_freezer import heap_freezer
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.poll_cadence import check_cadence, next_interval, progress_delay
 from airflow_provider_minimax.task_progress import TaskItems, TaskProgress, group_batch, is_transient
-from airflow_provider_minimax.triggers.heap_freezer import heap_freezer
 from airflow_provider_minimax.triggers.pacing import RESOLVE_SLICE, Pacer
 from airflow_provider_minimax.triggers.poll_requests import (
     REQUESTS_IN_FLIGHT,

@@ -14,7 +14,8 @@ import respx
 from hook_testlib import CONN_ID, SECRET_KEY, TASK_URL, set_connection, v4
 from poll_testlib import FAST, PollApi, mocked_poll_api
 
-from airflow_provider_minimax.triggers import heap_freezer, poll_requests
+from airflow_provider_minimax import heap_freezer
+from airflow_provider_minimax.triggers import poll_requests
 from airflow_provider_minimax.triggers import poller as poller_module
 from airflow_provider_minimax.triggers.poller import DEADLINE, TaskPoller, expire
 
