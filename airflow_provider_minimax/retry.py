@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -16,7 +17,6 @@ from tenacity import (
     RetryCallState,
     Retrying,
     stop_after_attempt,
-    stop_any,
     wait_random_exponential,
 )
 from tenacity.stop import stop_base
@@ -73,11 +73,11 @@ def parse_retry_after(value: str | None) -> float | None:
 class _StopBeforeDeadline(stop_base):
     """Stop when the next wait would reach the call's deadline: no sleep outlives the call."""
 
-    def __init__(self, time_left: Callable[[], float] | None) -> None:
+    def __init__(self, time_left: Callable[[], float]) -> None:
         self._time_left = time_left
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        return self._time_left is not None and retry_state.upcoming_sleep >= self._time_left()
+        return retry_state.upcoming_sleep >= self._time_left()
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,6 @@ class RetryPolicy:
         one is not retried (see :meth:`waits_too_long`).
     :param retry_sent: retry transport failures that came after the request was sent
         (:data:`SENT_TRANSPORT_ERRORS`); off where a resend may be billed twice.
-    :param time_left: seconds left before the call's deadline; no wait runs past it.
     :param on_resend: called before each retry of a request that had been sent.
     """
 
@@ -100,7 +99,6 @@ class RetryPolicy:
     max_wait: float = 30.0
     max_retry_after: float = 120.0
     retry_sent: bool = True
-    time_left: Callable[[], float] | None = field(default=None, compare=False)
     on_resend: Callable[[], None] | None = field(default=None, compare=False)
 
     def waits_too_long(self, error: BaseException) -> bool:
@@ -157,18 +155,38 @@ class RetryPolicy:
         state.attempt_number = failures
         return float(wait_random_exponential(multiplier=self.base_wait, max=self.max_wait)(state))
 
-    def retrying(self) -> Retrying:
-        """A tenacity controller for synchronous calls; it waits with tenacity's own sleep."""
-        return Retrying(**self._controller_options())
+    def retrying(self, time_left: Callable[[], float] | None = None) -> Retrying:
+        """A tenacity controller for one synchronous call; it waits with tenacity's own sleep.
 
-    def async_retrying(self) -> AsyncRetrying:
-        """A tenacity controller for asynchronous calls; it waits with ``asyncio.sleep``."""
-        return AsyncRetrying(**self._controller_options())
+        :param time_left: seconds left before the call's deadline; no wait runs past it.
+        """
+        return Retrying(stop=self._stop(time_left), **self._controller_options)
 
+    def async_retrying(self, time_left: Callable[[], float] | None = None) -> AsyncRetrying:
+        """A tenacity controller for one asynchronous call; it waits with ``asyncio.sleep``.
+
+        :param time_left: seconds left before the call's deadline; no wait runs past it.
+        """
+        return AsyncRetrying(stop=self._stop(time_left), **self._controller_options)
+
+    def _stop(self, time_left: Callable[[], float] | None) -> stop_base:
+        """Stop after the last attempt, or, for a call with a deadline, before a wait that would reach it."""
+        if time_left is None:
+            return self._attempts_stop
+        return self._attempts_stop | _StopBeforeDeadline(time_left)
+
+    @cached_property
+    def _attempts_stop(self) -> stop_base:
+        return stop_after_attempt(self.max_retries + 1)
+
+    @cached_property
     def _controller_options(self) -> dict[str, Any]:
-        """What the sync and async controllers share: when to stop, how long to wait, what to retry."""
+        """What every controller of this policy shares: how long to wait, what to retry, what to log.
+
+        A controller holds the state of the call it runs (tenacity's async one on itself), so each
+        call gets its own; what does not change between calls is built once.
+        """
         return {
-            "stop": stop_any(stop_after_attempt(self.max_retries + 1), _StopBeforeDeadline(self.time_left)),
             "wait": self.wait_seconds,
             "retry": self._should_retry,
             "before_sleep": self._log_retry,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from airflow_provider_minimax.connection import MiniMaxConnectionSettings
 from airflow_provider_minimax.hooks.events import StreamShape
 from airflow_provider_minimax.hooks.request_building import (
     Messages,
@@ -18,7 +19,7 @@ from airflow_provider_minimax.hooks.responses import (
     parse_chat_response,
     raise_for_chat_stream_status,
 )
-from airflow_provider_minimax.hooks.transport import MiniMaxBaseHook
+from airflow_provider_minimax.hooks.transport import ApiCall, MiniMaxBaseHook
 from airflow_provider_minimax.models import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 
 
@@ -71,9 +72,7 @@ class ChatApiMixin(MiniMaxBaseHook):
         settings = self.settings
         self._require_api(settings, "chat")
         request = self.new_chat_request(messages, **params)
-        return self._send(
-            settings.chat_completions_url, request.to_wire(), parse_chat_response, max_retries, api="chat"
-        )
+        return self._send(self._chat_call(settings, request.to_wire(), max_retries), parse_chat_response)
 
     async def achat_completion(
         self, messages: Messages, *, max_retries: int | None = None, **params: Any
@@ -88,8 +87,11 @@ class ChatApiMixin(MiniMaxBaseHook):
         self._require_api(settings, "chat")
         request = self.new_chat_request(messages, **params)
         return await self._asend(
-            settings.chat_completions_url, request.to_wire(), parse_chat_response, max_retries, api="chat"
+            self._chat_call(settings, request.to_wire(), max_retries), parse_chat_response
         )
+
+    def _chat_call(self, settings: MiniMaxConnectionSettings, body: Any, max_retries: int | None) -> ApiCall:
+        return self._call(settings, settings.chat_completions_url, body, "chat", max_retries)
 
     def _stream_body(self, messages: Messages, params: dict[str, Any]) -> dict[str, Any]:
         params.setdefault("stream_options", {"include_usage": True})
@@ -107,7 +109,7 @@ class ChatApiMixin(MiniMaxBaseHook):
         settings = self.settings
         self._require_api(settings, "chat")
         body = self._stream_body(messages, params)
-        yield from self._stream(settings.chat_completions_url, body, _STREAM, max_retries, api="chat")
+        yield from self._stream(self._chat_call(settings, body, max_retries), _STREAM)
 
     async def astream_chat_completion(
         self, messages: Messages, *, max_retries: int | None = None, **params: Any
@@ -121,9 +123,7 @@ class ChatApiMixin(MiniMaxBaseHook):
         settings = await self.aget_settings()
         self._require_api(settings, "chat")
         body = self._stream_body(messages, params)
-        async for chunk in self._astream(
-            settings.chat_completions_url, body, _STREAM, max_retries, api="chat"
-        ):
+        async for chunk in self._astream(self._chat_call(settings, body, max_retries), _STREAM):
             yield chunk
 
 

@@ -123,9 +123,7 @@ class MiniMaxHook(TaskApiMixin, ChatApiMixin):
                     return False, f"MiniMax at {settings.base_url} did not answer as the task API"
             else:
                 body = {"model": settings.model, "messages": []}
-                self._send(
-                    settings.chat_completions_url, body, parse_chat_response, max_retries=0, api="chat"
-                )
+                self._send(self._chat_call(settings, body, max_retries=0), parse_chat_response)
         except (MiniMaxAuthError, MiniMaxCreditError) as err:
             return False, f"Reached MiniMax, but the key was refused: {err}"
         except MiniMaxConnectionError as err:

@@ -29,7 +29,7 @@ from airflow_provider_minimax.hooks.responses import (
     raise_for_task_stream_status,
     task_chunk,
 )
-from airflow_provider_minimax.hooks.transport import MiniMaxBaseHook
+from airflow_provider_minimax.hooks.transport import ApiCall, MiniMaxBaseHook
 from airflow_provider_minimax.models import (
     GetResponseTask,
     TextInferenceChunk,
@@ -81,13 +81,21 @@ class TaskApiMixin(MiniMaxBaseHook):
         :param extra: further task fields (``tools``, ``tool_choice``, ``routing``...).
         """
         turns, system = split_system(normalise_messages(messages), system_prompt)
+        given = {
+            "webhook_url": webhook_url,
+            "include_cost": include_cost or None,
+            "include_usage": include_usage or None,
+            "number_results": number_results,
+            "seed": seed,
+        }
         sampling = {
             "system_prompt": system,
             "temperature": temperature,
             "top_p": top_p,
             "max_tokens": max_tokens,
         }
-        settings = build(TextInferenceSettings, "textInference settings", **sampling)
+        if any(value is not None for value in sampling.values()):
+            given["settings"] = build(TextInferenceSettings, "textInference settings", **sampling)
         return build(
             TextInferenceTask,
             "textInference task",
@@ -95,13 +103,9 @@ class TaskApiMixin(MiniMaxBaseHook):
             task_uuid=str(uuid.uuid4()) if task_uuid is None else task_uuid,
             model=checked_text(model, "model") or self._default_model("task"),
             delivery_method=delivery_method,
-            webhook_url=webhook_url,
-            include_cost=include_cost or None,
-            include_usage=include_usage or None,
-            number_results=number_results,
-            seed=seed,
             messages=turns,
-            settings=settings if settings.model_dump(exclude_none=True) else None,
+            # An omitted field keeps its default (None) without running its validators.
+            **{name: value for name, value in given.items() if value is not None},
             **extra,
         )
 
@@ -124,15 +128,23 @@ class TaskApiMixin(MiniMaxBaseHook):
         """
         return self._submit(tasks, max_retries)
 
+    def _task_call(
+        self,
+        settings: MiniMaxConnectionSettings,
+        body: list[dict[str, Any]],
+        max_retries: int | None,
+        budget: CallBudget | None = None,
+    ) -> ApiCall:
+        return self._call(settings, settings.base_url, body, "task", max_retries, budget)
+
     def _submit(
         self, tasks: Sequence[TaskLike], max_retries: int | None, budget: CallBudget | None = None
     ) -> TaskBatchResult:
         settings = self.settings
-        outcome = TaskBatchResult()
-        for body in self._task_bodies(tasks, settings):
-            reply = self._send(settings.base_url, body, _batch, max_retries, api="task", budget=budget)
-            outcome.extend(_submit_outcome(reply))
-        return outcome
+        bodies = self._task_bodies(tasks, settings)
+        return _submit_outcome(
+            [self._send(self._task_call(settings, body, max_retries, budget), _batch) for body in bodies]
+        )
 
     async def asubmit_tasks(
         self, tasks: Sequence[TaskLike], *, max_retries: int | None = None
@@ -149,15 +161,11 @@ class TaskApiMixin(MiniMaxBaseHook):
     ) -> TaskBatchResult:
         settings = await self.aget_settings()
         sends = [
-            self._asend(settings.base_url, body, _batch, max_retries, api="task", budget=budget)
+            self._asend(self._task_call(settings, body, max_retries, budget), _batch)
             for body in self._task_bodies(tasks, settings)
         ]
         # One chunk is awaited in place: gather would wrap it in a task, two more turns of the loop.
-        replies = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
-        outcome = TaskBatchResult()
-        for reply in replies:
-            outcome.extend(_submit_outcome(reply))
-        return outcome
+        return _submit_outcome([await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends))
 
     @staticmethod
     def _polls(task_uuids: str | Iterable[str]) -> list[GetResponseTask]:
@@ -203,9 +211,7 @@ class TaskApiMixin(MiniMaxBaseHook):
             return _sync_answer(outcome, task.task_uuid)
         accepted = AcceptedTask(task, budget)
         return accepted.wait(
-            lambda: self._send(
-                settings.base_url, accepted.poll, _batch, max_retries, api="task", budget=budget
-            )
+            lambda: self._send(self._task_call(settings, accepted.poll, max_retries, budget), _batch)
         )
 
     async def atext_inference(
@@ -225,9 +231,7 @@ class TaskApiMixin(MiniMaxBaseHook):
             return _sync_answer(outcome, task.task_uuid)
         accepted = AcceptedTask(task, budget)
         return await accepted.await_result(
-            lambda: self._asend(
-                settings.base_url, accepted.poll, _batch, max_retries, api="task", budget=budget
-            )
+            lambda: self._asend(self._task_call(settings, accepted.poll, max_retries, budget), _batch)
         )
 
     def stream_text_inference(
@@ -241,7 +245,7 @@ class TaskApiMixin(MiniMaxBaseHook):
         settings = self.settings
         self._require_api(settings, "task")
         task = self.new_text_inference(messages, delivery_method="stream", **params)
-        yield from self._stream(settings.base_url, [task.to_wire()], _STREAM, max_retries, api="task")
+        yield from self._stream(self._task_call(settings, [task.to_wire()], max_retries), _STREAM)
 
     async def astream_text_inference(
         self, messages: Messages, *, max_retries: int | None = None, **params: Any
@@ -254,9 +258,7 @@ class TaskApiMixin(MiniMaxBaseHook):
         settings = await self.aget_settings()
         self._require_api(settings, "task")
         task = self.new_text_inference(messages, delivery_method="stream", **params)
-        async for chunk in self._astream(
-            settings.base_url, [task.to_wire()], _STREAM, max_retries, api="task"
-        ):
+        async for chunk in self._astream(self._task_call(settings, [task.to_wire()], max_retries), _STREAM):
             yield chunk
 
 
@@ -287,7 +289,7 @@ def _unique_tasks(tasks: Iterable[TaskLike]) -> list[TaskLike]:
                 parameter=f"tasks[{index}]",
             )
         first = unique.setdefault(task.task_uuid, task)
-        if first != task:
+        if first is not task and first != task:
             raise MiniMaxValidationError(
                 f"tasks[{index}] reuses taskUUID {task.task_uuid} for a different request; "
                 "each request needs its own taskUUID",
@@ -314,12 +316,24 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
-def _submit_outcome(envelope: TaskBatchResult) -> TaskBatchResult:
-    """Count ``conflictTaskUUID`` as accepted: the first submit of that UUID went through."""
-    conflicts = [e for e in envelope.errors if e.code == CONFLICT_CODE and e.task_uuid]
-    envelope.already_accepted.extend(str(e.task_uuid) for e in conflicts)
-    envelope.errors = [e for e in envelope.errors if e.code != CONFLICT_CODE]
-    return envelope
+def _submit_outcome(replies: Sequence[TaskBatchResult]) -> TaskBatchResult:
+    """The answers to a submit's requests as one; ``conflictTaskUUID`` counts as accepted.
+
+    A conflict means the first submit of that taskUUID went through: its task is to be polled.
+
+    :param replies: the answer to each request, in order.
+    """
+    if len(replies) == 1:
+        outcome = replies[0]
+    else:
+        outcome = TaskBatchResult()
+        for reply in replies:
+            outcome.extend(reply)
+    if outcome.errors:
+        conflicts = [e for e in outcome.errors if e.code == CONFLICT_CODE and e.task_uuid]
+        outcome.already_accepted.extend(str(e.task_uuid) for e in conflicts)
+        outcome.errors = [e for e in outcome.errors if e.code != CONFLICT_CODE]
+    return outcome
 
 
 def _batch(response: httpx.Response) -> TaskBatchResult:

@@ -66,6 +66,7 @@ class MiniMaxBaseHook(BaseHook):
         self._settings: MiniMaxConnectionSettings | None = None
         self._settings_loading: asyncio.Future[MiniMaxConnectionSettings] | None = None
         self._async_client: httpx.AsyncClient | None = None
+        self._policies: dict[tuple[Api, int | None], tuple[MiniMaxConnectionSettings, RetryPolicy]] = {}
         #: Chat requests resent after a read timeout or a cut answer: each may have been billed twice.
         self.chat_resends_after_timeout = 0
 
@@ -203,79 +204,76 @@ class MiniMaxBaseHook(BaseHook):
         self,
         settings: MiniMaxConnectionSettings,
         url: str,
-        max_retries: int | None,
+        body: Any,
         api: Api,
-        budget: CallBudget | None,
-    ) -> _Call:
-        """What a call to ``url`` may spend and how it retries; a fresh budget unless one is shared."""
-        budget = budget or CallBudget(settings, url)
+        max_retries: int | None = None,
+        budget: CallBudget | None = None,
+    ) -> ApiCall:
+        """One POST of a call: where it goes, what it carries, what it may spend, how it retries.
+
+        :param settings: the connection's settings.
+        :param url: the URL to POST to.
+        :param body: the JSON body.
+        :param api: the API called.
+        :param max_retries: retries for transient failures; the connection's when None.
+        :param budget: the budget of a call that spans several requests; a fresh one when None.
+        """
+        return ApiCall(
+            url, body, api, budget or CallBudget(settings, url), self._policy(settings, api, max_retries)
+        )
+
+    def _policy(self, settings: MiniMaxConnectionSettings, api: Api, max_retries: int | None) -> RetryPolicy:
+        """How the hook's calls to ``api`` retry: built once per API and retry count, not per call."""
+        known = self._policies.get((api, max_retries))
+        if known is not None and known[0] is settings:
+            return known[1]
         chat = api == "chat"
         policy = replace(
             RetryPolicy.for_connection(settings, max_retries),
             retry_sent=settings.chat_retry_on_read_timeout or not chat,
-            time_left=budget.remaining,
             on_resend=self._count_chat_resend if chat else None,
         )
-        return _Call(url, api, budget, policy)
+        self._policies[(api, max_retries)] = (settings, policy)
+        return policy
 
     def _count_chat_resend(self) -> None:
         self.chat_resends_after_timeout += 1
 
     # ---------------------------------------------------------------- the one send per API
 
-    def _send(
-        self,
-        url: str,
-        body: Any,
-        parse: Callable[[httpx.Response], T],
-        max_retries: int | None = None,
-        *,
-        api: Api,
-        budget: CallBudget | None = None,
-    ) -> T:
-        """POST ``body`` and parse the answer, retrying transient failures within the call's budget.
+    def _send(self, call: ApiCall, parse: Callable[[httpx.Response], T]) -> T:
+        """POST the call's body and parse the answer, retrying transient failures within its budget.
 
-        :param budget: the budget of a call that spans several requests; a fresh one when omitted.
+        :param call: the POST.
+        :param parse: reads the answer into the call's result, or raises its typed error.
         """
-        call = self._call(self.settings, url, max_retries, api, budget)
         try:
-            for attempt in call.policy.retrying():
+            for attempt in call.policy.retrying(call.budget.remaining):
                 with attempt:
-                    return parse(self._exchange(self.client, url, body, call.budget))
+                    return parse(self._exchange(self.client, call))
             raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
         except Exception as err:
             failure = call.failure(err)
         raise failure  # outside the handler: a scrubbed error must not keep the raw one as its context
 
-    async def _asend(
-        self,
-        url: str,
-        body: Any,
-        parse: Callable[[httpx.Response], T],
-        max_retries: int | None = None,
-        *,
-        api: Api,
-        budget: CallBudget | None = None,
-    ) -> T:
+    async def _asend(self, call: ApiCall, parse: Callable[[httpx.Response], T]) -> T:
         """Async :meth:`_send`."""
-        call = self._call(await self.aget_settings(), url, max_retries, api, budget)
         client = await self.aclient()
         try:
-            async for attempt in call.policy.async_retrying():
+            async for attempt in call.policy.async_retrying(call.budget.remaining):
                 with attempt:
-                    return parse(await self._aexchange(client, url, body, call.budget))
+                    return parse(await self._aexchange(client, call))
             raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
         except Exception as err:
             failure = call.failure(err)
         raise failure
 
     @staticmethod
-    def _exchange(
-        client: httpx.Client, url: str, body: Any, budget: CallBudget, *, stream: bool = False
-    ) -> httpx.Response:
+    def _exchange(client: httpx.Client, call: ApiCall, *, stream: bool = False) -> httpx.Response:
         """One POST: an opened event stream when one was asked for and given, else the read answer."""
+        budget = call.budget
         budget.check()
-        response = client.send(budget.request(client, url, body, stream), stream=True)
+        response = client.send(budget.request(client, call.url, call.body, stream), stream=True)
         if _guard(response, budget, stream):
             return response
         try:
@@ -291,12 +289,11 @@ class MiniMaxBaseHook(BaseHook):
         return _answer(response, bytes(decoded))
 
     @staticmethod
-    async def _aexchange(
-        client: httpx.AsyncClient, url: str, body: Any, budget: CallBudget, *, stream: bool = False
-    ) -> httpx.Response:
+    async def _aexchange(client: httpx.AsyncClient, call: ApiCall, *, stream: bool = False) -> httpx.Response:
         """Async :meth:`_exchange`."""
+        budget = call.budget
         budget.check()
-        response = await client.send(budget.request(client, url, body, stream), stream=True)
+        response = await client.send(budget.request(client, call.url, call.body, stream), stream=True)
         if _guard(response, budget, stream):
             return response
         try:
@@ -311,21 +308,16 @@ class MiniMaxBaseHook(BaseHook):
             await response.aclose()
         return _answer(response, bytes(decoded))
 
-    def _stream(
-        self,
-        url: str,
-        body: Any,
-        shape: StreamShape[T],
-        max_retries: int | None,
-        *,
-        api: Api,
-    ) -> Iterator[T]:
-        """POST for an SSE answer and yield its chunks; retries cover only the time before the first event."""
-        call = self._call(self.settings, url, max_retries, api, None)
+    def _stream(self, call: ApiCall, shape: StreamShape[T]) -> Iterator[T]:
+        """POST for an SSE answer and yield its chunks; retries cover only the time before the first event.
+
+        :param call: the POST.
+        :param shape: how to read the API's stream.
+        """
         try:
-            for attempt in call.policy.retrying():
+            for attempt in call.policy.retrying(call.budget.remaining):
                 with attempt:
-                    response = self._exchange(self.client, url, body, call.budget, stream=True)
+                    response = self._exchange(self.client, call, stream=True)
                     if not is_event_stream(response):
                         shape.check(response)
             yield from events(response, shape, call.budget)
@@ -334,22 +326,13 @@ class MiniMaxBaseHook(BaseHook):
             failure = call.failure(err)
         raise failure
 
-    async def _astream(
-        self,
-        url: str,
-        body: Any,
-        shape: StreamShape[T],
-        max_retries: int | None,
-        *,
-        api: Api,
-    ) -> AsyncIterator[T]:
+    async def _astream(self, call: ApiCall, shape: StreamShape[T]) -> AsyncIterator[T]:
         """Async :meth:`_stream`."""
-        call = self._call(await self.aget_settings(), url, max_retries, api, None)
         client = await self.aclient()
         try:
-            async for attempt in call.policy.async_retrying():
+            async for attempt in call.policy.async_retrying(call.budget.remaining):
                 with attempt:
-                    response = await self._aexchange(client, url, body, call.budget, stream=True)
+                    response = await self._aexchange(client, call, stream=True)
                     if not is_event_stream(response):
                         shape.check(response)
             async for chunk in aevents(response, shape, call.budget):
@@ -360,17 +343,19 @@ class MiniMaxBaseHook(BaseHook):
         raise failure
 
 
-@dataclass(frozen=True)
-class _Call:
-    """One hook call: its URL and API, what it may spend, how it retries.
+@dataclass(slots=True)
+class ApiCall:
+    """One POST of a hook call: where it goes, what it carries, what it may spend, how it retries.
 
     :param url: the URL called.
+    :param body: the JSON body.
     :param api: the API called.
-    :param budget: the call's budget.
-    :param policy: its retry policy, stopping before the budget's deadline.
+    :param budget: the call's budget; its deadline also stops the retries.
+    :param policy: its retry policy.
     """
 
     url: str
+    body: Any
     api: Api
     budget: CallBudget
     policy: RetryPolicy
