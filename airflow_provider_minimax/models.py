@@ -244,7 +244,7 @@ class TaskResult(_TolerantModel):
 
 
 class TaskApiResponse(_TolerantModel):
-    """The task API envelope: ``data`` and/or ``errors``; older ``error`` forms are normalised."""
+    """The task API envelope: ``data`` and/or ``errors``; a bare array and older ``error`` forms accepted."""
 
     data: list[TaskResult] = Field(default_factory=list)
     errors: list[ApiError] = Field(default_factory=list)
@@ -252,6 +252,8 @@ class TaskApiResponse(_TolerantModel):
     @model_validator(mode="before")
     @classmethod
     def _normalise_error_forms(cls, raw: Any) -> Any:
+        if isinstance(raw, list):
+            return {"data": raw}
         if not isinstance(raw, dict) or "error" not in raw:
             return raw
         raw = dict(raw)

@@ -120,7 +120,7 @@ def _status_error(response: httpx.Response, api: str, detail: str) -> MiniMaxErr
     return cls(
         message,
         status_code=response.status_code,
-        retry_after=parse_retry_after(response.headers.get("retry-after")),
+        retry_after=_retry_after(response),
     )
 
 
@@ -133,7 +133,32 @@ def parse_task_response(response: httpx.Response) -> TaskApiResponse:
     :param response: a fully read response.
     """
     status = response.status_code
-    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    envelope = _task_envelope(response)
+    unscoped = [e for e in envelope.errors if not e.task_uuid]
+    if status in (401, 402, 403) or unscoped:
+        scoped_or_not = unscoped or envelope.errors
+        if not scoped_or_not:
+            raise _status_error(response, "task", response.text)
+        raise api_error(scoped_or_not[0], status if status >= 400 else None, _retry_after(response))
+    if status >= 400 and not envelope.errors:
+        raise _status_error(response, "task", response.text)
+    return envelope
+
+
+def _task_envelope(response: httpx.Response) -> TaskApiResponse:
+    """The envelope of a task-API answer; an answer without one (not JSON, transient) is raised.
+
+    The body is validated from its bytes in one pass; only a body that fails that is read
+    again as Python's JSON reader reads it, to tell which failure it is.
+
+    :param response: a fully read response.
+    """
+    status = response.status_code
+    if not is_retryable_status(status):
+        try:
+            return TaskApiResponse.model_validate_json(response.content)
+        except ValidationError:
+            pass  # told apart below
     body = _json_body(response)
     if is_retryable_status(status) or body is None:
         if body is None and status < 300:
@@ -144,24 +169,19 @@ def parse_task_response(response: httpx.Response) -> TaskApiResponse:
             )
         first = _first_error(body)
         if first is not None:
-            raise api_error(first, status, retry_after)
+            raise api_error(first, status, _retry_after(response))
         raise _status_error(response, "task", response.text)
     try:
-        envelope = TaskApiResponse.model_validate(body if isinstance(body, dict) else {"data": body})
+        return TaskApiResponse.model_validate(body if isinstance(body, dict) else {"data": body})
     except ValidationError as err:
         raise MiniMaxServerError(
             f"MiniMax task API answered with an unexpected shape: {err.errors()[0]['msg']}",
             status_code=status,
         ) from None
-    unscoped = [e for e in envelope.errors if not e.task_uuid]
-    if status in (401, 402, 403) or unscoped:
-        scoped_or_not = unscoped or envelope.errors
-        if not scoped_or_not:
-            raise _status_error(response, "task", response.text)
-        raise api_error(scoped_or_not[0], status if status >= 400 else None, retry_after)
-    if status >= 400 and not envelope.errors:
-        raise _status_error(response, "task", response.text)
-    return envelope
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    return parse_retry_after(response.headers.get("retry-after"))
 
 
 def _first_error(body: Any) -> ApiError | None:
@@ -253,15 +273,21 @@ def parse_chat_response(response: httpx.Response) -> ChatCompletion:
     """
     raise_for_chat_status(response)
     status = response.status_code
-    body = _json_body(response)
-    if not isinstance(body, dict):
-        raise malformed("chat", status, "the body is not a JSON object")
-    if isinstance(body.get("error"), dict):
-        raise chat_error(status, _error_detail(body["error"]))
     try:
-        completion = ChatCompletion.model_validate(body)
-    except ValidationError as err:
-        raise malformed("chat", status, _shape_problem(err)) from None
+        completion = ChatCompletion.model_validate_json(response.content)
+    except ValidationError:
+        completion = None  # told apart below
+    if completion is None or "error" in (completion.model_extra or ()):
+        # Read again as Python's JSON reader reads it: an error object, or which shape is wrong.
+        body = _json_body(response)
+        if not isinstance(body, dict):
+            raise malformed("chat", status, "the body is not a JSON object")
+        if isinstance(body.get("error"), dict):
+            raise chat_error(status, _error_detail(body["error"]))
+        try:
+            completion = ChatCompletion.model_validate(body)
+        except ValidationError as err:
+            raise malformed("chat", status, _shape_problem(err)) from None
     if completion.base_resp is not None and completion.base_resp.status_code != 0:
         raise base_resp_error(completion.base_resp.status_code, completion.base_resp.status_msg)
     if not completion.choices:
@@ -277,9 +303,8 @@ def raise_for_chat_status(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
     body = _json_body(response)
-    retry_after = parse_retry_after(response.headers.get("retry-after"))
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        raise chat_error(response.status_code, _error_detail(body["error"]), retry_after)
+        raise chat_error(response.status_code, _error_detail(body["error"]), _retry_after(response))
     raise _status_error(response, "chat", response.text)
 
 
