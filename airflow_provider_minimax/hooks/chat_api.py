@@ -54,7 +54,7 @@ class ChatApiMixin(MiniMaxBaseHook):
         return build(
             ChatCompletionRequest,
             "chat completions request",
-            model=checked_text(model, "model") or self._default_model("chat"),
+            model=self._model(model, "chat"),
             messages=turns,
             extra_body=extra_body,
             **fields,

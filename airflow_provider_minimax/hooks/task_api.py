@@ -17,7 +17,6 @@ from airflow_provider_minimax.hooks.events import StreamShape
 from airflow_provider_minimax.hooks.request_building import (
     Messages,
     build,
-    checked_text,
     normalise_messages,
     split_system,
 )
@@ -101,7 +100,7 @@ class TaskApiMixin(MiniMaxBaseHook):
             "textInference task",
             # "is None", not "or": an empty or falsy value is bad input, never a silent default.
             task_uuid=str(uuid.uuid4()) if task_uuid is None else task_uuid,
-            model=checked_text(model, "model") or self._default_model("task"),
+            model=self._model(model, "task"),
             delivery_method=delivery_method,
             messages=turns,
             # An omitted field keeps its default (None) without running its validators.

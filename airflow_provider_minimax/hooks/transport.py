@@ -30,6 +30,7 @@ from airflow_provider_minimax.exceptions import MiniMaxConfigurationError
 from airflow_provider_minimax.hooks.call_budget import CallBudget, GuardedStream
 from airflow_provider_minimax.hooks.events import StreamShape, aevents, events
 from airflow_provider_minimax.hooks.failures import typed_error
+from airflow_provider_minimax.hooks.request_building import checked_text
 from airflow_provider_minimax.hooks.responses import is_event_stream, raise_for_redirect
 from airflow_provider_minimax.retry import RetryPolicy
 
@@ -127,7 +128,14 @@ class MiniMaxBaseHook(BaseHook):
             conn = await sync_to_async(self.get_connection)(self.minimax_conn_id)
         return self._settings_from(conn)
 
-    def _default_model(self, api: str) -> str:
+    def _model(self, model: Any, api: Api) -> str:
+        """The model a request names (checked), or the default: the connection's for its own API.
+
+        :param model: the ``model`` parameter given, or None.
+        :param api: the API the request is for.
+        """
+        if checked_text(model, "model") is not None:
+            return model
         # Async callers load the settings first, so this never reads the connection on the event loop.
         settings = self._settings or self.settings
         return settings.model if settings.api == api else DEFAULT_MODELS[api]
