@@ -1,4 +1,4 @@
-"""What one hook call may spend: a total deadline, an idle limit for streams, a cap on answer bytes."""
+"""What one hook call may spend (deadline, stream idle limit, body cap), and its answer read within it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import httpx
 
 from airflow_provider_minimax.connection import MiniMaxConnectionSettings
 from airflow_provider_minimax.exceptions import MiniMaxDeadlineError, MiniMaxResponseTooLargeError
+from airflow_provider_minimax.hooks.responses import is_event_stream, raise_for_redirect
 
 
 class CallBudget:
@@ -132,3 +133,39 @@ class GuardedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         await self._stream.aclose()  # type: ignore[union-attr]
+
+
+def guard_body(response: httpx.Response, budget: CallBudget, stream: bool) -> bool:
+    """Hold the body to the call's budget; whether it is the event stream asked for (its idle clock starts).
+
+    :param response: the answer, headers received.
+    :param budget: the call's budget.
+    :param stream: an event stream was asked for.
+    """
+    opened = stream and is_event_stream(response)
+    response.stream = GuardedStream(response.stream, budget, capped=not opened and sent_as_is(response))
+    if opened:
+        budget.stream_opened()
+    return opened
+
+
+def sent_as_is(response: httpx.Response) -> bool:
+    """Whether the body has no Content-Encoding: what arrives is what it decodes to."""
+    return "content-encoding" not in response.headers
+
+
+def read_answer(response: httpx.Response, decoded: bytes | None = None) -> httpx.Response:
+    """The read answer for the pure parsers in :mod:`.responses`: itself, or one around its decoded body.
+
+    :param response: the answer, its body read (``decoded`` None) or consumed.
+    :param decoded: the decoded body of an encoded answer.
+    """
+    raise_for_redirect(response)
+    if decoded is None:
+        return response
+    headers = [
+        (name, value)
+        for name, value in response.headers.multi_items()
+        if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    return httpx.Response(response.status_code, headers=headers, content=decoded, request=response.request)

@@ -27,11 +27,11 @@ from airflow_provider_minimax.connection import (
     MiniMaxConnectionSettings,
 )
 from airflow_provider_minimax.exceptions import MiniMaxConfigurationError
-from airflow_provider_minimax.hooks.call_budget import CallBudget, GuardedStream
+from airflow_provider_minimax.hooks.call_budget import CallBudget, guard_body, read_answer, sent_as_is
 from airflow_provider_minimax.hooks.events import StreamShape, aevents, events
 from airflow_provider_minimax.hooks.failures import typed_error
 from airflow_provider_minimax.hooks.request_building import checked_text
-from airflow_provider_minimax.hooks.responses import is_event_stream, raise_for_redirect
+from airflow_provider_minimax.hooks.responses import is_event_stream
 from airflow_provider_minimax.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -282,19 +282,19 @@ class MiniMaxBaseHook(BaseHook):
         budget = call.budget
         budget.check()
         response = client.send(budget.request(client, call.url, call.body, stream), stream=True)
-        if _guard(response, budget, stream):
+        if guard_body(response, budget, stream):
             return response
         try:
-            if _sent_as_is(response):
+            if sent_as_is(response):
                 response.read()  # its guard caps it as it arrives
-                return _answer(response)
+                return read_answer(response)
             decoded = bytearray()
             for piece in response.iter_bytes():
                 decoded += piece
                 budget.check_size(len(decoded))
         finally:
             response.close()
-        return _answer(response, bytes(decoded))
+        return read_answer(response, bytes(decoded))
 
     @staticmethod
     async def _aexchange(client: httpx.AsyncClient, call: ApiCall, *, stream: bool = False) -> httpx.Response:
@@ -302,19 +302,19 @@ class MiniMaxBaseHook(BaseHook):
         budget = call.budget
         budget.check()
         response = await client.send(budget.request(client, call.url, call.body, stream), stream=True)
-        if _guard(response, budget, stream):
+        if guard_body(response, budget, stream):
             return response
         try:
-            if _sent_as_is(response):
+            if sent_as_is(response):
                 await response.aread()
-                return _answer(response)
+                return read_answer(response)
             decoded = bytearray()
             async for piece in response.aiter_bytes():
                 decoded += piece
                 budget.check_size(len(decoded))
         finally:
             await response.aclose()
-        return _answer(response, bytes(decoded))
+        return read_answer(response, bytes(decoded))
 
     def _stream(self, call: ApiCall, shape: StreamShape[T]) -> Iterator[T]:
         """POST for an SSE answer and yield its chunks; retries cover only the time before the first event.
@@ -371,42 +371,6 @@ class ApiCall:
     def failure(self, err: Exception) -> Exception:
         """The call's failure as one of our typed errors; raise it outside the ``except`` block."""
         return typed_error(err, self.url, self.api, self.policy)
-
-
-def _guard(response: httpx.Response, budget: CallBudget, stream: bool) -> bool:
-    """Hold the body to the call's budget; whether it is the event stream asked for (its idle clock starts).
-
-    :param response: the answer, headers received.
-    :param budget: the call's budget.
-    :param stream: an event stream was asked for.
-    """
-    opened = stream and is_event_stream(response)
-    response.stream = GuardedStream(response.stream, budget, capped=not opened and _sent_as_is(response))
-    if opened:
-        budget.stream_opened()
-    return opened
-
-
-def _sent_as_is(response: httpx.Response) -> bool:
-    """Whether the body has no Content-Encoding: what arrives is what it decodes to."""
-    return "content-encoding" not in response.headers
-
-
-def _answer(response: httpx.Response, decoded: bytes | None = None) -> httpx.Response:
-    """The read answer for the pure parsers in :mod:`.responses`: itself, or one around its decoded body.
-
-    :param response: the answer, its body read (``decoded`` None) or consumed.
-    :param decoded: the decoded body of an encoded answer.
-    """
-    raise_for_redirect(response)
-    if decoded is None:
-        return response
-    headers = [
-        (name, value)
-        for name, value in response.headers.multi_items()
-        if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
-    ]
-    return httpx.Response(response.status_code, headers=headers, content=decoded, request=response.request)
 
 
 @cache
