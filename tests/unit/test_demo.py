@@ -9,9 +9,8 @@ from contextlib import closing
 from pathlib import Path
 
 from airflow_provider_minimax.results import Usage
-from airflow_provider_minimax.testing.demo import (
-    CHAT_PRICES,
-    Endpoints,
+from airflow_provider_minimax.testing.demo import CHAT_PRICES, Endpoints
+from airflow_provider_minimax.testing.demo_report import (
     RunReport,
     api_table,
     spend_by_api,
