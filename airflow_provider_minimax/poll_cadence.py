@@ -126,7 +126,12 @@ def poll_delays(poll_interval: float, max_poll_interval: float) -> Iterator[floa
 
 
 def progress_delay(
-    progress: TaskProgress, elapsed: float, last_wait: float, poll_interval: float, max_poll_interval: float
+    progress: TaskProgress,
+    elapsed: float,
+    last_wait: float,
+    poll_interval: float,
+    max_poll_interval: float,
+    pending: float | None = None,
 ) -> float:
     """The wait before the next poll, predicted from the tasks finished so far.
 
@@ -142,11 +147,16 @@ def progress_delay(
     :param last_wait: the wait that led to the poll just made.
     :param poll_interval: the shortest wait.
     :param max_poll_interval: the cap of the wait.
+    :param pending: how many tasks are estimated still running, when the last poll asked only a
+        sample of them (see :func:`~airflow_provider_minimax.polling.wait_for_tasks`); default:
+        every task not seen finished.
     """
-    finished = len(progress.task_uuids) - len(progress.pending)
+    if pending is None:
+        pending = len(progress.pending)
+    finished = len(progress.task_uuids) - pending
     if finished <= 0 or elapsed <= 0:
         return next_interval(last_wait, max_poll_interval)
-    eta = len(progress.pending) * elapsed / finished
+    eta = pending * elapsed / finished
     if eta > poll_interval:
         return min(max_poll_interval, eta)
     # Due by now: short waits while the last ones keep finishing, growing once they stop (stragglers).

@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: The share of a sample found finished from which the rest of the pending tasks are polled in the
+#: same tick: below it, most of a full poll's requests would ask about tasks still running.
+FULL_POLL_SHARE = 0.75
+
 
 def require_task_api(hook: MiniMaxHook, who: str) -> None:
     """Refuse a connection on the chat API where the task API is needed (reads it; no HTTP call).
@@ -76,9 +80,12 @@ def wait_for_tasks(
     """Poll in the worker (``deferrable=False``) at the trigger's cadence; same result shape as its event.
 
     Only tasks still running are polled again, at the pace their progress predicts
-    (:func:`~airflow_provider_minimax.poll_cadence.progress_delay`). Transient failures (after
-    the hook's retries) count against ``max_consecutive_failures``; any other failure ends the
-    wait at once.
+    (:func:`~airflow_provider_minimax.poll_cadence.progress_delay`). While more tasks are pending
+    than one request carries, a tick first polls a sample spread over them (one request), and
+    polls the rest only once the sample says most of them finished (:func:`poll_tick`): a batch
+    of N tasks costs about N / ``max_tasks_per_request`` requests plus one per tick, however
+    early its first ticks come. Transient failures (after the hook's retries) count against
+    ``max_consecutive_failures``; any other failure ends the wait at once.
 
     :param hook: the hook to poll with.
     :param task_uuids: the tasks to wait on.
@@ -104,7 +111,7 @@ def wait_for_tasks(
         if clock() >= end_time:
             break
         try:
-            batch = get_responses(hook, progress.pending)
+            estimate = poll_tick(hook, progress, clock)
         except MiniMaxError as err:
             failures += 1
             if not is_transient(err) or failures >= max_consecutive_failures:
@@ -113,14 +120,55 @@ def wait_for_tasks(
             delay = next_interval(delay, max_poll_interval)
             continue
         failures = 0
-        progress.update(group_batch(batch), clock())
         if on_progress is not None:
             on_progress(progress)
         if progress.done:
             return progress.succeeded()
         log.info("%d MiniMax task(s) still running: %s", len(progress.pending), abbreviate(progress.pending))
-        delay = progress_delay(progress, clock() - started, delay, poll_interval, max_poll_interval)
+        elapsed = clock() - started
+        delay = progress_delay(progress, elapsed, delay, poll_interval, max_poll_interval, estimate)
+        if estimate < len(progress.task_uuids):
+            # A rate seen over `elapsed` seconds predicts no further than that much ahead (the
+            # first tasks' own latency skews an early one); a tick costs one request: measure again.
+            delay = min(delay, max(poll_interval, elapsed))
     return progress.timed_out(end_time)
+
+
+def sample_of(pending: Sequence[str], size: int) -> list[str]:
+    """At most ``size`` of the pending tasks, spread evenly over them (all of them when they fit).
+
+    Spread over the submission order, a sample finishes at the pace of the whole batch whether
+    the API runs tasks first come, first served or in any order.
+
+    :param pending: the tasks still running, in submission order.
+    :param size: the most UUIDs to pick (one request's worth).
+    """
+    if len(pending) <= size:
+        return list(pending)
+    return list(pending[:: -(-len(pending) // size)])
+
+
+def poll_tick(hook: MiniMaxHook, progress: TaskProgress, clock: Callable[[], float]) -> float:
+    """One tick of :func:`wait_for_tasks`: a sample of the pending tasks, then the rest if most finished.
+
+    :param hook: the hook to poll with.
+    :param progress: the wait's progress, updated in place.
+    :param clock: the epoch clock.
+    :return: how many tasks are estimated still running (exact unless only a sample was polled).
+    """
+    before = len(progress.pending)
+    sample = sample_of(progress.pending, hook.settings.max_tasks_per_request)
+    progress.update(group_batch(get_responses(hook, sample)), clock())
+    unasked = before - len(sample)
+    if not unasked:
+        return len(progress.pending)
+    share = (before - len(progress.pending)) / len(sample)
+    if share < FULL_POLL_SHARE:
+        # The tasks not asked about are likely to have finished at the sample's pace.
+        return len(progress.pending) - unasked * share
+    progress.update(group_batch(get_responses(hook, progress.pending)), clock())
+    progress.progressed = len(progress.pending) < before  # over the whole tick, sample included
+    return len(progress.pending)
 
 
 # ------------------------------------------------------------------------------------ how a wait ended
