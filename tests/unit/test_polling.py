@@ -13,7 +13,7 @@ from hook_testlib import TASK_URL, make_hook, task_result, v4
 from airflow_provider_minimax.exceptions import MiniMaxValidationError
 from airflow_provider_minimax.models import TaskResult
 from airflow_provider_minimax.poll_cadence import check_cadence, progress_delay
-from airflow_provider_minimax.polling import wait_for_tasks
+from airflow_provider_minimax.polling import sample_of, wait_for_tasks
 from airflow_provider_minimax.results import TaskBatchResult, TasksOutcome
 from airflow_provider_minimax.task_progress import (
     TaskProgress,
@@ -260,3 +260,79 @@ def test_normalised_uuids_reuse_the_callers_strings_when_already_canonical():
     normalised = normalise_task_uuids([canonical, upper])
     assert normalised[0] is canonical  # one copy in memory, not two
     assert normalised[1] == v4(2)
+
+
+def test_progress_delay_predicts_from_an_estimated_pending_count():
+    uuids = [v4(i) for i in range(10)]
+    progress = TaskProgress(uuids)
+    progress.progressed = True  # a sample saw tasks finish; none of them is known finished yet
+    assert progress_delay(progress, 5.0, 1.0, 1.0, 10.0, pending=5) == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize(
+    ("pending", "size", "expected"),
+    [
+        (6, 2, [0, 3]),  # every third: spread over the submission order
+        (7, 2, [0, 4]),
+        (2, 2, [0, 1]),  # they fit: all of them
+        (0, 2, []),
+    ],
+)
+def test_sample_of_spreads_at_most_one_request_over_the_pending_tasks(pending, size, expected):
+    uuids = [v4(i) for i in range(pending)]
+    assert sample_of(uuids, size) == [uuids[i] for i in expected]
+
+
+def upstream(finished: set[str]) -> Any:
+    """A getResponse server: the tasks in ``finished`` succeeded, every other one is processing."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked = [t["taskUUID"] for t in json.loads(request.content)]
+        data = [success(u) if u in finished else processing(u) for u in asked]
+        return httpx.Response(200, json={"data": data})
+
+    return answer
+
+
+@respx.mock
+def test_worker_waiter_polls_only_a_sample_while_most_tasks_still_run(monkeypatch):
+    hook, _ = make_hook(monkeypatch, max_tasks_per_request=2)
+    uuids = [v4(i) for i in range(6)]
+    route = respx.post(TASK_URL).mock(side_effect=upstream(set()))
+    clock = Clock()
+    outcome = wait_for_tasks(
+        hook, uuids, end_time=clock.now + 1.5, sleep=clock.sleep, clock=lambda: clock.now
+    )
+    assert outcome.status == "timeout"
+    assert polled_uuids(route) == [[uuids[0], uuids[3]]]  # one request, not three
+
+
+@respx.mock
+def test_worker_waiter_polls_the_rest_in_the_same_tick_once_the_sample_finished(monkeypatch):
+    hook, _ = make_hook(monkeypatch, max_tasks_per_request=2)
+    uuids = [v4(i) for i in range(6)]
+    route = respx.post(TASK_URL).mock(side_effect=upstream(set(uuids)))
+    clock = Clock()
+    outcome = wait_for_tasks(hook, uuids, end_time=clock.now + 60, sleep=clock.sleep, clock=lambda: clock.now)
+    assert outcome.status == "success" and sorted(outcome.results) == sorted(uuids)
+    assert clock.waits == [1.0]
+    assert polled_uuids(route) == [[uuids[0], uuids[3]], [uuids[1], uuids[2]], [uuids[4], uuids[5]]]
+
+
+@respx.mock
+def test_worker_waiter_measures_the_rate_again_before_trusting_a_long_prediction(monkeypatch):
+    hook, _ = make_hook(monkeypatch)
+    uuids = [v4(i) for i in range(4)]
+    finished = {uuids[0]}
+    respx.post(TASK_URL).mock(side_effect=upstream(finished))
+    clock = Clock()
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.waits) == 2:
+            finished.update(uuids)
+
+    outcome = wait_for_tasks(hook, uuids, end_time=clock.now + 60, sleep=sleep, clock=lambda: clock.now)
+    assert outcome.status == "success"
+    # One of four done after 1 s predicts the rest in 3 s; seen over 1 s, it is checked after 1 s.
+    assert clock.waits == [1.0, 1.0]
