@@ -136,11 +136,11 @@ def progress_delay(
     """The wait before the next poll, predicted from the tasks finished so far.
 
     Once some tasks finished, the rate they finish at predicts when the rest will be done: the
-    next poll is then (at most ``max_poll_interval`` away), so a batch's last tasks are seen about
-    one ``poll_interval`` after they finish instead of one grown back-off later, and no poll is
-    spent while little can have changed. Past the prediction, the wait is ``poll_interval`` while
-    tasks keep finishing; it grows x1.5 once a poll finds none finished (stragglers), and while
-    nothing finished yet.
+    next poll is then (at most ``max_poll_interval`` away, and no further ahead than the rate was
+    seen over), so a batch's last tasks are seen about one ``poll_interval`` after they finish
+    instead of one grown back-off later, and no poll is spent while little can have changed.
+    Past the prediction, the wait is ``poll_interval`` while tasks keep finishing; it grows x1.5
+    once a poll finds none finished (stragglers), and while nothing finished yet.
 
     :param progress: what is known about the tasks.
     :param elapsed: seconds since the wait started.
@@ -148,7 +148,7 @@ def progress_delay(
     :param poll_interval: the shortest wait.
     :param max_poll_interval: the cap of the wait.
     :param pending: how many tasks are estimated still running, when the last poll asked only a
-        sample of them (see :func:`~airflow_provider_minimax.polling.wait_for_tasks`); default:
+        sample of them (:func:`~airflow_provider_minimax.task_progress.pending_estimate`); default:
         every task not seen finished.
     """
     if pending is None:
@@ -158,6 +158,8 @@ def progress_delay(
         return next_interval(last_wait, max_poll_interval)
     eta = pending * elapsed / finished
     if eta > poll_interval:
-        return min(max_poll_interval, eta)
+        # A rate seen over `elapsed` seconds predicts no further than that much ahead (the first
+        # tasks' own latency skews an early one): measure it again by then.
+        return min(max_poll_interval, eta, max(poll_interval, elapsed))
     # Due by now: short waits while the last ones keep finishing, growing once they stop (stragglers).
     return poll_interval if progress.progressed else next_interval(last_wait, max_poll_interval)

@@ -33,16 +33,14 @@ from airflow_provider_minimax.task_progress import (
     get_responses,
     group_batch,
     is_transient,
+    pending_estimate,
+    sample_of,
 )
 
 if TYPE_CHECKING:
     from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 
 log = logging.getLogger(__name__)
-
-#: The share of a sample found finished from which the rest of the pending tasks are polled in the
-#: same tick: below it, most of a full poll's requests would ask about tasks still running.
-FULL_POLL_SHARE = 0.75
 
 
 def require_task_api(hook: MiniMaxHook, who: str) -> None:
@@ -125,27 +123,8 @@ def wait_for_tasks(
         if progress.done:
             return progress.succeeded()
         log.info("%d MiniMax task(s) still running: %s", len(progress.pending), abbreviate(progress.pending))
-        elapsed = clock() - started
-        delay = progress_delay(progress, elapsed, delay, poll_interval, max_poll_interval, estimate)
-        if estimate < len(progress.task_uuids):
-            # A rate seen over `elapsed` seconds predicts no further than that much ahead (the
-            # first tasks' own latency skews an early one); a tick costs one request: measure again.
-            delay = min(delay, max(poll_interval, elapsed))
+        delay = progress_delay(progress, clock() - started, delay, poll_interval, max_poll_interval, estimate)
     return progress.timed_out(end_time)
-
-
-def sample_of(pending: Sequence[str], size: int) -> list[str]:
-    """At most ``size`` of the pending tasks, spread evenly over them (all of them when they fit).
-
-    Spread over the submission order, a sample finishes at the pace of the whole batch whether
-    the API runs tasks first come, first served or in any order.
-
-    :param pending: the tasks still running, in submission order.
-    :param size: the most UUIDs to pick (one request's worth).
-    """
-    if len(pending) <= size:
-        return list(pending)
-    return list(pending[:: -(-len(pending) // size)])
 
 
 def poll_tick(hook: MiniMaxHook, progress: TaskProgress, clock: Callable[[], float]) -> float:
@@ -159,13 +138,9 @@ def poll_tick(hook: MiniMaxHook, progress: TaskProgress, clock: Callable[[], flo
     before = len(progress.pending)
     sample = sample_of(progress.pending, hook.settings.max_tasks_per_request)
     progress.update(group_batch(get_responses(hook, sample)), clock())
-    unasked = before - len(sample)
-    if not unasked:
-        return len(progress.pending)
-    share = (before - len(progress.pending)) / len(sample)
-    if share < FULL_POLL_SHARE:
-        # The tasks not asked about are likely to have finished at the sample's pace.
-        return len(progress.pending) - unasked * share
+    estimate = pending_estimate(progress, before, len(sample))
+    if estimate is not None:
+        return estimate
     progress.update(group_batch(get_responses(hook, progress.pending)), clock())
     progress.progressed = len(progress.pending) < before  # over the whole tick, sample included
     return len(progress.pending)

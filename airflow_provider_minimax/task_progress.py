@@ -3,7 +3,9 @@
 One rule for every waiter: the shared poller, :func:`~airflow_provider_minimax.polling.wait_for_tasks`,
 the sensor and a resumed submit all index an answer with :func:`group_batch`, call a task finished
 with :func:`task_state` and track a wait in :class:`TaskProgress`, which builds the
-:class:`~airflow_provider_minimax.results.TasksOutcome` the wait ends with.
+:class:`~airflow_provider_minimax.results.TasksOutcome` the wait ends with. A wait on more tasks
+than one request carries asks a :func:`sample_of` them each tick and reads the rest's progress
+from it (:func:`pending_estimate`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ if TYPE_CHECKING:
 TaskItems = tuple[list[TaskResult], ApiError | None]
 
 _TASK_UUIDS: TypeAdapter[list[str]] = TypeAdapter(list[TaskUUID])
+
+#: The share of a sample found finished from which the rest of the pending tasks are polled in the
+#: same tick: below it, most of a full poll's requests would ask about tasks still running.
+FULL_POLL_SHARE = 0.75
 
 
 def normalise_task_uuids(task_uuids: Iterable[str]) -> list[str]:
@@ -178,6 +184,42 @@ def is_transient(error: BaseException) -> bool:
     :param error: what the poll raised after the hook's own retries.
     """
     return isinstance(error, MiniMaxTransientError)
+
+
+# ------------------------------------------------------------------------------------ sampling a large wait
+
+
+def sample_of(pending: Sequence[str], size: int) -> Sequence[str]:
+    """At most ``size`` of the pending tasks, spread evenly over them (all of them when they fit).
+
+    Spread over the submission order, a sample finishes at the pace of the whole wait whether
+    the API runs tasks first come, first served or in any order.
+
+    :param pending: the tasks still running, in submission order.
+    :param size: the most UUIDs to pick (one request's worth).
+    """
+    if len(pending) <= size:
+        return pending
+    return pending[:: -(-len(pending) // size)]
+
+
+def pending_estimate(progress: TaskProgress, before: int, sampled: int) -> float | None:
+    """After a poll of a sample: how many tasks are likely still running, or None to poll the rest now.
+
+    The tasks not asked about are likely to have finished at the sample's pace. Once at least
+    :data:`FULL_POLL_SHARE` of the sample finished, the rest is worth polling in the same tick.
+
+    :param progress: the wait, updated with the sample's answer.
+    :param before: tasks pending before the sample was polled.
+    :param sampled: tasks in the sample (:func:`sample_of`).
+    """
+    unasked = before - sampled
+    if not unasked:
+        return len(progress.pending)
+    share = (before - len(progress.pending)) / sampled
+    if share >= FULL_POLL_SHARE:
+        return None
+    return len(progress.pending) - unasked * share
 
 
 class TaskProgress:

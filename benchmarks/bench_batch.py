@@ -1,7 +1,7 @@
 """Benchmark MiniMaxBatchOperator against the local emulator, next to the one-call-after-another baseline.
 
 Run: ``python benchmarks/bench_batch.py [--rows 1000] [--latency 0.2] [--concurrency 50]
-[--modes chat,task] [--emulator process|thread] [--input-file]``.
+[--modes chat,task] [--emulator process|thread] [--input-file] [--deferrable]``.
 
 The emulator serves on loopback with a fixed latency per task and a cap of C requests (chat)
 or tasks (task API) served at once, so no client can beat ``rows x latency / C``. By default it
@@ -10,7 +10,8 @@ runs in its own process, as a real API would: in a thread of this process
 against the client. Printed side by side, measured in one run:
 
 - our chat mode (concurrent requests behind the adaptive limiter, ``max_concurrency=C``);
-- our task-API mode (async tasks submitted as arrays, waited on in the worker: ``deferrable=False``);
+- our task-API mode (async tasks submitted as arrays, waited on in the worker: ``deferrable=False``;
+  with ``--deferrable``, in one trigger as the triggerer runs it, then fetched after resuming);
 - the baseline users write today: ``apache-airflow-providers-openai``'s ``OpenAIHook`` pointed
   at the emulator's chat endpoint, one call after another, over a subset of the rows,
   extrapolated per row to all of them (the script says so when it does).
@@ -22,12 +23,14 @@ so a reader can tell who was the bottleneck on a shared machine; in task mode, g
 requests per row and the tail (seconds from the last task finishing upstream to the operator
 returning). ``--input-file`` writes the rows to a JSONL file and runs the operator from
 ``input_path`` to ``output_path`` (streamed), printing rows per second, the peak RSS of this
-process and the memory per row in flight.
+process and the memory per row in flight. With ``--deferrable``, task mode also prints where its
+getResponse requests went: before submitting, in the trigger, and fetching after resuming.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import logging
@@ -41,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from airflow.providers.common.compat.sdk import TaskDeferred
 
 from airflow_provider_minimax.batch import task_mode
 from airflow_provider_minimax.operators.batch import MiniMaxBatchOperator
@@ -121,8 +125,14 @@ def _reset_peak_rss() -> None:
 
 
 def _run_operator(
-    conn_id: str, rows: list[dict[str, Any]] | None, concurrency: int, files: tuple[str, str] | None = None
+    url: str,
+    conn_id: str,
+    rows: list[dict[str, Any]] | None,
+    concurrency: int,
+    files: tuple[str, str] | None = None,
+    polls_at: list[int] | None = None,
 ) -> tuple[float, Any]:
+    """Run the batch; with ``polls_at``, deferred (task API), noting the polls at deferral and resume."""
     operator = MiniMaxBatchOperator(
         task_id="enrich",
         rows=rows,
@@ -130,7 +140,7 @@ def _run_operator(
         output_path=files[1] if files else None,
         prompt_template="Classify the sentiment of this review: {{ review }}",
         conn_id=conn_id,
-        deferrable=False,
+        deferrable=polls_at is not None,
         max_concurrency=concurrency,
         on_row_error="skip",
         # The operator's default cap: polls follow the observed progress, so the cap no longer
@@ -140,8 +150,27 @@ def _run_operator(
     )
     started = time.perf_counter()
     context: Any = {"ti": _TaskInstance(), "task_state_store": _StateStore()}
-    output = operator.execute(context)
+    try:
+        output = operator.execute(context)
+    except TaskDeferred as deferred:
+        polls_at.append(_poll_requests(url))
+        event = asyncio.run(_first_event(deferred.trigger))
+        _wait_ended.append(time.monotonic())
+        polls_at.append(_poll_requests(url))
+        output = getattr(operator, deferred.method_name)(context, event, **(deferred.kwargs or {}))
     return time.perf_counter() - started, output
+
+
+async def _first_event(trigger: Any) -> Any:
+    """The trigger's event, run as the triggerer runs it."""
+    async for event in trigger.run():
+        return event.payload
+    raise SystemExit("the trigger ended without an event")
+
+
+def _poll_requests(url: str) -> int:
+    """getResponse requests the emulator served since its last reset."""
+    return int(httpx.get(f"{url}/_emulator/stats").json()["poll_requests"])
 
 
 def _check_output(path: str, count: int) -> None:
@@ -223,6 +252,8 @@ class Run:
     poll_tail: float | None = None  # ... to the worker's wait returning (the rest is building results)
     rss_before_kb: int = 0
     peak_rss_kb: int = 0
+    #: Deferred: getResponse requests at the deferral and at the resume (the trigger's in between).
+    polls_at: list[int] | None = None
 
 
 def _measure(
@@ -232,13 +263,15 @@ def _measure(
     concurrency: int,
     pid: int | None,
     files: tuple[str, str] | None = None,
+    deferrable: bool = False,
 ) -> Run:
     _reset(url)
     _reset_peak_rss()
     rss_before = _memory_kb("VmRSS")
     cpu, emulator_cpu = _cpu_self(), _cpu_of(pid)
     wait, emulator_wait = _cpu_wait("self"), _cpu_wait(pid)
-    wall, output = _run_operator(conn_id, rows, concurrency, files)
+    polls_at: list[int] | None = [] if deferrable else None
+    wall, output = _run_operator(url, conn_id, rows, concurrency, files, polls_at)
     returned = time.monotonic()
     waited = _wait_ended[-1] if _wait_ended else None
     _wait_ended.clear()
@@ -260,6 +293,7 @@ def _measure(
         poll_requests=int(stats["poll_requests"]),
         tail=None if last_done is None else returned - last_done,
         poll_tail=None if last_done is None or waited is None else waited - last_done,
+        polls_at=polls_at or None,
     )
 
 
@@ -323,6 +357,11 @@ def main() -> None:
         action="store_true",
         help="read the rows from a JSONL file and write the results to one (streamed); print peak RSS",
     )
+    parser.add_argument(
+        "--deferrable",
+        action="store_true",
+        help="task mode waits in a trigger (run here as the triggerer runs it) and fetches after resuming",
+    )
     args = parser.parse_args()
     logging.disable(logging.INFO)  # Per-request log lines would measure the terminal, not the client.
 
@@ -351,7 +390,8 @@ def main() -> None:
         measured: dict[str, Run] = {}
         for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
             conn_id = CHAT_CONN if mode == "chat" else TASK_CONN
-            measured[mode] = run = _measure(url, conn_id, rows, args.concurrency, pid, files)
+            deferrable = args.deferrable and mode == "task"
+            measured[mode] = run = _measure(url, conn_id, rows, args.concurrency, pid, files, deferrable)
             print(f"ours ({mode} mode): {run.wall:7.2f} s for {args.rows} rows ({run.succeeded} succeeded)")
             if files:
                 _check_output(files[1], args.rows)
@@ -393,6 +433,14 @@ def main() -> None:
                 f" {run.emulator_cpu * per_k:13.2f} {run.emulator_cpu / run.wall:9.0%}"
                 f" {run.emulator_wait:9.2f} {polls:>11} {tail:>7} {poll_tail:>10}"
             )
+        for mode, run in measured.items():
+            if run.polls_at is not None:
+                deferred, resumed = run.polls_at
+                print(
+                    f"{mode} mode deferred: getResponse requests per task {deferred / args.rows:.4f} before "
+                    f"deferring (submit), {(resumed - deferred) / args.rows:.4f} in the trigger, "
+                    f"{(run.poll_requests - resumed) / args.rows:.4f} fetching after resuming"
+                )
         if files:
             print()
             window = MiniMaxBatchOperator.window_rows

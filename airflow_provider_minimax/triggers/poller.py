@@ -4,8 +4,10 @@ A triggerer runs all its triggers in one event loop. Instead of each trigger sen
 getResponse requests, triggers on the same connection register their taskUUIDs with one
 :class:`TaskPoller`. Each tick it polls every outstanding UUID that is due, in as few
 requests as the connection's ``max_tasks_per_request`` allows (:mod:`.poll_requests`), and
-resolves each registration when all its tasks have finished. Polling is free and has no side
-effect, so sharing changes nothing but the number of requests.
+resolves each registration when all its tasks have finished. A registration with more pending
+tasks than one request carries is asked a sample of them, and the rest once most of the sample
+finished, as :func:`~airflow_provider_minimax.polling.wait_for_tasks` does. Polling is free and
+has no side effect, so sharing changes nothing but the number of requests.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ from airflow_provider_minimax.exceptions import MiniMaxAuthError, MiniMaxError
 from airflow_provider_minimax.heap_freezer import heap_freezer
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.poll_cadence import check_cadence, next_interval, progress_delay
-from airflow_provider_minimax.task_progress import TaskItems, TaskProgress, group_batch, is_transient
+from airflow_provider_minimax.task_progress import (
+    TaskItems,
+    TaskProgress,
+    group_batch,
+    is_transient,
+    pending_estimate,
+    sample_of,
+)
 from airflow_provider_minimax.triggers.pacing import RESOLVE_SLICE, Pacer
 from airflow_provider_minimax.triggers.poll_requests import (
     REQUESTS_IN_FLIGHT,
@@ -89,17 +98,19 @@ class Registration:
         self.max_consecutive_failures = max_consecutive_failures
         self.failures = 0
 
-    def reschedule(self, now: float, failed: bool = False) -> None:
+    def reschedule(self, now: float, failed: bool = False, pending: float | None = None) -> None:
         """Plan the next poll: when progress predicts the rest done, or one grown wait after a failure.
 
         :param now: loop time the last poll ended.
         :param failed: whether the last poll failed (nothing new was learnt).
+        :param pending: the tasks estimated still running when the poll asked only a sample.
         """
         if failed:
             self.wait = next_interval(self.wait, self.max_poll_interval)
         else:
+            elapsed = now - self.started
             self.wait = progress_delay(
-                self.progress, now - self.started, self.wait, self.poll_interval, self.max_poll_interval
+                self.progress, elapsed, self.wait, self.poll_interval, self.max_poll_interval, pending
             )
         self.due = now + self.wait
 
@@ -251,10 +262,11 @@ class TaskPoller:
         woken before the next group is asked, so a tick for 10,000 tasks never holds 10,000
         answers at once (every full collection meanwhile would walk them)."""
         try:
-            size = REQUESTS_IN_FLIGHT * (await self.hook.aget_settings()).max_tasks_per_request
+            per_request = (await self.hook.aget_settings()).max_tasks_per_request
         except Exception as err:
             self._failed(due, err)
             return
+        size = REQUESTS_IN_FLIGHT * per_request
         group: list[Registration] = []
         tasks = 0
         due.reverse()  # taken from the end, so that no list holds a settled group's answers
@@ -264,16 +276,35 @@ class TaskPoller:
                 self._registrations.pop(registration, None)
                 continue
             group.append(registration)
-            tasks += len(registration.progress.pending)
+            tasks += min(len(registration.progress.pending), per_request)  # a larger one is sampled
             if tasks >= size:
-                await self._poll_group(group)
+                await self._poll_group(group, per_request)
                 group, tasks = [], 0
         if group:
-            await self._poll_group(group)
+            await self._poll_group(group, per_request)
 
-    async def _poll_group(self, due: list[Registration]) -> None:
-        """Poll every pending task of these registrations at once and settle them."""
-        task_uuids = list(dict.fromkeys(u for r in due for u in r.progress.pending))
+    async def _poll_group(
+        self, due: list[Registration], per_request: int, before: dict[Registration, int] | None = None
+    ) -> None:
+        """Poll the pending tasks of these registrations at once and settle them.
+
+        A registration with more pending tasks than one request carries is asked a
+        :func:`~airflow_provider_minimax.task_progress.sample_of` them; one whose sample mostly
+        finished (:func:`pending_estimate`) is polled whole right after, in the same tick, on its
+        own: a tick holds no more answers at once than without sampling.
+
+        :param due: the registrations.
+        :param per_request: the connection's ``max_tasks_per_request``.
+        :param before: polling one whole: its pending count at the tick's start.
+        """
+        sampled = {  # registration -> (its pending count, its sample)
+            r: (len(r.progress.pending), sample_of(r.progress.pending, per_request))
+            for r in due
+            if before is None and len(r.progress.pending) > per_request
+        }
+        task_uuids = list(
+            dict.fromkeys(u for r in due for u in (sampled[r][1] if r in sampled else r.progress.pending))
+        )
         try:
             grouped, refused = await self._fetch(task_uuids)
         except Exception as err:
@@ -282,6 +313,7 @@ class TaskPoller:
         now, wall = self._loop.time(), time.time()
         finished: list[Registration] = []
         suspects: list[Registration] = []
+        whole: dict[Registration, int] = {}  # sampled, and most of the sample finished
         pause = Pacer()
         for registration in due:
             if registration.future.done():  # left while the request was in flight
@@ -294,11 +326,21 @@ class TaskPoller:
                     suspects.append(registration)
                 continue
             registration.failures = 0
-            registration.progress.update(grouped, wall)
-            if registration.progress.done:
+            progress = registration.progress
+            progress.update(grouped, wall)
+            estimate = None
+            if registration in sampled:
+                pending, sample = sampled[registration]
+                estimate = pending_estimate(progress, pending, len(sample))
+                if estimate is None:
+                    whole[registration] = pending
+                    continue
+            elif before is not None:
+                progress.progressed = len(progress.pending) < before[registration]  # the sample's too
+            if progress.done:
                 finished.append(registration)
             else:
-                registration.reschedule(now)
+                registration.reschedule(now, pending=estimate)
             if pause.due():
                 await asyncio.sleep(0)
         if suspects:  # in a refused group not narrowed down this tick: a failed poll, not a verdict
@@ -307,6 +349,8 @@ class TaskPoller:
             self._resolve(registration, None)
             if count % RESOLVE_SLICE == 0:
                 await asyncio.sleep(0)  # let the woken triggers run before waking more
+        for registration, pending in whole.items():
+            await self._poll_group([registration], per_request, {registration: pending})
 
     def _failed(
         self, registrations: list[Registration], err: BaseException, *, transient: bool | None = None

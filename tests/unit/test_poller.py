@@ -15,6 +15,7 @@ from hook_testlib import CONN_ID, SECRET_KEY, TASK_URL, set_connection, v4
 from poll_testlib import FAST, PollApi, mocked_poll_api
 
 from airflow_provider_minimax import heap_freezer
+from airflow_provider_minimax.task_progress import sample_of
 from airflow_provider_minimax.triggers import poll_requests
 from airflow_provider_minimax.triggers import poller as poller_module
 from airflow_provider_minimax.triggers.poller import DEADLINE, TaskPoller, expire
@@ -303,3 +304,39 @@ async def test_a_refused_request_of_several_chunks_is_split_chunk_first(api, mon
     assert [i for i, e in enumerate(endings) if e is not None] == [21]
     # 4 chunks refused as one call; then one request per chunk (4), then 8 → 1 in halves (2 x 3).
     assert len(api.requests) <= 4 + 4 + 6
+
+
+async def test_a_large_registration_asks_one_sample_per_tick_while_most_tasks_run(api, monkeypatch):
+    set_connection(monkeypatch, max_retries=0, max_tasks_per_request=10)
+    api.finish_after = 1000
+    uuids = [v4(i) for i in range(60)]
+    poller = TaskPoller.shared(CONN_ID)
+    registration = poller.register(uuids, **FAST)
+    async with asyncio.timeout(5):
+        while len(api.requests) < 3:
+            await asyncio.sleep(0.005)
+    assert api.requests[:3] == [uuids[::6]] * 3  # one request per tick: 10 of the 60, spread over them
+    api.finish_after = 1  # the sample finishes: the rest is polled in the same tick
+    assert await asyncio.wait_for(registration.future, 5) is None
+    assert set(registration.progress.results) == set(uuids)
+    assert api.requests[-6] == uuids[::6]
+    assert sorted(u for r in api.requests[-5:] for u in r) == sorted(set(uuids) - set(uuids[::6]))
+    poller.unregister(registration)
+
+
+async def test_a_sample_mostly_still_running_leaves_the_rest_unasked(api, monkeypatch):
+    set_connection(monkeypatch, max_retries=0, max_tasks_per_request=10)
+    api.finish_after = 1
+    uuids = [v4(i) for i in range(60)]
+    for task_uuid in uuids[::12]:  # half of the sample finishes, the other half runs on
+        api.polls[task_uuid] = -1000
+    poller = TaskPoller.shared(CONN_ID)
+    registration = poller.register(uuids, **FAST)
+    async with asyncio.timeout(5):
+        while len(api.requests) < 2:
+            await asyncio.sleep(0.005)
+    assert api.requests[0] == uuids[::6]
+    # The next tick samples the 55 tasks not seen finished: the 50 unasked ones were left alone.
+    running = [u for u in uuids if u not in uuids[6::12]]
+    assert api.requests[1] == sample_of(running, 10)
+    poller.unregister(registration)

@@ -13,13 +13,14 @@ from hook_testlib import TASK_URL, make_hook, task_result, v4
 from airflow_provider_minimax.exceptions import MiniMaxValidationError
 from airflow_provider_minimax.models import TaskResult
 from airflow_provider_minimax.poll_cadence import check_cadence, progress_delay
-from airflow_provider_minimax.polling import sample_of, wait_for_tasks
+from airflow_provider_minimax.polling import wait_for_tasks
 from airflow_provider_minimax.results import TaskBatchResult, TasksOutcome
 from airflow_provider_minimax.task_progress import (
     TaskProgress,
     classify,
     group_batch,
     normalise_task_uuids,
+    sample_of,
     task_state,
 )
 
@@ -47,8 +48,9 @@ def failed(task_uuid: str, code: str = "inferenceError") -> dict[str, Any]:
     [
         (0, 10, 1.0, 1.0, 1.5),  # nothing finished yet: the x1.5 back-off
         (0, 10, 9.0, 8.0, 10.0),  # ... capped
-        (2, 10, 2.0, 1.0, 8.0),  # 1 task/s, 8 left: poll when they should be done
-        (1, 100, 1.0, 1.0, 10.0),  # ... never later than the cap
+        (5, 10, 5.0, 1.0, 5.0),  # 1 task/s, 5 left: poll when they should be done
+        (2, 10, 2.0, 1.0, 2.0),  # ... and no further ahead than the rate was seen over
+        (10, 100, 20.0, 1.0, 10.0),  # ... never later than the cap
         (9, 10, 9.0, 2.0, 1.0),  # due within one poll_interval, tasks still finishing: poll after one
         (9, 10, 9.0, 1.5, 1.0),  # ... however long the last wait was
     ],
