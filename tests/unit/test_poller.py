@@ -340,3 +340,13 @@ async def test_a_sample_mostly_still_running_leaves_the_rest_unasked(api, monkey
     running = [u for u in uuids if u not in uuids[6::12]]
     assert api.requests[1] == sample_of(running, 10)
     poller.unregister(registration)
+
+
+async def test_a_refused_uuid_outside_the_sample_is_narrowed_down_when_the_rest_is_polled(api, monkeypatch):
+    set_connection(monkeypatch, max_retries=0, max_tasks_per_request=10)
+    api.finish_after, api.poison = 1, {v4(1)}  # not in the sample uuids[::6]
+    uuids = [v4(i) for i in range(60)]
+    registration = TaskPoller.shared(CONN_ID).register(uuids, **FAST)
+    ending = await asyncio.wait_for(registration.future, 5)
+    assert type(ending).__name__ == "MiniMaxInvalidRequestError"
+    assert api.requests[0] == uuids[::6]  # the sample asked alone, answered in full
