@@ -153,6 +153,7 @@ def _run_operator(
     try:
         output = operator.execute(context)
     except TaskDeferred as deferred:
+        assert polls_at is not None  # it defers only when asked to
         polls_at.append(_poll_requests(url))
         event = asyncio.run(_first_event(deferred.trigger))
         _wait_ended.append(time.monotonic())
