@@ -13,7 +13,8 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.poll_cadence import check_cadence
 from airflow_provider_minimax.results import TasksOutcome
-from airflow_provider_minimax.triggers.poller import DEADLINE, TaskPoller, expire
+from airflow_provider_minimax.triggers.poller import TaskPoller
+from airflow_provider_minimax.triggers.registration import DEADLINE, expire
 
 #: The deadline timer's context: ``expire`` reads no context variable, and a timer without one
 #: would copy the caller's (one more object per waiting trigger).

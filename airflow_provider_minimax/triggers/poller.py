@@ -23,7 +23,7 @@ from airflow_provider_minimax.connection import DEFAULT_CONN_ID
 from airflow_provider_minimax.exceptions import MiniMaxAuthError, MiniMaxError
 from airflow_provider_minimax.heap_freezer import heap_freezer
 from airflow_provider_minimax.hooks.minimax import MiniMaxHook
-from airflow_provider_minimax.poll_cadence import check_cadence, next_interval, progress_delay
+from airflow_provider_minimax.poll_cadence import check_cadence
 from airflow_provider_minimax.task_progress import (
     TaskItems,
     TaskProgress,
@@ -40,79 +40,17 @@ from airflow_provider_minimax.triggers.poll_requests import (
     fetch_in_chunks,
     is_refused_as_a_whole,
 )
+from airflow_provider_minimax.triggers.registration import Registration
 
 log = logging.getLogger(__name__)
 
 #: A registration due within this fraction of its current wait joins an earlier tick, so waiters
 #: that started at different moments converge on shared requests (polled up to 25 % early).
 COALESCE_FRACTION = 0.25
-#: What a registration's future holds when its deadline passed first.
-DEADLINE = object()
 
 
 def _is_key_refused(err: MiniMaxError) -> bool:
     return isinstance(err, MiniMaxAuthError) and err.status_code == 401
-
-
-class Registration:
-    """One waiter's tasks, cadence and failure budget inside a :class:`TaskPoller`.
-
-    ``future`` resolves to None when every task finished, to the error that ended polling, or
-    to :data:`DEADLINE` (set by the waiter's own timer, see :func:`expire`).
-
-    :param progress: the tasks and what is known about them.
-    :param future: resolved by the poller.
-    :param started: loop time of the registration.
-    :param poll_interval: the first (and shortest) wait.
-    :param max_poll_interval: the cap of the wait.
-    :param max_consecutive_failures: transient poll failures in a row tolerated.
-    """
-
-    __slots__ = (
-        "due",
-        "failures",
-        "future",
-        "max_consecutive_failures",
-        "max_poll_interval",
-        "poll_interval",
-        "progress",
-        "started",
-        "wait",
-    )
-
-    def __init__(
-        self,
-        progress: TaskProgress,
-        future: asyncio.Future[object],
-        started: float,
-        poll_interval: float,
-        max_poll_interval: float,
-        max_consecutive_failures: int,
-    ) -> None:
-        self.progress = progress
-        self.future = future
-        self.started = started
-        self.poll_interval = self.wait = poll_interval
-        self.due = started + poll_interval
-        self.max_poll_interval = max_poll_interval
-        self.max_consecutive_failures = max_consecutive_failures
-        self.failures = 0
-
-    def reschedule(self, now: float, failed: bool = False, pending: float | None = None) -> None:
-        """Plan the next poll: when progress predicts the rest done, or one grown wait after a failure.
-
-        :param now: loop time the last poll ended.
-        :param failed: whether the last poll failed (nothing new was learnt).
-        :param pending: the tasks estimated still running when the poll asked only a sample.
-        """
-        if failed:
-            self.wait = next_interval(self.wait, self.max_poll_interval)
-        else:
-            elapsed = now - self.started
-            self.wait = progress_delay(
-                self.progress, elapsed, self.wait, self.poll_interval, self.max_poll_interval, pending
-            )
-        self.due = now + self.wait
 
 
 class TaskPoller:
@@ -401,15 +339,6 @@ class TaskPoller:
         self._registrations.pop(registration, None)
         if not registration.future.done():
             registration.future.set_result(error)
-
-
-def expire(future: asyncio.Future[object]) -> None:
-    """End a wait at its deadline (a loop timer calls this); a settled wait is left alone.
-
-    :param future: a registration's future.
-    """
-    if not future.done():
-        future.set_result(DEADLINE)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

@@ -18,7 +18,8 @@ from airflow_provider_minimax import heap_freezer
 from airflow_provider_minimax.task_progress import sample_of
 from airflow_provider_minimax.triggers import poll_requests
 from airflow_provider_minimax.triggers import poller as poller_module
-from airflow_provider_minimax.triggers.poller import DEADLINE, TaskPoller, expire
+from airflow_provider_minimax.triggers.poller import TaskPoller
+from airflow_provider_minimax.triggers.registration import DEADLINE, expire
 
 
 @pytest.fixture
