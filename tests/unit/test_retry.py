@@ -302,6 +302,31 @@ async def test_async_network_failures_are_retried_then_raised(
     await hook.aclose()
 
 
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        pytest.param(
+            httpx.Response(429, json={"error": {"message": "slow"}}), MiniMaxRateLimitError, id="429"
+        ),
+        pytest.param(httpx.Response(503, json={"error": {"message": "busy"}}), MiniMaxServerError, id="503"),
+        pytest.param(httpx.ConnectError("refused"), MiniMaxConnectionError, id="network"),
+    ],
+)
+async def test_async_call_without_retries_sends_once_and_raises_the_typed_error(
+    monkeypatch: pytest.MonkeyPatch,
+    router: respx.MockRouter,
+    answer: httpx.Response | Exception,
+    error: type[MiniMaxError],
+) -> None:
+    # The batch runner's calls (max_retries=0) skip the retry controller: still one typed error, no wait.
+    hook, sleeper = make_hook(monkeypatch, api="chat", max_retries=3)
+    route = router.post(CHAT_COMPLETIONS_URL).mock(side_effect=[answer])
+    with pytest.raises(error):
+        await hook.achat_completion("hi", max_retries=0)
+    assert (route.call_count, sleeper.waits) == (1, [])
+    await hook.aclose()
+
+
 async def test_async_burst_uses_the_async_sleep_and_honours_retry_after(
     monkeypatch: pytest.MonkeyPatch, router: respx.MockRouter
 ) -> None:
