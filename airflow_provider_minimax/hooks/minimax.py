@@ -25,30 +25,12 @@ from airflow_provider_minimax.exceptions import (
     MiniMaxTransientError,
 )
 from airflow_provider_minimax.hooks.chat_api import ChatApiMixin
-from airflow_provider_minimax.hooks.request_building import (
-    Messages,
-    build,
-    normalise_messages,
-    split_system,
-    validation_error,
-)
+from airflow_provider_minimax.hooks.request_building import Messages
 from airflow_provider_minimax.hooks.responses import parse_chat_response
-from airflow_provider_minimax.hooks.task_api import TaskApiMixin, TaskLike
-from airflow_provider_minimax.hooks.transport import default_ssl_context
+from airflow_provider_minimax.hooks.task_api import TaskApiMixin
 from airflow_provider_minimax.results import GenerateResult, result_from_chat, result_from_task
 
-__all__ = [
-    "Messages",
-    "MiniMaxHook",
-    "TaskLike",
-    "build",
-    "default_ssl_context",
-    "normalise_messages",
-    "result_from_chat",
-    "result_from_task",
-    "split_system",
-    "validation_error",
-]
+__all__ = ["Messages", "MiniMaxHook"]
 
 
 class MiniMaxHook(TaskApiMixin, ChatApiMixin):

@@ -256,7 +256,9 @@ class MiniMaxBaseHook(BaseHook):
         :param parse: reads the answer into the call's result, or raises its typed error.
         """
         try:
-            if call.policy.max_retries == 0:  # one attempt: no retry controller to build
+            if call.policy.max_retries == 0:
+                # One attempt (the batch runner's calls: it retries through its limiter): tenacity's
+                # controller would cost more CPU than parsing the answer.
                 return parse(self._exchange(self.client, call))
             for attempt in call.policy.retrying(call.budget.remaining):
                 with attempt:
@@ -270,9 +272,7 @@ class MiniMaxBaseHook(BaseHook):
         """Async :meth:`_send`."""
         client = await self.aclient()
         try:
-            if call.policy.max_retries == 0:
-                # One attempt (the batch runner's calls: it retries through its limiter): tenacity's
-                # controller would cost more CPU than parsing the answer.
+            if call.policy.max_retries == 0:  # one attempt, as in _send
                 return parse(await self._aexchange(client, call))
             async for attempt in call.policy.async_retrying(call.budget.remaining):
                 with attempt:
