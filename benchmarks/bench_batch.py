@@ -12,6 +12,9 @@ against the client. Printed side by side, measured in one run:
 - our chat mode (concurrent requests behind the adaptive limiter, ``max_concurrency=C``);
 - our task-API mode (async tasks submitted as arrays, waited on in the worker: ``deferrable=False``;
   with ``--deferrable``, in one trigger as the triggerer runs it, then fetched after resuming);
+- the floor: the same chat requests sent by bare ``httpx.AsyncClient``s, C in flight (one client
+  each, as our runner gives each request in flight its own pool): what httpx, the emulator and
+  this machine allow any client, so ours is read against it (``--modes chat,httpx,task``);
 - the baseline users write today: ``apache-airflow-providers-openai``'s ``OpenAIHook`` pointed
   at the emulator's chat endpoint, one call after another, over a subset of the rows,
   extrapolated per row to all of them (the script says so when it does).
@@ -162,6 +165,29 @@ def _run_operator(
     return time.perf_counter() - started, output
 
 
+def _run_bare_chat(base_url: str, rows: list[dict[str, Any]], concurrency: int) -> tuple[float, Any]:
+    """The rows' chat requests from bare ``httpx.AsyncClient``s, ``concurrency`` in flight."""
+    headers = {"Authorization": f"Bearer {EMULATOR_API_KEY}"}
+    queue = iter(rows)
+    statuses: list[dict[str, str]] = []
+
+    async def send_rows(client: httpx.AsyncClient) -> None:
+        async with client:
+            for row in queue:
+                prompt = f"Classify the sentiment of this review: {row['review']}"
+                body = {"model": "minimax-m2.7", "messages": [{"role": "user", "content": prompt}]}
+                answer = await client.post(f"{base_url}/chat/completions", json=body, headers=headers)
+                text = answer.json()["choices"][0]["message"]["content"]
+                statuses.append({"status": "success" if answer.is_success and text else "failed"})
+
+    async def run_all() -> None:
+        await asyncio.gather(*(send_rows(httpx.AsyncClient(timeout=60)) for _ in range(concurrency)))
+
+    started = time.perf_counter()
+    asyncio.run(run_all())
+    return time.perf_counter() - started, statuses
+
+
 async def _first_event(trigger: Any) -> Any:
     """The trigger's event, run as the triggerer runs it."""
     async for event in trigger.run():
@@ -259,7 +285,7 @@ class Run:
 
 def _measure(
     url: str,
-    conn_id: str,
+    mode: str,
     rows: list[dict[str, Any]] | None,
     concurrency: int,
     pid: int | None,
@@ -272,7 +298,12 @@ def _measure(
     cpu, emulator_cpu = _cpu_self(), _cpu_of(pid)
     wait, emulator_wait = _cpu_wait("self"), _cpu_wait(pid)
     polls_at: list[int] | None = [] if deferrable else None
-    wall, output = _run_operator(url, conn_id, rows, concurrency, files, polls_at)
+    if mode == "httpx":
+        assert rows is not None  # a file is read by the operator only
+        wall, output = _run_bare_chat(f"{url}/v1", rows, concurrency)
+    else:
+        conn_id = CHAT_CONN if mode == "chat" else TASK_CONN
+        wall, output = _run_operator(url, conn_id, rows, concurrency, files, polls_at)
     returned = time.monotonic()
     waited = _wait_ended[-1] if _wait_ended else None
     _wait_ended.clear()
@@ -351,7 +382,11 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.2, help="emulator seconds per task (default 0.2)")
     parser.add_argument("--concurrency", type=int, default=50, help="emulator concurrency cap C (default 50)")
     parser.add_argument("--baseline-rows", type=int, default=50, help="rows the baseline runs (default 50)")
-    parser.add_argument("--modes", default="chat,task", help="our modes to run: chat,task (default both)")
+    parser.add_argument(
+        "--modes",
+        default="chat,httpx,task",
+        help="what to run: chat, task (our modes), httpx (bare clients' chat floor); default all three",
+    )
     parser.add_argument("--emulator", choices=("process", "thread"), default="process", help="where it runs")
     parser.add_argument(
         "--input-file",
@@ -389,11 +424,16 @@ def main() -> None:
             rows = _rows(args.rows)
         limit = args.rows * args.latency / args.concurrency
         measured: dict[str, Run] = {}
-        for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-            conn_id = CHAT_CONN if mode == "chat" else TASK_CONN
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        if unknown := set(modes) - {"chat", "httpx", "task"}:
+            parser.error(f"--modes: unknown {sorted(unknown)}; choose from chat, httpx, task")
+        if files:
+            modes = [m for m in modes if m != "httpx"]  # the floor sends rows held in memory
+        for mode in modes:
             deferrable = args.deferrable and mode == "task"
-            measured[mode] = run = _measure(url, conn_id, rows, args.concurrency, pid, files, deferrable)
-            print(f"ours ({mode} mode): {run.wall:7.2f} s for {args.rows} rows ({run.succeeded} succeeded)")
+            measured[mode] = run = _measure(url, mode, rows, args.concurrency, pid, files, deferrable)
+            who = "bare httpx floor (chat requests)" if mode == "httpx" else f"ours ({mode} mode)"
+            print(f"{who}: {run.wall:7.2f} s for {args.rows} rows ({run.succeeded} succeeded)")
             if files:
                 _check_output(files[1], args.rows)
         _reset(url)
@@ -421,6 +461,10 @@ def main() -> None:
             f"{'':<6} {'':>7} {'<=1.3x':>9} {f'>={speedup_target}x':>12} {'':>8}"
             f" {'s/1k rows':>11} {'busy':>7} {'waited s':>8} {'s/1k rows':>13} {'busy':>9} {'waited s':>9}"
         )
+
+        def verdict(vs_limit: float, speedup: float) -> str:
+            return "OK" if vs_limit <= 1.3 and speedup >= speedup_target else "MISSED"
+
         for mode, run in measured.items():
             vs_limit, speedup = run.wall / limit, baseline / run.wall
             per_k = 1000 / args.rows
@@ -429,10 +473,16 @@ def main() -> None:
             poll_tail = f"{run.poll_tail:.2f}" if mode == "task" and run.poll_tail is not None else "-"
             print(
                 f"{mode:<6} {run.wall:7.2f} {vs_limit:8.2f}x {speedup:11.1f}x"
-                f" {'OK' if vs_limit <= 1.3 and speedup >= speedup_target else 'MISSED':>8}"
+                f" {'floor' if mode == 'httpx' else verdict(vs_limit, speedup):>8}"
                 f" {run.client_cpu * per_k:11.2f} {run.client_cpu / run.wall:7.0%} {run.client_wait:8.2f}"
                 f" {run.emulator_cpu * per_k:13.2f} {run.emulator_cpu / run.wall:9.0%}"
                 f" {run.emulator_wait:9.2f} {polls:>11} {tail:>7} {poll_tail:>10}"
+            )
+        if "chat" in measured and "httpx" in measured:
+            chat, floor = measured["chat"], measured["httpx"]
+            print(
+                f"chat mode vs the bare httpx floor: {chat.wall / floor.wall:.2f}x the wall time, "
+                f"{chat.client_cpu / floor.client_cpu:.2f}x the client CPU"
             )
         for mode, run in measured.items():
             if run.polls_at is not None:
