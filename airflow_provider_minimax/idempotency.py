@@ -4,10 +4,12 @@ A task instance's item ``i`` at generation ``g`` always has the same taskUUID: a
 shaped hash of the identity and of the request itself. A retried try asks ``getResponse``
 first and submits only what is neither finished nor running; the server refuses a known UUID
 with ``conflictTaskUUID``, so even a crash between "submit" and "remember" cannot make the
-same work be paid twice. The generation moves on only when a UUID's task has failed; Airflow
-3.3's task-state store remembers it so a later try starts there (without the store, the
-conflict walk finds it). The same store keeps what a deferral's resume needs, for the
-runners that drop the deferral's kwargs (``airflow dags test``).
+same work be paid twice. On Airflow >= 3.3 a marker written to the task-state store before
+the first submit lets the first try skip that ``getResponse``: nothing can be known upstream
+yet. The generation moves on only when a UUID's task has failed; Airflow 3.3's task-state
+store remembers it so a later try starts there (without the store, the conflict walk finds
+it). The same store keeps what a deferral's resume needs, for the runners that drop the
+deferral's kwargs (``airflow dags test``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 GENERATIONS_KEY = "minimax_generations"
 WAITING_KEY = "minimax_waiting"
 RESUME_KEY = "minimax_resume"
+#: Written before a task instance's first submit: without it no try can have submitted anything.
+SUBMITTED_KEY = "minimax_submitted"
 #: A UUID's generation moves on only after its task failed; this bounds the walk.
 MAX_GENERATIONS = 32
 #: Rounds of one poll (and one submit) per resolve; with the default cadence, ~6 minutes of waiting
@@ -138,6 +142,28 @@ class GenerationStore:
     def __init__(self, context: Mapping[str, Any]) -> None:
         self._store = context.get("task_state_store")
         self._known: dict[int, int] | None = None
+        #: Whether the store held no submit marker when first asked (None: not asked yet).
+        self._unmarked: bool | None = None
+        self._marked = False
+
+    def never_submitted(self) -> bool:
+        """Whether nothing was submitted for this task instance before this object's own submits.
+
+        True only with a store that held no :data:`SUBMITTED_KEY` marker when first asked; the
+        answer is kept, so the marker this object writes before its first submit does not change
+        it. Without a store (Airflow < 3.3) the answer is always False: anything may be known.
+        """
+        if self._unmarked is None:
+            marker = self._store.get(SUBMITTED_KEY) if self._store is not None else None
+            self._marked = marker is not None
+            self._unmarked = self._store is not None and not self._marked
+        return self._unmarked
+
+    def mark_submitting(self) -> None:
+        """Write the submit marker, once, before this task instance's first submit (no-op without a store)."""
+        if self._store is not None and not self._marked:
+            self._store.set(SUBMITTED_KEY, True)
+            self._marked = True
 
     def load(self) -> dict[int, int]:
         """The generations remembered by earlier tries (read once per try)."""
@@ -230,6 +256,9 @@ def resolve_and_submit(
 
     Decision per item, on its current UUID: finished → reuse; running → wait on it; unknown →
     submit that same UUID; failed → next generation (saved to the store before the submit).
+    When the store says no try submitted anything yet (:meth:`GenerationStore.never_submitted`),
+    every item is unknown and the first poll is skipped; a UUID known upstream after all (a lost
+    store, a concurrent try) draws ``conflictTaskUUID`` and takes the path below.
     A ``conflictTaskUUID`` answer means the UUID was accepted meanwhile: it is never submitted
     again. It is polled again after a back-off; left out of the answer, it is waited on (the
     trigger's grace applies); answered ``taskFailedOrNotFound`` for ``not_found_grace`` seconds
@@ -242,7 +271,9 @@ def resolve_and_submit(
     :param build_task: builds the textInference task of an item for a given taskUUID; it must
         give the same request for the same item on every try.
     :param item_indexes: the items of this task instance.
-    :param store: where generations are remembered between tries.
+    :param store: where generations are remembered between tries; the same object for every call
+        of one execution (a later call's items must be new to it), so only the first call reads
+        the submit marker.
     :param number_results: results per task, to tell a finished task from a partial one.
     :param not_found_grace: seconds a UUID the API says it knows may read as not found.
     :param poll_interval: the wait before polling a conflicted UUID again; then x1.5.
@@ -256,12 +287,13 @@ def resolve_and_submit(
     walk.resolution.generations = generations
     pending = list(item_indexes)
     delays = poll_delays(poll_interval, max_poll_interval)
+    poll = not store.never_submitted()
     for round_number in range(MAX_WALK_ROUNDS):
         if not pending:
             break
         if round_number:
             time.sleep(next(delays))  # only conflicted UUIDs come back: give them time to show
-        pending = walk.round(pending)
+        pending = walk.round(pending, poll=poll or round_number > 0)
     if pending:
         # Still invisible after every round (a grace longer than the rounds last): known upstream,
         # so wait on them; the trigger's grace decides when not-found becomes a failure.
@@ -294,8 +326,12 @@ class _Walk:
         self.resolution.uuids[item] = uuid_
         return uuid_
 
-    def round(self, items: list[int]) -> list[int]:
-        """Poll the items' UUIDs, submit those unknown or failed; return the ones to poll again."""
+    def round(self, items: list[int], poll: bool = True) -> list[int]:
+        """Poll the items' UUIDs, submit those unknown or failed; return the ones to poll again.
+
+        :param items: the items to place.
+        :param poll: False when nothing can be known upstream yet: every item counts as unknown.
+        """
         gens = self.resolution.generations
         for item in [i for i in items if gens[i] >= MAX_GENERATIONS]:
             self.resolution.rejected[item] = self._too_many_generations(item)
@@ -303,7 +339,7 @@ class _Walk:
         if not items:
             return []
         uuids = {self.uuid_of(i): i for i in items}
-        polled = group_batch(get_responses(self.hook, list(uuids)))
+        polled = group_batch(get_responses(self.hook, list(uuids))) if poll else {}
         to_submit: list[int] = []
         poll_again: list[int] = []
         reused: list[str] = []
@@ -343,6 +379,7 @@ class _Walk:
 
     def _submit(self, items: list[int]) -> list[int]:
         # Saved before submitting, so a crash right after the submit still finds these UUIDs.
+        self.store.mark_submitting()
         self.store.save({i: self.resolution.generations[i] for i in items})
         tasks = [self.build_task(i, self.uuid_of(i)) for i in items]
         outcome = self.hook.submit_tasks(tasks)

@@ -111,16 +111,16 @@ class TaskRows(RowRequests):
         for row in prompts:
             build(row, NIL_UUID)
 
-    def submit(self, context: Context, prompts: Mapping[int, str]) -> Resolution:
+    def submit(self, context: Context, prompts: Mapping[int, str], store: GenerationStore) -> Resolution:
         """Submit the rows (reusing what earlier tries paid for) and log what was found.
 
         :param context: the task context (the rows' taskUUIDs derive from its task instance).
         :param prompts: the rows' prompts by row index.
+        :param store: the task-state store, one object per execution (it reads the submit marker once).
         """
-        identity, store = TaskIdentity.from_context(context), GenerationStore(context)
         resolution = resolve_and_submit(
             self.hook,
-            identity,
+            TaskIdentity.from_context(context),
             self.builder(prompts),
             list(prompts),
             store,
@@ -183,8 +183,10 @@ class TaskRows(RowRequests):
         :param end_time: the batch's deadline, epoch seconds.
         """
         in_flight: tuple[dict[int, str], Resolution] | None = None
+        # One store for every window: a first try polls before none of them (see GenerationStore).
+        store = GenerationStore(context)
         for prompts in prompt_windows:
-            submitted = (prompts, self.submit(context, prompts))
+            submitted = (prompts, self.submit(context, prompts, store))
             if in_flight is not None:
                 yield self.wait_window(*in_flight, end_time)
             in_flight = submitted

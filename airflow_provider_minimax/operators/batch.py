@@ -282,8 +282,8 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
 
     def _run_tasks(self, context: Context, prompts: dict[int, str]) -> Any:
         """Submit every row (reusing what earlier tries paid for), then wait on all in one go."""
-        started = time.time()
-        resolution = self._task_rows.submit(context, prompts)
+        started, store = time.time(), GenerationStore(context)
+        resolution = self._task_rows.submit(context, prompts, store)
         uuids = [resolution.uuids[row] for row in prompts if row not in resolution.rejected]
         state = BatchDeferralState.of(len(prompts), resolution, started)
         if not resolution.waiting:
@@ -298,7 +298,7 @@ class MiniMaxBatchOperator(LineageMixin, BaseOperator):
         not_found_until = time.time() + self.options.not_found_grace
         if self.deferrable:
             resume = state.model_dump(mode="json", by_alias=True)
-            GenerationStore(context).save_resume(resume)
+            store.save_resume(resume)
             self.log.info("Deferring on %d MiniMax task(s), one trigger for the whole batch", len(uuids))
             trigger = self._task_rows.trigger(uuids, end_time, not_found_until)
             self.defer(trigger=trigger, method_name="execute_complete", kwargs=resume)

@@ -127,6 +127,31 @@ def test_task_retry_resubmits_only_the_failed_row(minimax_connection: EmulatorHa
     assert len(submissions) == 4  # only the failed row got a new one
 
 
+def polled_before_submitted(emulator: EmulatorHandle) -> list[str]:
+    """The taskUUIDs some getResponse asked about before any submit of them (in the emulator's log)."""
+    submitted: set[str] = set()
+    early: list[str] = []
+    for entry in emulator.state.log:
+        for task in entry["body"]:
+            if task["taskType"] == "getResponse":
+                early += [] if task["taskUUID"] in submitted else [task["taskUUID"]]
+            else:
+                submitted.add(task["taskUUID"])
+    return early
+
+
+def test_a_deferred_batch_polls_before_submitting_only_on_a_retried_try(
+    minimax_connection: EmulatorHandle,
+) -> None:
+    store = MemoryStore()
+    with pytest.raises(TaskDeferred):
+        batch(TASK_CONN, NAMES, deferrable=True).execute(context(store))
+    assert minimax_connection.state.task_type_requests["getResponse"] == 0  # nothing to poll for yet
+    output = batch(TASK_CONN, NAMES, deferrable=True).execute(context(store))  # the retry finds them done
+    assert [r["status"] for r in output] == ["success"] * 7
+    assert minimax_connection.state.task_type_requests == {"textInference": 1, "getResponse": 1}
+
+
 def test_chat_retry_redoes_only_rows_not_checkpointed(minimax_connection: EmulatorHandle) -> None:
     store = MemoryStore()
     minimax_connection.faults.http_error(400, api="chat", count=1, code="invalidRequest")
@@ -295,6 +320,14 @@ def test_a_file_streams_window_by_window_to_the_output_in_input_order(
     )
 
 
+def test_a_first_try_submits_every_window_without_polling_first(
+    minimax_connection: EmulatorHandle, tmp_path: Path
+) -> None:
+    streamed(TASK_CONN, tmp_path, [f"item-{i}" for i in range(8)]).execute(context())
+    assert minimax_connection.state.task_type_requests["textInference"] == 3  # one per window
+    assert polled_before_submitted(minimax_connection) == []
+
+
 def test_a_bad_row_late_in_a_streamed_file_fails_before_any_request(
     minimax_connection: EmulatorHandle, tmp_path: Path
 ) -> None:
@@ -331,9 +364,9 @@ def test_streamed_task_windows_submit_the_next_window_before_waiting_on_the_last
     tasks = operator._task_rows
     submit, wait_window = tasks.submit, tasks.wait_window
 
-    def spy_submit(context: Any, prompts: dict[int, str]) -> Any:
+    def spy_submit(context: Any, prompts: dict[int, str], *args: Any) -> Any:
         calls.append(f"submit {min(prompts)}")
-        return submit(context, prompts)
+        return submit(context, prompts, *args)
 
     def spy_wait(prompts: dict[int, str], *args: Any) -> Any:
         calls.append(f"wait {min(prompts)}")

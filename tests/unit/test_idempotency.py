@@ -18,6 +18,7 @@ from airflow_provider_minimax.hooks.minimax import MiniMaxHook
 from airflow_provider_minimax.idempotency import (
     GENERATIONS_KEY,
     MAX_GENERATIONS,
+    SUBMITTED_KEY,
     GenerationStore,
     TaskIdentity,
     request_fingerprint,
@@ -64,6 +65,18 @@ def resolve(
 
 def store_context(store: MemoryStore) -> dict[str, Any]:
     return {"task_state_store": store}
+
+
+def retried_store(**values: Any) -> MemoryStore:
+    """The store of a task instance that an earlier try submitted for (its submit marker written)."""
+    store = MemoryStore()
+    store.values = {SUBMITTED_KEY: True, **values}
+    return store
+
+
+def request_kinds(api: FakeTaskApi) -> list[str]:
+    """The task type of each request the API got, in order."""
+    return [body[0]["taskType"] for body in api.bodies]
 
 
 # ------------------------------------------------------------------ the UUID
@@ -153,7 +166,7 @@ def test_partial_results_count_as_running(hook: MiniMaxHook, api: FakeTaskApi) -
 
 def test_error_moves_to_a_new_generation_saved_before_the_submit(hook: MiniMaxHook, api: FakeTaskApi) -> None:
     api.set(uuid_of(hook), "error")
-    store = MemoryStore()
+    store = retried_store()
     next_uuid = uuid_of(hook, generation=1)
     saved_before_submit = []
     original_set = store.set
@@ -170,10 +183,10 @@ def test_error_moves_to_a_new_generation_saved_before_the_submit(hook: MiniMaxHo
 
 
 def test_unknown_uuid_is_submitted_as_is(hook: MiniMaxHook, api: FakeTaskApi) -> None:
-    store = MemoryStore()
+    store = retried_store()
     resolve(hook, GenerationStore(store_context(store)))
     assert api.submitted == [uuid_of(hook)]
-    assert GENERATIONS_KEY not in store.values  # generation 0 costs no store write
+    assert not store.writes  # generation 0 costs no store write
 
 
 def test_conflict_means_accepted_and_is_polled_not_paid_again(hook: MiniMaxHook, api: FakeTaskApi) -> None:
@@ -186,8 +199,7 @@ def test_conflict_means_accepted_and_is_polled_not_paid_again(hook: MiniMaxHook,
 
 
 def test_stored_generation_is_where_the_next_try_starts(hook: MiniMaxHook, api: FakeTaskApi) -> None:
-    store = MemoryStore()
-    store.values[GENERATIONS_KEY] = {"0": 2}
+    store = retried_store(**{GENERATIONS_KEY: {"0": 2}})
     api.set(uuid_of(hook, generation=2), "processing")
     resolution = resolve(hook, GenerationStore(store_context(store)))
     assert resolution.waiting == {0: uuid_of(hook, generation=2)}
@@ -233,8 +245,7 @@ def test_items_are_decided_independently_in_one_poll_and_one_submit(
 
 
 def test_store_keeps_other_items_generations(hook: MiniMaxHook, api: FakeTaskApi) -> None:
-    store = MemoryStore()
-    store.values[GENERATIONS_KEY] = {"0": 1}
+    store = retried_store(**{GENERATIONS_KEY: {"0": 1}})
     api.set(uuid_of(hook, item=1), "error")
     resolve(hook, GenerationStore(store_context(store)), items=[1])
     assert store.values[GENERATIONS_KEY] == {"0": 1, "1": 1}
@@ -255,8 +266,7 @@ def test_a_refused_submit_is_rejected_with_the_api_error(hook: MiniMaxHook, api:
 
 
 def test_gives_up_after_max_generations(hook: MiniMaxHook, api: FakeTaskApi) -> None:
-    store = MemoryStore()
-    store.values[GENERATIONS_KEY] = {"0": MAX_GENERATIONS}
+    store = retried_store(**{GENERATIONS_KEY: {"0": MAX_GENERATIONS}})
     resolution = resolve(hook, GenerationStore(store_context(store)))
     assert resolution.rejected[0].code == "tooManyGenerations"
     assert not api.bodies
@@ -266,6 +276,101 @@ def test_bad_input_makes_no_http_call(hook: MiniMaxHook, api: FakeTaskApi) -> No
     with pytest.raises(MiniMaxValidationError, match="temperature"):
         resolve_and_submit(hook, IDENTITY, builder(hook, temperature=7), [0], GenerationStore({}))
     assert not api.bodies
+
+
+# ------------------------------------------------------------------ the submit marker
+
+
+class OrderedStore(MemoryStore):
+    """A task-state store that notes, for each write, how many requests the API had been sent."""
+
+    def __init__(self, api: FakeTaskApi) -> None:
+        super().__init__()
+        self.api = api
+        self.requests_before: list[tuple[str, int]] = []
+
+    def set(self, key: str, value: Any, **kw: Any) -> None:
+        self.requests_before.append((key, len(self.api.bodies)))
+        super().set(key, value, **kw)
+
+
+class Crash(BaseException):
+    """The worker killed mid-try."""
+
+
+class CrashAfterWrite(MemoryStore):
+    """A task-state store whose worker dies right after a write has landed."""
+
+    def set(self, key: str, value: Any, **kw: Any) -> None:
+        super().set(key, value, **kw)
+        raise Crash
+
+
+def test_a_first_try_writes_the_marker_then_submits_without_polling(
+    hook: MiniMaxHook, api: FakeTaskApi
+) -> None:
+    store = OrderedStore(api)
+    resolution = resolve(hook, GenerationStore(store_context(store)), items=[0, 1])
+    assert request_kinds(api) == ["textInference"] and len(api.bodies[0]) == 2
+    assert store.requests_before == [(SUBMITTED_KEY, 0)]  # written before the first request
+    assert resolution.waiting == {0: uuid_of(hook), 1: uuid_of(hook, item=1)}
+
+
+@pytest.mark.parametrize(
+    "context",
+    [store_context(retried_store()), {}],
+    ids=["marker present", "no store (Airflow < 3.3)"],
+)
+def test_polls_before_submitting_unless_the_store_says_nothing_was_submitted(
+    hook: MiniMaxHook, api: FakeTaskApi, context: dict[str, Any]
+) -> None:
+    resolve(hook, GenerationStore(context))
+    assert request_kinds(api) == ["getResponse", "textInference"]
+    assert api.submitted == [uuid_of(hook)]
+
+
+def test_later_calls_on_the_same_store_skip_the_poll_and_the_next_try_polls(
+    hook: MiniMaxHook, api: FakeTaskApi
+) -> None:
+    # One execution's windows (or re-asks) share one store object: only a new try reads the marker again.
+    store = MemoryStore()
+    this_try = GenerationStore(store_context(store))
+    resolve(hook, this_try, items=[0])
+    resolve(hook, this_try, items=[1])
+    resolve(hook, GenerationStore(store_context(store)), items=[2])
+    assert request_kinds(api) == ["textInference", "textInference", "getResponse", "textInference"]
+    assert [key for key, _ in store.writes] == [SUBMITTED_KEY]
+
+
+@pytest.mark.parametrize(
+    ("upstream", "placed"),
+    [("success", "finished"), ("processing", "waiting")],
+    ids=["reused", "re-attached"],
+)
+def test_a_lost_marker_meets_a_conflict_and_never_pays_twice(
+    hook: MiniMaxHook, api: FakeTaskApi, fake_sleep: FakeSleep, upstream: str, placed: str
+) -> None:
+    # The UUID is known upstream but the store has no marker (cleared state, a concurrent try):
+    # the submit skipped the poll, the API refused the known UUID, and the walk polled instead.
+    api.set(uuid_of(hook), upstream)
+    resolution = resolve(hook, GenerationStore(store_context(MemoryStore())), clock=FakeClock(fake_sleep))
+    assert 0 in getattr(resolution, placed) and resolution.generations == {0: 0}
+    assert request_kinds(api) == ["textInference", "getResponse"]
+    assert api.submissions == {uuid_of(hook): 1} and len(api.tasks) == 1  # one refused attempt, no new task
+
+
+def test_a_crash_between_the_marker_and_the_submit_polls_then_submits_once(
+    hook: MiniMaxHook, api: FakeTaskApi
+) -> None:
+    crashed = CrashAfterWrite()
+    with pytest.raises(Crash):
+        resolve(hook, GenerationStore(store_context(crashed)))
+    assert crashed.values == {SUBMITTED_KEY: True} and not api.bodies
+    store = MemoryStore()
+    store.values = crashed.values
+    resolution = resolve(hook, GenerationStore(store_context(store)))
+    assert request_kinds(api) == ["getResponse", "textInference"]  # not found, so submitted
+    assert api.submissions == {uuid_of(hook): 1} and resolution.waiting == {0: uuid_of(hook)}
 
 
 # ------------------------------------------------------------------ bounded walk, not-found grace
