@@ -491,8 +491,8 @@ def main() -> None:
                 deferred, resumed = run.polls_at
                 print(
                     f"{mode} mode deferred: getResponse requests per task {deferred / args.rows:.4f} "
-                    f"submitting (first try: no poll first), {(resumed - deferred) / args.rows:.4f} in the "
-                    "trigger, "
+                    "submitting (first try: no poll first), "
+                    f"{(resumed - deferred) / args.rows:.4f} in the trigger, "
                     f"{(run.poll_requests - resumed) / args.rows:.4f} fetching after resuming"
                 )
         if files:
