@@ -26,7 +26,7 @@ from tenacity import (
 from airflow_provider_minimax.exceptions import MiniMaxDeadlineError, MiniMaxError
 from airflow_provider_minimax.hooks.call_budget import CallBudget
 from airflow_provider_minimax.hooks.responses import CONFLICT_CODE, NOT_FOUND_CODE, api_error
-from airflow_provider_minimax.models import GetResponseTask, TextInferenceTask
+from airflow_provider_minimax.models import GetResponseTask, TextInferenceTask, task_array
 from airflow_provider_minimax.poll_cadence import BACKOFF_FACTOR, DEFAULT_NOT_FOUND_GRACE
 from airflow_provider_minimax.results import TaskBatchResult
 from airflow_provider_minimax.task_progress import task_state
@@ -53,7 +53,7 @@ class AcceptedTask:
         self.budget = budget
         # Kept as "seconds left at the end of the grace", on the budget's own (monotonic) clock.
         self._grace_ends_at_remaining = budget.remaining() - NOT_FOUND_GRACE
-        self.poll = [GetResponseTask(task_uuid=self.task_uuid).to_wire()]
+        self.poll = task_array([GetResponseTask(task_uuid=self.task_uuid)])
 
     def read(self, answer: TaskBatchResult) -> TaskBatchResult | None:
         """The task's results once finished, None while pending; a failure the API reports raises.

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from functools import lru_cache
 from time import monotonic
-from typing import Any
 
 import httpx
 
@@ -32,20 +31,20 @@ class CallBudget:
         return self.deadline - monotonic()
 
     def request(
-        self, client: httpx.Client | httpx.AsyncClient, url: str, body: Any, stream: bool
+        self, client: httpx.Client | httpx.AsyncClient, url: str, body: bytes, stream: bool
     ) -> httpx.Request:
         """The POST, its read timeout cut to what is left of the deadline.
 
-        :param client: the client that will send it.
+        :param client: the client that will send it (its headers say the body is JSON).
         :param url: the target.
-        :param body: the JSON body.
+        :param body: the JSON body, encoded.
         :param stream: ask for an event stream.
         """
         read = max(min(self.settings.timeout, self.remaining()), 0.001)
         return client.build_request(
             "POST",
             _parsed(url),
-            json=body,
+            content=body,
             headers={"Accept": "text/event-stream"} if stream else None,
             timeout=httpx.Timeout(read, connect=min(read, 10.0)),
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from pydantic_core import to_json
+
 from airflow_provider_minimax.connection import MiniMaxConnectionSettings
 from airflow_provider_minimax.hooks.events import StreamShape
 from airflow_provider_minimax.hooks.request_building import (
@@ -90,8 +92,10 @@ class ChatApiMixin(MiniMaxBaseHook):
             self._chat_call(settings, request.to_wire(), max_retries), parse_chat_response
         )
 
-    def _chat_call(self, settings: MiniMaxConnectionSettings, body: Any, max_retries: int | None) -> ApiCall:
-        return self._call(settings, settings.chat_completions_url, body, "chat", max_retries)
+    def _chat_call(
+        self, settings: MiniMaxConnectionSettings, body: dict[str, Any], max_retries: int | None
+    ) -> ApiCall:
+        return self._call(settings, settings.chat_completions_url, to_json(body), "chat", max_retries)
 
     def _stream_body(self, messages: Messages, params: dict[str, Any]) -> dict[str, Any]:
         params.setdefault("stream_options", {"include_usage": True})

@@ -34,6 +34,7 @@ from airflow_provider_minimax.models import (
     TextInferenceChunk,
     TextInferenceSettings,
     TextInferenceTask,
+    task_array,
 )
 from airflow_provider_minimax.results import TaskBatchResult
 
@@ -108,14 +109,11 @@ class TaskApiMixin(MiniMaxBaseHook):
             **extra,
         )
 
-    def _task_bodies(
-        self, tasks: Sequence[TaskLike], settings: MiniMaxConnectionSettings
-    ) -> list[list[dict[str, Any]]]:
+    def _task_bodies(self, tasks: Sequence[TaskLike], settings: MiniMaxConnectionSettings) -> list[bytes]:
+        """The bodies of a submit of tasks given by the caller: the tasks checked, one body per chunk."""
         self._require_api(settings, "task")
         unique = _unique_tasks(tasks)
-        return [
-            [task.to_wire() for task in chunk] for chunk in _chunks(unique, settings.max_tasks_per_request)
-        ]
+        return [task_array(chunk) for chunk in _chunks(unique, settings.max_tasks_per_request)]
 
     def submit_tasks(self, tasks: Sequence[TaskLike], *, max_retries: int | None = None) -> TaskBatchResult:
         """Send tasks as JSON arrays, chunked; partial success keeps every success.
@@ -125,22 +123,25 @@ class TaskApiMixin(MiniMaxBaseHook):
         :param tasks: validated tasks (textInference and/or getResponse).
         :param max_retries: retries for transient failures, for this call.
         """
-        return self._submit(tasks, max_retries)
+        settings = self.settings
+        return self._submit(settings, self._task_bodies(tasks, settings), max_retries)
 
     def _task_call(
         self,
         settings: MiniMaxConnectionSettings,
-        body: list[dict[str, Any]],
+        body: bytes,
         max_retries: int | None,
         budget: CallBudget | None = None,
     ) -> ApiCall:
         return self._call(settings, settings.base_url, body, "task", max_retries, budget)
 
     def _submit(
-        self, tasks: Sequence[TaskLike], max_retries: int | None, budget: CallBudget | None = None
+        self,
+        settings: MiniMaxConnectionSettings,
+        bodies: list[bytes],
+        max_retries: int | None,
+        budget: CallBudget | None = None,
     ) -> TaskBatchResult:
-        settings = self.settings
-        bodies = self._task_bodies(tasks, settings)
         return _submit_outcome(
             [self._send(self._task_call(settings, body, max_retries, budget), _batch) for body in bodies]
         )
@@ -153,16 +154,17 @@ class TaskApiMixin(MiniMaxBaseHook):
         :param tasks: validated tasks (textInference and/or getResponse).
         :param max_retries: retries for transient failures, for this call.
         """
-        return await self._asubmit(tasks, max_retries)
+        settings = await self.aget_settings()
+        return await self._asubmit(settings, self._task_bodies(tasks, settings), max_retries)
 
     async def _asubmit(
-        self, tasks: Sequence[TaskLike], max_retries: int | None, budget: CallBudget | None = None
+        self,
+        settings: MiniMaxConnectionSettings,
+        bodies: list[bytes],
+        max_retries: int | None,
+        budget: CallBudget | None = None,
     ) -> TaskBatchResult:
-        settings = await self.aget_settings()
-        sends = [
-            self._asend(self._task_call(settings, body, max_retries, budget), _batch)
-            for body in self._task_bodies(tasks, settings)
-        ]
+        sends = [self._asend(self._task_call(settings, body, max_retries, budget), _batch) for body in bodies]
         # One chunk is awaited in place: gather would wrap it in a task, two more turns of the loop.
         return _submit_outcome([await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends))
 
@@ -204,8 +206,10 @@ class TaskApiMixin(MiniMaxBaseHook):
         """
         settings = self.settings
         task = self.new_text_inference(messages, delivery_method="sync", **params)
+        self._require_api(settings, "task")
         budget = CallBudget(settings, settings.base_url)
-        outcome = self._submit([task], max_retries, budget)
+        # The task was built here: it needs none of submit_tasks' checks of what a caller passes.
+        outcome = self._submit(settings, [task_array([task])], max_retries, budget)
         if task.task_uuid not in outcome.already_accepted:
             return _sync_answer(outcome, task.task_uuid)
         accepted = AcceptedTask(task, budget)
@@ -224,8 +228,9 @@ class TaskApiMixin(MiniMaxBaseHook):
         """
         settings = await self.aget_settings()
         task = self.new_text_inference(messages, delivery_method="sync", **params)
+        self._require_api(settings, "task")
         budget = CallBudget(settings, settings.base_url)
-        outcome = await self._asubmit([task], max_retries, budget)
+        outcome = await self._asubmit(settings, [task_array([task])], max_retries, budget)
         if task.task_uuid not in outcome.already_accepted:
             return _sync_answer(outcome, task.task_uuid)
         accepted = AcceptedTask(task, budget)
@@ -244,7 +249,7 @@ class TaskApiMixin(MiniMaxBaseHook):
         settings = self.settings
         self._require_api(settings, "task")
         task = self.new_text_inference(messages, delivery_method="stream", **params)
-        yield from self._stream(self._task_call(settings, [task.to_wire()], max_retries), _STREAM)
+        yield from self._stream(self._task_call(settings, task_array([task]), max_retries), _STREAM)
 
     async def astream_text_inference(
         self, messages: Messages, *, max_retries: int | None = None, **params: Any
@@ -257,7 +262,7 @@ class TaskApiMixin(MiniMaxBaseHook):
         settings = await self.aget_settings()
         self._require_api(settings, "task")
         task = self.new_text_inference(messages, delivery_method="stream", **params)
-        async for chunk in self._astream(self._task_call(settings, [task.to_wire()], max_retries), _STREAM):
+        async for chunk in self._astream(self._task_call(settings, task_array([task]), max_retries), _STREAM):
             yield chunk
 
 

@@ -147,6 +147,8 @@ class MiniMaxBaseHook(BaseHook):
             "headers": {
                 "Authorization": f"Bearer {settings.api_key.get_secret_value()}",
                 "User-Agent": f"airflow-provider-minimax/{__version__}",
+                # Every request is a POST of JSON, encoded once per call (see ApiCall.body).
+                "Content-Type": "application/json",
             },
             "timeout": httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0)),
             "limits": httpx.Limits(
@@ -212,7 +214,7 @@ class MiniMaxBaseHook(BaseHook):
         self,
         settings: MiniMaxConnectionSettings,
         url: str,
-        body: Any,
+        body: bytes,
         api: Api,
         max_retries: int | None = None,
         budget: CallBudget | None = None,
@@ -221,7 +223,7 @@ class MiniMaxBaseHook(BaseHook):
 
         :param settings: the connection's settings.
         :param url: the URL to POST to.
-        :param body: the JSON body.
+        :param body: the JSON body, encoded.
         :param api: the API called.
         :param max_retries: retries for transient failures; the connection's when None.
         :param budget: the budget of a call that spans several requests; a fresh one when None.
@@ -362,14 +364,14 @@ class ApiCall:
     """One POST of a hook call: where it goes, what it carries, what it may spend, how it retries.
 
     :param url: the URL called.
-    :param body: the JSON body.
+    :param body: the JSON body, encoded once for every attempt.
     :param api: the API called.
     :param budget: the call's budget; its deadline also stops the retries.
     :param policy: its retry policy.
     """
 
     url: str
-    body: Any
+    body: bytes
     api: Api
     budget: CallBudget
     policy: RetryPolicy
