@@ -32,6 +32,8 @@ CHAT_MAX_TOKENS = 16_384
 MAX_SYSTEM_PROMPT_CHARS = 200_000
 TERMINAL_STATUSES = frozenset({"success", "error"})
 #: What an image part may point at: a web URL or inline base64 image data.
+#: A version-4 UUID in its canonical form: lower-case hex, hyphenated, RFC 4122 variant.
+_CANONICAL_UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 _IMAGE_URL = re.compile(r"^(https?://[^/\s]+\S*|data:image/[\w.+-]+;base64,\S+)$", re.IGNORECASE)
 
 
@@ -44,6 +46,8 @@ def _two_decimals(value: float) -> float:
 
 def _uuid4_shaped(value: str) -> str:
     """Accept only a UUID with the version-4 nibble and the RFC 4122 variant, as the API requires."""
+    if _CANONICAL_UUID4.fullmatch(value):  # already in the form it is sent in (uuid4() gives it)
+        return value
     try:
         parsed = uuid.UUID(value)
     except ValueError:
@@ -255,27 +259,24 @@ class TaskResult(_TolerantModel):
 
 
 class TaskApiResponse(_TolerantModel):
-    """The task API envelope: ``data`` and/or ``errors``; a bare array and older ``error`` forms accepted."""
+    """The task API envelope: ``data`` and/or ``errors``; the older ``error`` forms accepted."""
 
     data: list[TaskResult] = Field(default_factory=list)
     errors: list[ApiError] = Field(default_factory=list)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _normalise_error_forms(cls, raw: Any) -> Any:
-        if isinstance(raw, list):
-            return {"data": raw}
-        if not isinstance(raw, dict) or "error" not in raw:
-            return raw
-        raw = dict(raw)
-        single = raw.pop("error")
-        if isinstance(single, dict):
+    @model_validator(mode="after")
+    def _fold_in_the_older_error_form(self) -> TaskApiResponse:
+        # After validation, not before: a "before" step would have pydantic turn every answer
+        # into Python objects first, to hand them over, and only then validate them.
+        extra = self.__pydantic_extra__
+        single = extra.pop("error", None) if extra else None
+        if isinstance(single, dict) and extra is not None:
             single = {**single}
             for key in ("taskUUID", "taskType"):
-                if key in raw and key not in single:
-                    single[key] = raw.pop(key)
-            raw["errors"] = [*raw.get("errors", []), single]
-        return raw
+                if key in extra and key not in single:
+                    single[key] = extra.pop(key)
+            self.errors.append(ApiError.model_validate(single))
+        return self
 
 
 class TextInferenceDelta(_TolerantModel):

@@ -189,6 +189,9 @@ class RetryPolicy:
         return {
             "wait": self.wait_seconds,
             "retry": self._should_retry,
+            # No step before an attempt (tenacity skips a None one): an async controller would
+            # wrap even its default no-op in a coroutine, at every call.
+            "before": None,
             "before_sleep": self._log_retry,
             "reraise": True,
         }
