@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -100,6 +102,8 @@ class RetryPolicy:
     max_retry_after: float = 120.0
     retry_sent: bool = True
     on_resend: Callable[[], None] | None = field(default=None, compare=False)
+    #: The deadline of the synchronous call each thread is running (see :meth:`retrying`).
+    _running: threading.local = field(default_factory=threading.local, init=False, repr=False, compare=False)
 
     def waits_too_long(self, error: BaseException) -> bool:
         """Whether the server asked for a longer wait than we accept: the caller must come back later.
@@ -156,11 +160,24 @@ class RetryPolicy:
         return float(wait_random_exponential(multiplier=self.base_wait, max=self.max_wait)(state))
 
     def retrying(self, time_left: Callable[[], float] | None = None) -> Retrying:
-        """A tenacity controller for one synchronous call; it waits with tenacity's own sleep.
+        """The tenacity controller of a synchronous call; it waits with tenacity's own sleep.
+
+        One controller serves every synchronous call of the policy: tenacity keeps the state of
+        the call a thread is running per thread, and so is the call's deadline kept here. A call
+        must not start another call of the same policy from inside one of its attempts.
 
         :param time_left: seconds left before the call's deadline; no wait runs past it.
         """
-        return Retrying(stop=self._stop(time_left), **self._controller_options)
+        self._running.time_left = time_left
+        return self._sync_controller
+
+    @cached_property
+    def _sync_controller(self) -> Retrying:
+        return Retrying(stop=self._stop(self._running_time_left), **self._controller_options)
+
+    def _running_time_left(self) -> float:
+        time_left = self._running.time_left
+        return math.inf if time_left is None else time_left()
 
     def async_retrying(self, time_left: Callable[[], float] | None = None) -> AsyncRetrying:
         """A tenacity controller for one asynchronous call; it waits with ``asyncio.sleep``.
@@ -183,7 +200,7 @@ class RetryPolicy:
     def _controller_options(self) -> dict[str, Any]:
         """What every controller of this policy shares: how long to wait, what to retry, what to log.
 
-        A controller holds the state of the call it runs (tenacity's async one on itself), so each
+        Tenacity's async controller holds the state of the call it runs on itself, so each async
         call gets its own; what does not change between calls is built once.
         """
         return {
