@@ -63,6 +63,12 @@ def test_one_task_is_sent_as_an_array_with_a_bearer_key(hook: MiniMaxHook, route
     assert isinstance(body, list) and len(body) == 1
     assert body[0]["taskUUID"] == v4(1) and body[0]["deliveryMethod"] == "sync"
     assert request.headers["authorization"] == "Bearer sk-SECRET-123"
+    assert request.headers["content-type"] == "application/json"
+
+
+def test_a_bare_array_of_results_is_read_as_the_data(hook: MiniMaxHook, router: respx.MockRouter) -> None:
+    router.post(TASK_URL).respond(200, json=[task_result(v4(1), text="bare")])
+    assert hook.text_inference("hi", task_uuid=v4(1)).results[0].text == "bare"
 
 
 def test_several_tasks_share_one_request(hook: MiniMaxHook, router: respx.MockRouter) -> None:

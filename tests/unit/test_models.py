@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -13,10 +14,12 @@ from airflow_provider_minimax.exceptions import MiniMaxValidationError
 from airflow_provider_minimax.models import (
     ChatCompletion,
     ChatCompletionChunk,
+    GetResponseTask,
     TaskApiResponse,
     TaskResult,
     TextInferenceChunk,
     split_think,
+    task_array,
 )
 
 USER = [{"role": "user", "content": "hi"}]
@@ -170,6 +173,37 @@ def test_text_inference_task_serialises_camel_case_with_settings(monkeypatch: py
     }
 
 
+def test_a_request_body_is_the_wire_form_of_its_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    hook, _ = make_hook(monkeypatch)
+    tasks = [
+        hook.new_text_inference(
+            [{"role": "system", "content": "soyez bref"}, {"role": "user", "content": "déjà vu ✓"}],
+            task_uuid=v4(1),
+            temperature=0.7,
+            seed=0,
+            tools=[{"type": "function", "function": {"name": "f", "parameters": {"x": None}}}],
+            routing={"region": "eu"},
+        ),
+        GetResponseTask(task_uuid=v4(2)),
+    ]
+    assert json.loads(task_array(tasks)) == [task.to_wire() for task in tasks]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        pytest.param(v4(1), id="canonical"),
+        pytest.param(v4(1).upper(), id="upper-case"),
+        pytest.param("{" + v4(1) + "}", id="braces"),
+        pytest.param("urn:uuid:" + v4(1), id="urn"),
+        pytest.param(v4(1).replace("-", ""), id="no-hyphens"),
+    ],
+)
+def test_a_task_uuid_is_sent_in_canonical_form(monkeypatch: pytest.MonkeyPatch, given: str) -> None:
+    hook, _ = make_hook(monkeypatch)
+    assert hook.new_text_inference("hi", task_uuid=given).task_uuid == v4(1)
+
+
 # ------------------------------------------------------------------------ tolerant responses
 
 
@@ -199,9 +233,14 @@ def test_unknown_response_fields_are_kept() -> None:
         ),
     ],
 )
-def test_every_error_form_is_normalised_to_errors(body: dict[str, Any]) -> None:
-    envelope = TaskApiResponse.model_validate(body)
+@pytest.mark.parametrize("read", ["python", "json"])
+def test_every_error_form_is_normalised_to_errors(body: dict[str, Any], read: str) -> None:
+    if read == "json":
+        envelope = TaskApiResponse.model_validate_json(json.dumps(body))
+    else:
+        envelope = TaskApiResponse.model_validate(body)
     assert [(e.code, e.message, e.task_uuid) for e in envelope.errors] == [("invalidSeed", "m", v4(1))]
+    assert envelope.model_extra == {}  # the older form's keys were folded in, not kept beside
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from email.utils import format_datetime
@@ -12,6 +13,7 @@ import httpx
 import pytest
 import respx
 import tenacity.wait
+from fake_sleep import FakeSleep
 from hook_testlib import CHAT_COMPLETIONS_URL, TASK_URL, chat_body, make_hook, task_result, v4
 
 from airflow_provider_minimax import retry as retry_module
@@ -207,6 +209,35 @@ def test_real_jitter_stays_inside_its_window(
     assert len(sleeper.waits) == 8
     for n, wait in enumerate(sleeper.waits):
         assert 0.0 <= wait <= min(30.0, 1.0 * 2**n)
+
+
+def test_each_thread_keeps_the_deadline_of_its_own_call(fake_sleep: FakeSleep) -> None:
+    """One controller serves every sync call: a call in another thread leaves this one's deadline alone."""
+    policy = RetryPolicy(max_retries=3)
+    busy = MiniMaxServerError("busy", status_code=503, retry_after=5.0)
+    attempts = {"short": 0, "long": 0}
+    deadline_set, other_call_done = threading.Event(), threading.Event()
+
+    def call(name: str, time_left: float, *, first: bool) -> None:
+        controller = policy.retrying(lambda: time_left)
+        if first:  # the other thread's call starts and ends between this call's start and its attempts
+            deadline_set.set()
+            other_call_done.wait(5)
+        with pytest.raises(MiniMaxServerError):
+            for attempt in controller:
+                with attempt:
+                    attempts[name] += 1
+                    raise busy
+        other_call_done.set()
+
+    short = threading.Thread(target=call, args=("short", 3.0), kwargs={"first": True})
+    short.start()
+    deadline_set.wait(5)
+    call("long", 100.0, first=False)
+    short.join(5)
+    # A 5 s Retry-After reaches a 3 s deadline: stop at once; with 100 s left, all four attempts.
+    assert attempts == {"short": 1, "long": 4}
+    assert fake_sleep.waits == [5.0, 5.0, 5.0]
 
 
 def test_default_policy_is_one_second_base_and_thirty_second_cap() -> None:
