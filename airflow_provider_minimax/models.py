@@ -31,9 +31,9 @@ TASK_MAX_TOKENS = 196_608
 CHAT_MAX_TOKENS = 16_384
 MAX_SYSTEM_PROMPT_CHARS = 200_000
 TERMINAL_STATUSES = frozenset({"success", "error"})
-#: What an image part may point at: a web URL or inline base64 image data.
 #: A version-4 UUID in its canonical form: lower-case hex, hyphenated, RFC 4122 variant.
 _CANONICAL_UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+#: What an image part may point at: a web URL or inline base64 image data.
 _IMAGE_URL = re.compile(r"^(https?://[^/\s]+\S*|data:image/[\w.+-]+;base64,\S+)$", re.IGNORECASE)
 
 
@@ -268,9 +268,9 @@ class TaskApiResponse(_TolerantModel):
     def _fold_in_the_older_error_form(self) -> TaskApiResponse:
         # After validation, not before: a "before" step would have pydantic turn every answer
         # into Python objects first, to hand them over, and only then validate them.
-        extra = self.__pydantic_extra__
-        single = extra.pop("error", None) if extra else None
-        if isinstance(single, dict) and extra is not None:
+        extra = self.__pydantic_extra__ or {}
+        single = extra.pop("error", None)
+        if isinstance(single, dict):
             single = {**single}
             for key in ("taskUUID", "taskType"):
                 if key in extra and key not in single:

@@ -173,6 +173,7 @@ class RetryPolicy:
 
     @cached_property
     def _sync_controller(self) -> Retrying:
+        """The one synchronous controller; its deadline is the one of the call its thread runs."""
         return Retrying(stop=self._stop(self._running_time_left), **self._controller_options)
 
     def _running_time_left(self) -> float:
