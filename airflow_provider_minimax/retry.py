@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx
 from tenacity import (
@@ -72,14 +71,60 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - current).total_seconds())
 
 
+Controller = TypeVar("Controller", Retrying, AsyncRetrying)
+
+
 class _StopBeforeDeadline(stop_base):
     """Stop when the next wait would reach the call's deadline: no sleep outlives the call."""
 
-    def __init__(self, time_left: Callable[[], float]) -> None:
+    def __init__(self, time_left: Callable[[], float | None]) -> None:
         self._time_left = time_left
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        return retry_state.upcoming_sleep >= self._time_left()
+        time_left = self._time_left()
+        return time_left is not None and retry_state.upcoming_sleep >= time_left
+
+
+class LentController(Generic[Controller]):
+    """A tenacity controller lent to one call at a time: the ``with`` block is the loan.
+
+    Lent again and again, a controller is not built, with its per-thread state, at every call
+    (an async one then costs about half as much). Held by one call at a time, it stops before a
+    wait that would reach that call's deadline. One whose call failed is not lent again: it
+    would keep the failure alive until its next call.
+
+    :param build: ``Retrying`` or ``AsyncRetrying``.
+    :param attempts: the stop after the last attempt.
+    :param options: the controller's other options.
+    :param idle: where it waits to be lent again.
+    """
+
+    def __init__(
+        self,
+        build: Callable[..., Controller],
+        attempts: stop_base,
+        options: dict[str, Any],
+        idle: list[LentController[Controller]],
+    ) -> None:
+        #: Seconds left before the deadline of the call holding it; None: no deadline.
+        self.time_left: Callable[[], float] | None = None
+        self._idle: list[LentController[Controller]] = idle
+        self.controller: Controller = build(
+            stop=attempts | _StopBeforeDeadline(self._call_time_left), **options
+        )
+
+    def _call_time_left(self) -> float | None:
+        return None if self.time_left is None else self.time_left()
+
+    def __enter__(self) -> Controller:
+        return self.controller
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.time_left = None
+        if exc_type is None:
+            self._idle.append(self)
 
 
 @dataclass(frozen=True)
@@ -102,8 +147,12 @@ class RetryPolicy:
     max_retry_after: float = 120.0
     retry_sent: bool = True
     on_resend: Callable[[], None] | None = field(default=None, compare=False)
-    #: The deadline of the synchronous call each thread is running (see :meth:`retrying`).
-    _running: threading.local = field(default_factory=threading.local, init=False, repr=False, compare=False)
+    _idle_sync: list[LentController[Retrying]] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
+    _idle_async: list[LentController[AsyncRetrying]] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
 
     def waits_too_long(self, error: BaseException) -> bool:
         """Whether the server asked for a longer wait than we accept: the caller must come back later.
@@ -159,39 +208,32 @@ class RetryPolicy:
         state.attempt_number = failures
         return float(wait_random_exponential(multiplier=self.base_wait, max=self.max_wait)(state))
 
-    def retrying(self, time_left: Callable[[], float] | None = None) -> Retrying:
-        """The tenacity controller of a synchronous call; it waits with tenacity's own sleep.
-
-        One controller serves every synchronous call of the policy: tenacity keeps the state of
-        the call a thread is running per thread, and so is the call's deadline kept here. A call
-        must not start another call of the same policy from inside one of its attempts.
+    def retrying(self, time_left: Callable[[], float] | None = None) -> LentController[Retrying]:
+        """A tenacity controller lent to one sync call (a ``with`` block); it waits with ``time.sleep``.
 
         :param time_left: seconds left before the call's deadline; no wait runs past it.
         """
-        self._running.time_left = time_left
-        return self._sync_controller
+        return self._lend(Retrying, self._idle_sync, time_left)
 
-    @cached_property
-    def _sync_controller(self) -> Retrying:
-        """The one synchronous controller; its deadline is the one of the call its thread runs."""
-        return Retrying(stop=self._stop(self._running_time_left), **self._controller_options)
-
-    def _running_time_left(self) -> float:
-        time_left = self._running.time_left
-        return math.inf if time_left is None else time_left()
-
-    def async_retrying(self, time_left: Callable[[], float] | None = None) -> AsyncRetrying:
-        """A tenacity controller for one asynchronous call; it waits with ``asyncio.sleep``.
+    def async_retrying(self, time_left: Callable[[], float] | None = None) -> LentController[AsyncRetrying]:
+        """A tenacity controller lent to one async call (a ``with`` block); it waits with ``asyncio.sleep``.
 
         :param time_left: seconds left before the call's deadline; no wait runs past it.
         """
-        return AsyncRetrying(stop=self._stop(time_left), **self._controller_options)
+        return self._lend(AsyncRetrying, self._idle_async, time_left)
 
-    def _stop(self, time_left: Callable[[], float] | None) -> stop_base:
-        """Stop after the last attempt, or, for a call with a deadline, before a wait that would reach it."""
-        if time_left is None:
-            return self._attempts_stop
-        return self._attempts_stop | _StopBeforeDeadline(time_left)
+    def _lend(
+        self,
+        build: Callable[..., Controller],
+        idle: list[LentController[Controller]],
+        time_left: Callable[[], float] | None,
+    ) -> LentController[Controller]:
+        try:
+            lent = idle.pop()  # atomic: two threads never take the same one
+        except IndexError:
+            lent = LentController(build, self._attempts_stop, self._controller_options, idle)
+        lent.time_left = time_left
+        return lent
 
     @cached_property
     def _attempts_stop(self) -> stop_base:
@@ -201,8 +243,7 @@ class RetryPolicy:
     def _controller_options(self) -> dict[str, Any]:
         """What every controller of this policy shares: how long to wait, what to retry, what to log.
 
-        Tenacity's async controller holds the state of the call it runs on itself, so each async
-        call gets its own; what does not change between calls is built once.
+        Every controller of the policy is built with them once (see :class:`LentController`).
         """
         return {
             "wait": self.wait_seconds,

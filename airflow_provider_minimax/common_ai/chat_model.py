@@ -60,19 +60,20 @@ class RetryingTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``, retrying transient failures."""
-        async for attempt in self._policy.async_retrying():
-            with attempt:
-                response = await self._inner.handle_async_request(request)
-                last = attempt.retry_state.attempt_number > self._policy.max_retries
-                if is_retryable_status(response.status_code) and not last:
-                    await response.aread()
-                    await response.aclose()
-                    raise MiniMaxTransientError(
-                        f"MiniMax chat API answered HTTP {response.status_code}",
-                        status_code=response.status_code,
-                        retry_after=parse_retry_after(response.headers.get("Retry-After")),
-                    )
-                return response
+        with self._policy.async_retrying() as retrying:
+            async for attempt in retrying:
+                with attempt:
+                    response = await self._inner.handle_async_request(request)
+                    last = attempt.retry_state.attempt_number > self._policy.max_retries
+                    if is_retryable_status(response.status_code) and not last:
+                        await response.aread()
+                        await response.aclose()
+                        raise MiniMaxTransientError(
+                            f"MiniMax chat API answered HTTP {response.status_code}",
+                            status_code=response.status_code,
+                            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                        )
+                    return response
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     async def aclose(self) -> None:

@@ -262,9 +262,10 @@ class MiniMaxBaseHook(BaseHook):
                 # One attempt (the batch runner's calls: it retries through its limiter): tenacity's
                 # controller would cost more CPU than parsing the answer.
                 return parse(self._exchange(self.client, call))
-            for attempt in call.policy.retrying(call.budget.remaining):
-                with attempt:
-                    return parse(self._exchange(self.client, call))
+            with call.policy.retrying(call.budget.remaining) as retrying:
+                for attempt in retrying:
+                    with attempt:
+                        return parse(self._exchange(self.client, call))
             raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
         except Exception as err:
             failure = call.failure(err)
@@ -276,9 +277,10 @@ class MiniMaxBaseHook(BaseHook):
         try:
             if call.policy.max_retries == 0:  # one attempt, as in _send
                 return parse(await self._aexchange(client, call))
-            async for attempt in call.policy.async_retrying(call.budget.remaining):
-                with attempt:
-                    return parse(await self._aexchange(client, call))
+            with call.policy.async_retrying(call.budget.remaining) as retrying:
+                async for attempt in retrying:
+                    with attempt:
+                        return parse(await self._aexchange(client, call))
             raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
         except Exception as err:
             failure = call.failure(err)
@@ -331,11 +333,12 @@ class MiniMaxBaseHook(BaseHook):
         :param shape: how to read the API's stream.
         """
         try:
-            for attempt in call.policy.retrying(call.budget.remaining):
-                with attempt:
-                    response = self._exchange(self.client, call, stream=True)
-                    if not is_event_stream(response):
-                        shape.check(response)
+            with call.policy.retrying(call.budget.remaining) as retrying:
+                for attempt in retrying:
+                    with attempt:
+                        response = self._exchange(self.client, call, stream=True)
+                        if not is_event_stream(response):
+                            shape.check(response)
             yield from events(response, shape, call.budget)
             return
         except Exception as err:
@@ -346,11 +349,12 @@ class MiniMaxBaseHook(BaseHook):
         """Async :meth:`_stream`."""
         client = await self.aclient()
         try:
-            async for attempt in call.policy.async_retrying(call.budget.remaining):
-                with attempt:
-                    response = await self._aexchange(client, call, stream=True)
-                    if not is_event_stream(response):
-                        shape.check(response)
+            with call.policy.async_retrying(call.budget.remaining) as retrying:
+                async for attempt in retrying:
+                    with attempt:
+                        response = await self._aexchange(client, call, stream=True)
+                        if not is_event_stream(response):
+                            shape.check(response)
             async for chunk in aevents(response, shape, call.budget):
                 yield chunk
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Iterator
@@ -211,20 +212,19 @@ def test_real_jitter_stays_inside_its_window(
         assert 0.0 <= wait <= min(30.0, 1.0 * 2**n)
 
 
-def test_each_thread_keeps_the_deadline_of_its_own_call(fake_sleep: FakeSleep) -> None:
-    """One controller serves every sync call: a call in another thread leaves this one's deadline alone."""
+def test_concurrent_calls_keep_their_own_deadlines(fake_sleep: FakeSleep) -> None:
+    """Controllers are lent again and again: a call in another thread leaves this one's deadline alone."""
     policy = RetryPolicy(max_retries=3)
     busy = MiniMaxServerError("busy", status_code=503, retry_after=5.0)
     attempts = {"short": 0, "long": 0}
     deadline_set, other_call_done = threading.Event(), threading.Event()
 
     def call(name: str, time_left: float, *, first: bool) -> None:
-        controller = policy.retrying(lambda: time_left)
-        if first:  # the other thread's call starts and ends between this call's start and its attempts
-            deadline_set.set()
-            other_call_done.wait(5)
-        with pytest.raises(MiniMaxServerError):
-            for attempt in controller:
+        with pytest.raises(MiniMaxServerError), policy.retrying(lambda: time_left) as retrying:
+            if first:  # the other thread's call starts and ends between this call's start and its attempts
+                deadline_set.set()
+                other_call_done.wait(5)
+            for attempt in retrying:
                 with attempt:
                     attempts[name] += 1
                     raise busy
@@ -238,6 +238,40 @@ def test_each_thread_keeps_the_deadline_of_its_own_call(fake_sleep: FakeSleep) -
     # A 5 s Retry-After reaches a 3 s deadline: stop at once; with 100 s left, all four attempts.
     assert attempts == {"short": 1, "long": 4}
     assert fake_sleep.waits == [5.0, 5.0, 5.0]
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_controller_lent_again_counts_each_call_afresh(fake_sleep: FakeSleep, is_async: bool) -> None:
+    policy = RetryPolicy(max_retries=3)
+    busy = MiniMaxServerError("busy", status_code=503, retry_after=1.0)
+
+    def attempt_once(state: dict[str, int], failures: int) -> None:
+        state["attempts"] += 1
+        if state["attempts"] <= failures:
+            raise busy
+
+    async def acall(failures: int) -> int:
+        state = {"attempts": 0}
+        with policy.async_retrying(lambda: 100.0) as retrying:
+            async for attempt in retrying:
+                with attempt:
+                    attempt_once(state, failures)
+        return state["attempts"]
+
+    def call(failures: int) -> int:
+        if is_async:
+            return asyncio.run(acall(failures))
+        state = {"attempts": 0}
+        with policy.retrying(lambda: 100.0) as retrying:
+            for attempt in retrying:
+                with attempt:
+                    attempt_once(state, failures)
+        return state["attempts"]
+
+    assert [call(3), call(3), call(0)] == [4, 4, 1]
+    with pytest.raises(MiniMaxServerError):
+        call(4)  # the fourth attempt is still the last one
+    assert call(1) == 2
 
 
 def test_default_policy_is_one_second_base_and_thirty_second_cap() -> None:
