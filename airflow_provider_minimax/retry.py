@@ -75,14 +75,14 @@ Controller = TypeVar("Controller", Retrying, AsyncRetrying)
 
 
 class _StopBeforeDeadline(stop_base):
-    """Stop when the next wait would reach the call's deadline: no sleep outlives the call."""
+    """Stop when the next wait would reach the deadline of the call running: no sleep outlives the call."""
 
-    def __init__(self, time_left: Callable[[], float | None]) -> None:
-        self._time_left = time_left
+    def __init__(self) -> None:
+        #: Seconds left before that deadline; None: the call has none.
+        self.time_left: Callable[[], float] | None = None
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        time_left = self._time_left()
-        return time_left is not None and retry_state.upcoming_sleep >= time_left
+        return self.time_left is not None and retry_state.upcoming_sleep >= self.time_left()
 
 
 class LentController(Generic[Controller]):
@@ -106,15 +106,9 @@ class LentController(Generic[Controller]):
         options: dict[str, Any],
         idle: list[LentController[Controller]],
     ) -> None:
-        #: Seconds left before the deadline of the call holding it; None: no deadline.
-        self.time_left: Callable[[], float] | None = None
+        self.deadline = _StopBeforeDeadline()
         self._idle: list[LentController[Controller]] = idle
-        self.controller: Controller = build(
-            stop=attempts | _StopBeforeDeadline(self._call_time_left), **options
-        )
-
-    def _call_time_left(self) -> float | None:
-        return None if self.time_left is None else self.time_left()
+        self.controller: Controller = build(stop=attempts | self.deadline, **options)
 
     def __enter__(self) -> Controller:
         return self.controller
@@ -122,7 +116,7 @@ class LentController(Generic[Controller]):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.time_left = None
+        self.deadline.time_left = None
         if exc_type is None:
             self._idle.append(self)
 
@@ -232,7 +226,7 @@ class RetryPolicy:
             lent = idle.pop()  # atomic: two threads never take the same one
         except IndexError:
             lent = LentController(build, self._attempts_stop, self._controller_options, idle)
-        lent.time_left = time_left
+        lent.deadline.time_left = time_left
         return lent
 
     @cached_property
