@@ -183,7 +183,10 @@ def _run_bare_chat(base_url: str, rows: list[dict[str, Any]], concurrency: int) 
                 statuses.append({"status": "success" if answer.is_success and text else "failed"})
 
     async def run_all() -> None:
-        await asyncio.gather(*(send_rows(httpx.AsyncClient(timeout=60)) for _ in range(concurrency)))
+        # One TLS context for all, as our runner shares one: each default one loads the CA bundle.
+        tls = httpx.create_ssl_context()
+        clients = [httpx.AsyncClient(timeout=60, verify=tls) for _ in range(concurrency)]
+        await asyncio.gather(*(send_rows(client) for client in clients))
 
     started = time.perf_counter()
     asyncio.run(run_all())
