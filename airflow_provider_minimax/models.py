@@ -6,6 +6,7 @@ parse tolerantly (unknown fields are kept, the older error forms are accepted).
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from collections.abc import Sequence
@@ -107,10 +108,38 @@ def _http_url(value: str) -> str:
     return value
 
 
+def _json_data(value: Any) -> Any:
+    """Refuse what has no JSON form in a free-form field: it is sent as given, so it must be JSON.
+
+    NaN and the infinities would reach the server as the non-JSON tokens ``NaN`` and
+    ``Infinity``; a set or any other object has no JSON form at all.
+    """
+    pending: list[tuple[str, Any]] = [("", value)]
+    while pending:
+        where, item = pending.pop()
+        if item is None or isinstance(item, str | bool | int):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError(f"must be JSON: {where or 'the value'} is {item}, which JSON cannot carry")
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                if not isinstance(key, str):
+                    raise ValueError(f"must be JSON: key {key!r} at {where or 'the top'} is not a string")
+                pending.append((f"{where}.{key}" if where else key, inner))
+        elif isinstance(item, list | tuple):
+            pending.extend((f"{where}[{index}]", inner) for index, inner in enumerate(item))
+        else:
+            raise ValueError(f"must be JSON: {where or 'the value'} is a {type(item).__name__}")
+    return value
+
+
 NotABool = BeforeValidator(refuse_bool)
 UnitInterval = Annotated[float, NotABool, Field(ge=0, le=1), AfterValidator(_two_decimals)]
 Count = Annotated[int, NotABool]
-Number = Annotated[float, NotABool]
+Number = Annotated[float, NotABool, Field(allow_inf_nan=False)]
+#: A free-form JSON object sent as given (tools, routing, response_format, extra_body...).
+JsonObject = Annotated[dict[str, Any], AfterValidator(_json_data)]
 Text = Annotated[str, AfterValidator(_not_blank)]
 WebhookURL = Annotated[str, AfterValidator(_http_url)]
 TaskUUID = Annotated[str, AfterValidator(_uuid4_shaped)]
@@ -177,10 +206,10 @@ class TextInferenceTask(_CamelModel):
     seed: Count | None = Field(default=None, ge=0, le=MAX_SEED)
     messages: list[TaskMessage] = Field(min_length=1)
     settings: TextInferenceSettings | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: dict[str, Any] | str | None = None
+    tools: list[JsonObject] | None = None
+    tool_choice: JsonObject | str | None = None
     output_format: Literal["TEXT"] | None = None
-    routing: dict[str, Any] | None = None
+    routing: JsonObject | None = None
 
     @field_validator("messages")
     @classmethod
@@ -352,7 +381,7 @@ class ChatMessage(_OpenAIModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[JsonObject] | None = None
     name: str | None = None
     tool_calls: list[ChatToolCall] | None = None
     tool_call_id: str | None = None
@@ -396,11 +425,11 @@ class ChatCompletionRequest(_OpenAIModel):
     max_tokens: Count | None = Field(default=None, ge=1, le=CHAT_MAX_TOKENS)
     temperature: UnitInterval | None = None
     top_p: UnitInterval | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
+    tools: list[JsonObject] | None = None
+    tool_choice: str | JsonObject | None = None
+    response_format: JsonObject | None = None
     stream: bool | None = None
-    stream_options: dict[str, Any] | None = None
+    stream_options: JsonObject | None = None
     reasoning_split: bool | None = None
     # Further OpenAI-protocol parameters (no ``seed``: the contract names none for this API).
     stop: str | list[str] | None = None
@@ -408,11 +437,11 @@ class ChatCompletionRequest(_OpenAIModel):
     parallel_tool_calls: bool | None = None
     presence_penalty: Number | None = None
     frequency_penalty: Number | None = None
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[str, Number] | None = None
     logprobs: bool | None = None
     top_logprobs: Count | None = None
     user: str | None = None
-    extra_body: dict[str, Any] | None = Field(default=None, exclude=True)
+    extra_body: JsonObject | None = Field(default=None, exclude=True)
 
     @field_validator("tools")
     @classmethod

@@ -288,6 +288,55 @@ BAD_CALLS: list[tuple[str, str, Call, str]] = [
         ),
         "tool_call_id",
     ),
+    # Free-form fields are sent as given, so they must be JSON (NaN would go out as a bare NaN).
+    (
+        "chat-extra-body-nan",
+        "chat",
+        lambda h: h.chat_completion("hi", extra_body={"x": [float("nan")]}),
+        "x[0]",
+    ),
+    ("chat-extra-body-set", "chat", lambda h: h.chat_completion("hi", extra_body={"x": {1}}), "extra_body"),
+    (
+        "chat-penalty-inf",
+        "chat",
+        lambda h: h.chat_completion("hi", presence_penalty=float("inf")),
+        "presence",
+    ),
+    (
+        "chat-logit-bias-nan",
+        "chat",
+        lambda h: h.chat_completion("hi", logit_bias={"7": float("nan")}),
+        "logit",
+    ),
+    (
+        "chat-tool-schema-inf",
+        "chat",
+        lambda h: h.chat_completion(
+            "hi",
+            tools=[{"type": "function", "function": {"name": "f", "parameters": {"maximum": float("inf")}}}],
+        ),
+        "function.parameters.maximum",
+    ),
+    (
+        "chat-response-format-key",
+        "chat",
+        lambda h: h.chat_completion("hi", response_format={"type": "json_schema", "json_schema": {1: "x"}}),
+        "response_format",
+    ),
+    (
+        "task-routing-nan",
+        "task",
+        lambda h: h.text_inference("hi", routing={"weight": float("nan")}),
+        "weight",
+    ),
+    (
+        "task-tool-object",
+        "task",
+        lambda h: h.text_inference(
+            "hi", tools=[{"type": "function", "function": {"name": "f", "x": object()}}]
+        ),
+        "tools",
+    ),
 ]
 
 
