@@ -60,6 +60,9 @@ from airflow_provider_minimax.testing.emulator import (
 )
 
 CHAT_CONN, TASK_CONN, OPENAI_CONN = "bench_minimax_chat", "bench_minimax_task", "bench_openai"
+HEADERS = {"Authorization": f"Bearer {EMULATOR_API_KEY}"}
+#: Every client sends this, then the row's review: ours through its template, the others by hand.
+PROMPT = "Classify the sentiment of this review: "
 
 
 class _TaskInstance:
@@ -95,11 +98,12 @@ class _StateStore:
             json.dump(value, handle)
 
 
+def _row(i: int) -> dict[str, Any]:
+    return {"id": i, "review": f"Review number {i}: the product arrived on time and works."}
+
+
 def _rows(count: int) -> list[dict[str, Any]]:
-    return [
-        {"id": i, "review": f"Review number {i}: the product arrived on time and works."}
-        for i in range(count)
-    ]
+    return [_row(i) for i in range(count)]
 
 
 def _write_input(count: int, folder: str) -> str:
@@ -107,9 +111,7 @@ def _write_input(count: int, folder: str) -> str:
     path = os.path.join(folder, "reviews.jsonl")
     with open(path, "w") as handle:
         for i in range(count):
-            handle.write(
-                json.dumps({"id": i, "review": f"Review number {i}: the product arrived on time and works."})
-            )
+            handle.write(json.dumps(_row(i)))
             handle.write("\n")
     return path
 
@@ -143,7 +145,7 @@ def _run_operator(
         rows=rows,
         input_path=files[0] if files else None,
         output_path=files[1] if files else None,
-        prompt_template="Classify the sentiment of this review: {{ review }}",
+        prompt_template=PROMPT + "{{ review }}",
         conn_id=conn_id,
         deferrable=polls_at is not None,
         max_concurrency=concurrency,
@@ -169,16 +171,14 @@ def _run_operator(
 
 def _run_bare_chat(base_url: str, rows: list[dict[str, Any]], concurrency: int) -> tuple[float, Any]:
     """The rows' chat requests from bare ``httpx.AsyncClient``s, ``concurrency`` in flight."""
-    headers = {"Authorization": f"Bearer {EMULATOR_API_KEY}"}
     queue = iter(rows)
     statuses: list[dict[str, str]] = []
 
     async def send_rows(client: httpx.AsyncClient) -> None:
         async with client:
             for row in queue:
-                prompt = f"Classify the sentiment of this review: {row['review']}"
-                body = {"model": "minimax-m2.7", "messages": [{"role": "user", "content": prompt}]}
-                answer = await client.post(f"{base_url}/chat/completions", json=body, headers=headers)
+                body = _chat_body(PROMPT + row["review"])
+                answer = await client.post(f"{base_url}/chat/completions", json=body, headers=HEADERS)
                 text = answer.json()["choices"][0]["message"]["content"]
                 statuses.append({"status": "success" if answer.is_success and text else "failed"})
 
@@ -191,6 +191,11 @@ def _run_bare_chat(base_url: str, rows: list[dict[str, Any]], concurrency: int) 
     started = time.perf_counter()
     asyncio.run(run_all())
     return time.perf_counter() - started, statuses
+
+
+def _chat_body(content: str) -> dict[str, Any]:
+    """A chat completions request with one user message."""
+    return {"model": "minimax-m2.7", "messages": [{"role": "user", "content": content}]}
 
 
 async def _first_event(trigger: Any) -> Any:
@@ -341,7 +346,7 @@ def _run_baseline(rows: list[dict[str, Any]]) -> float:
     started = time.perf_counter()
     for row in rows:
         hook.create_chat_completion(
-            messages=[{"role": "user", "content": f"Classify the sentiment of this review: {row['review']}"}],
+            messages=[{"role": "user", "content": PROMPT + row["review"]}],
             model="minimax-m2.7",
         )
     return time.perf_counter() - started
@@ -365,11 +370,10 @@ def _reset(url: str) -> None:
 
 def _warm_up(base_url: str) -> None:
     """One call per API first, so the server's own cold start is not counted against any client."""
-    headers = {"Authorization": f"Bearer {EMULATOR_API_KEY}"}
-    chat = {"model": "minimax-m2.7", "messages": [{"role": "user", "content": "warm up"}]}
-    httpx.post(f"{base_url}/chat/completions", json=chat, headers=headers, timeout=30).raise_for_status()
+    chat = _chat_body("warm up")
+    httpx.post(f"{base_url}/chat/completions", json=chat, headers=HEADERS, timeout=30).raise_for_status()
     poll = [{"taskType": "getResponse", "taskUUID": str(uuid.uuid4())}]
-    httpx.post(base_url, json=poll, headers=headers, timeout=30)
+    httpx.post(base_url, json=poll, headers=HEADERS, timeout=30)
 
 
 def _connection(base_url: str, api: str) -> str:
