@@ -144,7 +144,7 @@ class GenerationStore:
         self._known: dict[int, int] | None = None
         #: Whether the store held no submit marker when first asked (None: not asked yet).
         self._unmarked: bool | None = None
-        self._marked = False
+        self._marker_written = False
 
     def never_submitted(self) -> bool:
         """Whether nothing was submitted for this task instance before this object's own submits.
@@ -154,16 +154,15 @@ class GenerationStore:
         it. Without a store (Airflow < 3.3) the answer is always False: anything may be known.
         """
         if self._unmarked is None:
-            marker = self._store.get(SUBMITTED_KEY) if self._store is not None else None
-            self._marked = marker is not None
-            self._unmarked = self._store is not None and not self._marked
+            self._unmarked = self._store is not None and self._store.get(SUBMITTED_KEY) is None
         return self._unmarked
 
     def mark_submitting(self) -> None:
         """Write the submit marker, once, before this task instance's first submit (no-op without a store)."""
-        if self._store is not None and not self._marked:
+        # Only a store that held no marker needs it; that answer is kept, so a flag says "written".
+        if self._store is not None and self.never_submitted() and not self._marker_written:
             self._store.set(SUBMITTED_KEY, True)
-            self._marked = True
+            self._marker_written = True
 
     def load(self) -> dict[int, int]:
         """The generations remembered by earlier tries (read once per try)."""
