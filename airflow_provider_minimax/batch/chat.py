@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -89,8 +89,8 @@ class ChatRunSettings:
 class ChatBatchRunner:
     """Run rows through the chat API concurrently, reporting each finished row.
 
-    :param hooks: hooks on the same connection, one per worker (see the module docstring; fewer
-        are shared round-robin).
+    :param hook: the batch's hook; each further worker sends through a twin of it with a
+        connection pool of its own (see the module docstring), all closed when the run ends.
     :param limiter: the batch's adaptive limiter.
     :param settings: how each row is asked.
     :param on_row: awaited with each finished row, in completion order.
@@ -98,13 +98,12 @@ class ChatBatchRunner:
 
     def __init__(
         self,
-        hooks: Sequence[MiniMaxHook],
+        hook: MiniMaxHook,
         limiter: AdaptiveLimiter,
         settings: ChatRunSettings,
         on_row: Callable[[RowResult], Awaitable[None]],
     ) -> None:
-        self.hooks = list(hooks)
-        self.hook = self.hooks[0]
+        self.hook = hook
         self.limiter = limiter
         self.settings = settings
         self.on_row = on_row
@@ -120,9 +119,13 @@ class ChatBatchRunner:
         """
         rows = iter(sorted(prompts.items()))
         workers = min(self.limiter.max_concurrency, len(prompts))
-        hooks = self.hooks
+        hooks = [self.hook, *(self.hook.with_own_pool() for _ in range(workers - 1))]
         freeze_heap()  # full collections would walk Airflow's heap every ~1,000 rows
-        await asyncio.gather(*(self._worker(rows, hooks[k % len(hooks)]) for k in range(workers)))
+        try:
+            await asyncio.gather(*(self._worker(rows, hook) for hook in hooks[:workers]))
+        finally:
+            for hook in hooks:  # their async clients belong to this event loop
+                await hook.aclose()
         if self.fatal is not None:
             raise self.fatal
 

@@ -88,9 +88,8 @@ class ChatRows(RowRequests):
             policy=policy,
         )
         recorder = _Recorder(results, total, checkpoint, fingerprints, self.log, before)
-        workers = min(len(todo), self.options.max_concurrency)
         runner = ChatBatchRunner(
-            [self.hook, *(self.hook.with_own_pool() for _ in range(workers - 1))],
+            self.hook,
             self.limiter,
             ChatRunSettings(
                 params=self.params,
@@ -120,8 +119,6 @@ class ChatRows(RowRequests):
             await runner.run(todo)
         finally:
             await recorder.flush()
-            for hook in runner.hooks:
-                await hook.aclose()
 
     def windows(
         self,
