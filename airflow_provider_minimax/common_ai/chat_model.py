@@ -89,7 +89,7 @@ class MiniMaxChatModel(OpenAIChatModel):
     """
 
     def __init__(self, model_name: str, settings: MiniMaxConnectionSettings) -> None:
-        policy = RetryPolicy(max_retries=settings.max_retries, max_wait=settings.retry_max_wait)
+        policy = RetryPolicy.for_connection(settings)
         http_client = httpx.AsyncClient(
             transport=RetryingTransport(policy),
             timeout=httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0)),
