@@ -225,13 +225,10 @@ class RetryPolicy:
         try:
             lent = idle.pop()  # atomic: two threads never take the same one
         except IndexError:
-            lent = LentController(build, self._attempts_stop, self._controller_options, idle)
+            attempts = stop_after_attempt(self.max_retries + 1)
+            lent = LentController(build, attempts, self._controller_options, idle)
         lent.deadline.time_left = time_left
         return lent
-
-    @cached_property
-    def _attempts_stop(self) -> stop_base:
-        return stop_after_attempt(self.max_retries + 1)
 
     @cached_property
     def _controller_options(self) -> dict[str, Any]:
