@@ -256,7 +256,11 @@ class TaskPoller:
         for registration in due:
             if registration.future.done():  # left while the request was in flight
                 continue
-            culprit = next((refused[u] for u in registration.progress.pending if u in refused), None)
+            culprit = (  # only after a refused request: else a walk over every pending UUID for nothing
+                next((refused[u] for u in registration.progress.pending if u in refused), None)
+                if refused
+                else None
+            )
             if culprit is not None:
                 if culprit.uuid_refused:
                     self._resolve(registration, culprit.error)
