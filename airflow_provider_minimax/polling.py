@@ -141,8 +141,7 @@ def poll_tick(hook: MiniMaxHook, progress: TaskProgress, clock: Callable[[], flo
     estimate = pending_estimate(progress, before, len(sample))
     if estimate is not None:
         return estimate
-    progress.update(group_batch(get_responses(hook, progress.pending)), clock())
-    progress.progressed = len(progress.pending) < before  # over the whole tick, sample included
+    progress.update(group_batch(get_responses(hook, progress.pending)), clock(), since=before)
     return len(progress.pending)
 
 

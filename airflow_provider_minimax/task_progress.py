@@ -272,11 +272,15 @@ class TaskProgress:
         """Whether every task finished or failed."""
         return not self.pending
 
-    def update(self, grouped: dict[str, TaskItems], now: float | None = None) -> None:
+    def update(
+        self, grouped: dict[str, TaskItems], now: float | None = None, since: int | None = None
+    ) -> None:
         """Take in one poll's answer; finished and failed tasks leave ``pending``.
 
         :param grouped: the answer, as :func:`group_batch` indexed it.
         :param now: the epoch time of the answer, for the not-found grace (default: now).
+        :param since: the pending count at the start of the tick this poll ends (the rest polled
+            after a sample): ``progressed`` then covers the whole tick, the sample included.
         """
         until = self.not_found_until
         in_grace = until is not None and (time.time() if now is None else now) < until
@@ -291,9 +295,10 @@ class TaskProgress:
                 self._errors[task_uuid] = error
             else:
                 still.append(task_uuid)
-        self.progressed = len(still) < len(self.pending)
-        if self.progressed:  # else keep the list: no new one per waiter and poll while nothing changes
-            self.pending = still
+        if len(still) < len(self.pending):
+            self.pending, self.progressed = still, True
+        else:  # keep the list: no new one per waiter and poll while nothing changes
+            self.progressed = since is not None and len(still) < since
 
     def _outcome(self, **fields: object) -> TasksOutcome:
         return TasksOutcome(

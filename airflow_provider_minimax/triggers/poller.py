@@ -221,9 +221,7 @@ class TaskPoller:
         if group:
             await self._poll_group(group, per_request)
 
-    async def _poll_group(
-        self, due: list[Registration], per_request: int, before: dict[Registration, int] | None = None
-    ) -> None:
+    async def _poll_group(self, due: list[Registration], per_request: int, since: int | None = None) -> None:
         """Poll the pending tasks of these registrations at once and settle them.
 
         A registration with more pending tasks than one request carries is asked a
@@ -233,12 +231,12 @@ class TaskPoller:
 
         :param due: the registrations.
         :param per_request: the connection's ``max_tasks_per_request``.
-        :param before: polling one whole: its pending count at the tick's start.
+        :param since: polling one whole (``due`` is that one): its pending count at the tick's start.
         """
         sampled = {  # registration -> (its pending count, its sample)
             r: (len(r.progress.pending), sample_of(r.progress.pending, per_request))
             for r in due
-            if before is None and len(r.progress.pending) > per_request
+            if since is None and len(r.progress.pending) > per_request
         }
         task_uuids = list(
             dict.fromkeys(u for r in due for u in (sampled[r][1] if r in sampled else r.progress.pending))
@@ -269,7 +267,7 @@ class TaskPoller:
                 continue
             registration.failures = 0
             progress = registration.progress
-            progress.update(grouped, wall)
+            progress.update(grouped, wall, since)
             estimate = None
             if registration in sampled:
                 pending, sample = sampled[registration]
@@ -277,8 +275,6 @@ class TaskPoller:
                 if estimate is None:
                     whole[registration] = pending
                     continue
-            elif before is not None:
-                progress.progressed = len(progress.pending) < before[registration]  # the sample's too
             if progress.done:
                 finished.append(registration)
             else:
@@ -292,7 +288,7 @@ class TaskPoller:
             if count % RESOLVE_SLICE == 0:
                 await asyncio.sleep(0)  # let the woken triggers run before waking more
         for registration, pending in whole.items():
-            await self._poll_group([registration], per_request, {registration: pending})
+            await self._poll_group([registration], per_request, pending)
 
     def _failed(
         self, registrations: list[Registration], err: BaseException, *, transient: bool | None = None
