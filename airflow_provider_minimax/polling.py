@@ -71,7 +71,6 @@ def wait_for_tasks(
     number_results: int = 1,
     max_consecutive_failures: int = 5,
     not_found_until: float | None = None,
-    sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.time,
     on_progress: Callable[[TaskProgress], None] | None = None,
 ) -> TasksOutcome:
@@ -93,8 +92,7 @@ def wait_for_tasks(
     :param number_results: results each task was submitted with.
     :param max_consecutive_failures: failed polls in a row tolerated before giving up.
     :param not_found_until: epoch until which ``taskFailedOrNotFound`` means still running.
-    :param sleep: the sleep function (tests pass a fake one).
-    :param clock: the epoch clock (tests pass a fake one).
+    :param clock: the epoch clock (tests pass a fake one, moved by their stand-in for ``time.sleep``).
     :param on_progress: called after every successful poll, e.g. to log a progress line.
     """
     check_cadence(poll_interval, max_poll_interval, number_results)
@@ -105,7 +103,7 @@ def wait_for_tasks(
         remaining = end_time - clock()
         if remaining <= 0:
             break
-        sleep(min(delay, remaining))
+        time.sleep(min(delay, remaining))
         if clock() >= end_time:
             break
         try:

@@ -1,8 +1,8 @@
 """A stand-in for ``time.sleep`` and ``asyncio.sleep``: the waits the provider asks for, without the wait.
 
-The hook sleeps through tenacity (``time.sleep``, ``asyncio.sleep``), the batch runner and the
-idempotent submit through the same two functions, and ``wait_for_tasks`` through its ``sleep``
-default; :meth:`FakeSleep.install` stands in for all of them.
+The hook sleeps through tenacity (``time.sleep``, ``asyncio.sleep``), the batch runner, the
+idempotent submit and ``wait_for_tasks`` through the same two functions; :meth:`FakeSleep.install`
+stands in for both.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from types import FrameType
 from typing import Any
 
 import pytest
-
-from airflow_provider_minimax import polling
 
 _SLEEP = time.sleep
 _ASLEEP = asyncio.sleep
@@ -47,10 +45,9 @@ class FakeSleep:
         self._on_wait = on_wait
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeSleep:
-        """Stand in for ``time.sleep``, ``asyncio.sleep`` and ``wait_for_tasks``' sleep for the test."""
+        """Stand in for ``time.sleep`` and ``asyncio.sleep`` for the test."""
         monkeypatch.setattr(time, "sleep", self)
         monkeypatch.setattr(asyncio, "sleep", self.asleep)
-        monkeypatch.setitem(polling.wait_for_tasks.__kwdefaults__, "sleep", self)
         return self
 
     @classmethod

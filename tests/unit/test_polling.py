@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 import respx
+from fake_sleep import FakeSleep
 from hook_testlib import TASK_URL, make_hook, task_result, v4
 
 from airflow_provider_minimax.exceptions import MiniMaxValidationError
@@ -144,15 +146,23 @@ def test_uuids_are_checked_and_spelled_as_the_api_echoes_them():
 
 
 class Clock:
-    """An epoch clock that only moves when the fake sleep is called."""
+    """An epoch clock that only moves when the provider sleeps (it stands in for ``time.sleep``).
 
-    def __init__(self) -> None:
+    :param monkeypatch: restores ``time.sleep`` afterwards.
+    :param then: called after each wait, e.g. to finish tasks upstream.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, then: Callable[[], None] | None = None) -> None:
         self.now = 1_000_000.0
         self.waits: list[float] = []
+        self._then = then
+        FakeSleep(on_wait=self.sleep).install(monkeypatch)
 
     def sleep(self, seconds: float) -> None:
         self.waits.append(seconds)
         self.now += seconds
+        if self._then is not None:
+            self._then()
 
 
 def answers(*bodies: dict[str, Any] | int) -> list[httpx.Response]:
@@ -178,10 +188,8 @@ def test_worker_waiter_polls_at_the_cadence_and_returns_the_trigger_shape(monkey
             {"data": [success(B)]},
         )
     )
-    clock = Clock()
-    outcome = wait_for_tasks(
-        hook, [A, B], end_time=clock.now + 60, sleep=clock.sleep, clock=lambda: clock.now
-    )
+    clock = Clock(monkeypatch)
+    outcome = wait_for_tasks(hook, [A, B], end_time=clock.now + 60, clock=lambda: clock.now)
     assert isinstance(outcome, TasksOutcome) and outcome.status == "success"
     assert clock.waits == [1.0, 1.5, 2.5]  # B should be done 2.5 s after A: one task in 2.5 s
     assert polled_uuids(route) == [[A, B], [A, B], [B]]  # finished tasks are not polled again
@@ -192,8 +200,8 @@ def test_worker_waiter_polls_at_the_cadence_and_returns_the_trigger_shape(monkey
 def test_worker_waiter_times_out_at_the_deadline_naming_the_pending_tasks(monkeypatch):
     hook, _ = make_hook(monkeypatch)
     respx.post(TASK_URL).mock(return_value=httpx.Response(200, json={"data": [processing(A)]}))
-    clock = Clock()
-    outcome = wait_for_tasks(hook, [A], end_time=clock.now + 3, sleep=clock.sleep, clock=lambda: clock.now)
+    clock = Clock(monkeypatch)
+    outcome = wait_for_tasks(hook, [A], end_time=clock.now + 3, clock=lambda: clock.now)
     assert outcome.status == "timeout" and outcome.pending == [A]
     assert A in (outcome.message or "")
     assert sum(clock.waits) == pytest.approx(3.0)
@@ -203,13 +211,12 @@ def test_worker_waiter_times_out_at_the_deadline_naming_the_pending_tasks(monkey
 def test_worker_waiter_survives_a_transient_burst_within_budget(monkeypatch):
     hook, _ = make_hook(monkeypatch, max_retries=0)
     respx.post(TASK_URL).mock(side_effect=answers(503, 503, {"data": [success(A)]}))
-    clock = Clock()
+    clock = Clock(monkeypatch)
     outcome = wait_for_tasks(
         hook,
         [A],
         end_time=clock.now + 60,
         max_consecutive_failures=3,
-        sleep=clock.sleep,
         clock=lambda: clock.now,
     )
     assert outcome.status == "success"
@@ -236,13 +243,12 @@ def test_worker_waiter_gives_up_after_the_budget_or_at_once_on_auth(
     route = respx.post(TASK_URL).mock(
         side_effect=[r if isinstance(r, httpx.Response) else answers(r)[0] for r in replies]
     )
-    clock = Clock()
+    clock = Clock(monkeypatch)
     outcome = wait_for_tasks(
         hook,
         [A],
         end_time=clock.now + 60,
         max_consecutive_failures=budget,
-        sleep=clock.sleep,
         clock=lambda: clock.now,
     )
     assert outcome.status == "error" and route.call_count == polls
@@ -301,10 +307,8 @@ def test_worker_waiter_polls_only_a_sample_while_most_tasks_still_run(monkeypatc
     hook, _ = make_hook(monkeypatch, max_tasks_per_request=2)
     uuids = [v4(i) for i in range(6)]
     route = respx.post(TASK_URL).mock(side_effect=upstream(set()))
-    clock = Clock()
-    outcome = wait_for_tasks(
-        hook, uuids, end_time=clock.now + 1.5, sleep=clock.sleep, clock=lambda: clock.now
-    )
+    clock = Clock(monkeypatch)
+    outcome = wait_for_tasks(hook, uuids, end_time=clock.now + 1.5, clock=lambda: clock.now)
     assert outcome.status == "timeout"
     assert polled_uuids(route) == [[uuids[0], uuids[3]]]  # one request, not three
 
@@ -314,8 +318,8 @@ def test_worker_waiter_polls_the_rest_in_the_same_tick_once_the_sample_finished(
     hook, _ = make_hook(monkeypatch, max_tasks_per_request=2)
     uuids = [v4(i) for i in range(6)]
     route = respx.post(TASK_URL).mock(side_effect=upstream(set(uuids)))
-    clock = Clock()
-    outcome = wait_for_tasks(hook, uuids, end_time=clock.now + 60, sleep=clock.sleep, clock=lambda: clock.now)
+    clock = Clock(monkeypatch)
+    outcome = wait_for_tasks(hook, uuids, end_time=clock.now + 60, clock=lambda: clock.now)
     assert outcome.status == "success" and sorted(outcome.results) == sorted(uuids)
     assert clock.waits == [1.0]
     assert polled_uuids(route) == [[uuids[0], uuids[3]], [uuids[1], uuids[2]], [uuids[4], uuids[5]]]
@@ -327,14 +331,13 @@ def test_worker_waiter_measures_the_rate_again_before_trusting_a_long_prediction
     uuids = [v4(i) for i in range(4)]
     finished = {uuids[0]}
     respx.post(TASK_URL).mock(side_effect=upstream(finished))
-    clock = Clock()
 
-    def sleep(seconds: float) -> None:
-        clock.sleep(seconds)
+    def finish_the_rest() -> None:
         if len(clock.waits) == 2:
             finished.update(uuids)
 
-    outcome = wait_for_tasks(hook, uuids, end_time=clock.now + 60, sleep=sleep, clock=lambda: clock.now)
+    clock = Clock(monkeypatch, then=finish_the_rest)
+    outcome = wait_for_tasks(hook, uuids, end_time=clock.now + 60, clock=lambda: clock.now)
     assert outcome.status == "success"
     # One of four done after 1 s predicts the rest in 3 s; seen over 1 s, it is checked after 1 s.
     assert clock.waits == [1.0, 1.0]
